@@ -1,0 +1,40 @@
+"""Write files so that an interrupted write never leaves a partial file under the final name."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import InputError
+
+
+def check_output_folder(path: str | os.PathLike) -> Path:
+    """Return `path` as a Path after checking that its folder exists (we never create it silently)."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(
+            f"cannot write {path}: the folder {folder} does not exist. Create it first or choose another output path."
+        )
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success rename it over `path`, on error delete it.
+
+    The temporary name keeps the final suffix so writers that choose a format by extension
+    (PyAV, PIL, safetensors) behave as they would for the final name.
+    """
+    path = check_output_folder(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise

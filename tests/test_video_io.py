@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+
+from libragen_core.errors import InputError
+from libragen_core.io.video import read_video, write_video
+
+
+def _clip(t=9, h=32, w=48):
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, size=(1, h, w, 3), dtype=np.uint8)
+    # a slowly moving gradient compresses well, so decoded frames stay close to the originals
+    ramp = np.linspace(0, 60, t, dtype=np.float32)[:, None, None, None]
+    return np.clip(base.astype(np.float32) * 0.2 + ramp + 80, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".webm", ".webp", ".gif"])
+def test_round_trip_keeps_frame_count_size_and_content(tmp_path, suffix):
+    clip = _clip()
+    out = write_video(tmp_path / f"clip{suffix}", clip, fps=8)
+    frames, fps = read_video(out)
+    assert frames.shape == clip.shape
+    assert abs(fps - 8) < 0.5
+    assert np.abs(frames.astype(float) - clip.astype(float)).mean() < 12
+    assert [p.name for p in tmp_path.iterdir()] == [f"clip{suffix}"]
+
+
+def test_odd_sizes_are_padded_not_rejected(tmp_path):
+    frames, _ = read_video(write_video(tmp_path / "odd.mp4", _clip(h=31, w=33)))
+    assert frames.shape[1:3] == (32, 34)
+
+
+def test_missing_folder_is_a_clear_error_and_writes_nothing(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        write_video(tmp_path / "nope" / "a.mp4", _clip())
+    assert not (tmp_path / "nope").exists()
+
+
+def test_bad_suffix_and_bad_shape_are_named(tmp_path):
+    with pytest.raises(InputError, match="unsupported video suffix"):
+        write_video(tmp_path / "a.avi", _clip())
+    with pytest.raises(InputError, match="frames, height, width"):
+        write_video(tmp_path / "a.mp4", np.zeros((4, 4, 3), np.uint8))
+
+
+def test_reading_a_truncated_file_is_a_clear_error(tmp_path):
+    good = write_video(tmp_path / "a.mp4", _clip())
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(InputError, match="cannot read video"):
+        read_video(bad)
