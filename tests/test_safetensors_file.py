@@ -25,7 +25,7 @@ def test_round_trip_and_metadata(tmp_path):
         (lambda b: b[:5], "too short"),
         (lambda b: b[:-10], "truncated"),
         (lambda b: b"\x80\x04\x95" + b"x" * 64, "not a valid safetensors"),
-        (lambda b: b[:8] + b"{" + b[9:], "header is not JSON"),
+        (lambda b: b[:8] + b"\xff" + b[9:], "header is not JSON"),
     ],
 )
 def test_damaged_files_get_named_errors(tmp_path, damage, message):
