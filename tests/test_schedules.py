@@ -1,0 +1,52 @@
+import math
+
+import pytest
+import torch
+
+from libragen_core.errors import InputError
+from libragen_core.sampling.schedules import flow_sigmas, shift_sigma, sigma_to_timestep
+
+
+def test_unshifted_grid_is_linear_from_one_to_zero():
+    sigmas = flow_sigmas(4, shift=1.0)
+    assert sigmas.tolist() == [1.0, 0.75, 0.5, 0.25, 0.0]
+
+
+def test_shift_formula_and_endpoints():
+    steps, s = 10, 5.0
+    sigmas = flow_sigmas(steps, shift=s)
+    assert sigmas.shape == (steps + 1,)
+    assert sigmas[0].item() == 1.0 and sigmas[-1].item() == 0.0
+    for i, u in enumerate(torch.linspace(1, 0, steps + 1, dtype=torch.float64).tolist()):
+        assert math.isclose(sigmas[i].item(), s * u / (1 + (s - 1) * u), rel_tol=1e-12, abs_tol=1e-15)
+    assert bool((sigmas[1:] < sigmas[:-1]).all())
+    # A shift above 1 keeps more of the steps at high noise.
+    assert sigmas[steps // 2].item() > 0.8
+
+
+def test_shift_is_invertible_by_its_reciprocal():
+    u = torch.linspace(0, 1, 33, dtype=torch.float64)
+    assert torch.allclose(shift_sigma(shift_sigma(u, 3.0), 1 / 3.0), u, atol=1e-12)
+
+
+def test_denoise_starts_lower_and_timesteps_scale_by_1000():
+    sigmas = flow_sigmas(5, shift=1.0, denoise=0.5)
+    assert sigmas[0].item() == 0.5
+    assert sigma_to_timestep(sigmas)[0].item() == 500.0
+
+
+@pytest.mark.parametrize("steps", [0, -3, 2.5, True])
+def test_bad_steps_are_named(steps):
+    with pytest.raises(InputError, match="steps must be a whole number of at least 1"):
+        flow_sigmas(steps, shift=1.0)
+
+
+@pytest.mark.parametrize("shift", [-1.0, 0.0, float("nan"), float("inf")])
+def test_bad_shift_is_named(shift):
+    with pytest.raises(InputError, match="shift must be a finite number above 0"):
+        flow_sigmas(10, shift=shift)
+
+
+def test_bad_denoise_is_named():
+    with pytest.raises(InputError, match="denoise must be in"):
+        flow_sigmas(10, shift=1.0, denoise=1.5)
