@@ -191,7 +191,10 @@ class BatchRunner:
             self._cond.notify_all()
 
     def _sleep(self, seconds: float) -> None:
-        self._stop.wait(seconds)
+        """Wait for a down server, waking early when the batch stops or has nothing left to do."""
+        end = time.monotonic() + seconds
+        while not self._stop.is_set() and not self._finished() and time.monotonic() < end:
+            self._stop.wait(min(0.2, max(0.0, end - time.monotonic())))
 
     def _worker(self, server: _Server, slot: int) -> None:
         client = ComfyClient(server.url, self.opts.request_timeout, self.opts.poll_interval)
@@ -228,6 +231,7 @@ class BatchRunner:
                     client.reset()
                     if server.down_since is None:
                         server.down_since = time.monotonic()
+                        self.progress.message(f"{server.url} dropped out; waiting for it to answer again")
                     self._dropped(job, server, str(e), slot)
                 except JobFailed as e:
                     self._fail(job, server, str(e), slot)

@@ -1,0 +1,56 @@
+"""Server addresses, output listing and server error wording for the batch client (no server needed)."""
+from __future__ import annotations
+
+import pytest
+
+from libragen_core.batch.client import (
+    describe_failure,
+    describe_refusal,
+    normalize_server_url,
+    output_refs,
+)
+from libragen_core.errors import InputError
+
+
+def test_server_urls():
+    assert normalize_server_url("127.0.0.1:8188") == "http://127.0.0.1:8188"
+    assert normalize_server_url(" http://127.0.0.1:8188/ ") == "http://127.0.0.1:8188"
+    assert normalize_server_url("https://farm.local/comfy/") == "https://farm.local/comfy"
+    with pytest.raises(InputError, match="not an http"):
+        normalize_server_url("ftp://x:1")
+    with pytest.raises(InputError) as e:
+        normalize_server_url("http://user:hunter2@127.0.0.1:8188/?token=abc")
+    assert "hunter2" not in str(e.value) and "abc" not in str(e.value) and "user@" not in str(e.value)
+
+
+def test_output_refs_take_every_file_list():
+    entry = {"outputs": {
+        "10": {"gifs": [{"filename": "v_00001.mp4", "subfolder": "vids", "type": "output", "format": "video/h264-mp4"}]},
+        "9": {"images": [{"filename": "a.png", "subfolder": "", "type": "output"},
+                         {"filename": "b.png", "subfolder": "", "type": "output"}]},
+        "7": {"images": [{"filename": "anim.webp", "subfolder": "", "type": "output"}], "animated": [True]},
+        "8": {"images": [{"filename": "prev.png", "subfolder": "", "type": "temp"}]},
+        "11": {"text": ["not a file"], "videos": [{"filename": "c.mp4", "type": "output"}]},
+    }}
+    refs = output_refs(entry)
+    assert [(r.node, r.kind, r.filename, r.subfolder) for r in refs] == [
+        ("7", "images", "anim.webp", ""), ("9", "images", "a.png", ""), ("9", "images", "b.png", ""),
+        ("10", "gifs", "v_00001.mp4", "vids"), ("11", "videos", "c.mp4", "")]
+    assert [r.filename for r in output_refs(entry, include_temp=True)].count("prev.png") == 1
+
+
+def test_server_error_wording():
+    entry = {"status": {"status_str": "error", "completed": False, "messages": [
+        ["execution_start", {"prompt_id": "p"}],
+        ["execution_error", {"prompt_id": "p", "node_id": "1", "node_type": "LoadImage",
+                             "exception_type": "PIL.UnidentifiedImageError",
+                             "exception_message": "cannot identify image file\n"}]]}}
+    assert describe_failure(entry) == ("node 1 (LoadImage) raised PIL.UnidentifiedImageError: "
+                                       "cannot identify image file")
+    refusal = {"error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation",
+                         "details": ""},
+               "node_errors": {"2": {"class_type": "ImageScale", "errors": [
+                   {"type": "value_smaller_than_min", "message": "Value smaller than min",
+                    "details": "width: -5 < 0"}]}}}
+    assert describe_refusal(refusal) == ("Prompt outputs failed validation; node 2 (ImageScale): "
+                                         "Value smaller than min (width: -5 < 0)")
