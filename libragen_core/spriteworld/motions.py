@@ -91,7 +91,7 @@ def _build() -> dict[str, MotionInfo]:
         table[f"zigzag_{d}"] = MotionInfo(f"zigzag_{d}", *_forms("zig-zag", "zig-zags", "zig-zagging", DIRECTION_PHRASES[d]), syn)
     table["grow"] = MotionInfo("grow", *_forms("grow", "grows", "growing", ""), ("get bigger", "grow larger", "expand", "scale up"))
     table["shrink"] = MotionInfo("shrink", *_forms("shrink", "shrinks", "shrinking", ""), ("get smaller", "shrink down", "contract", "scale down"))
-    table["stay"] = MotionInfo("stay", *_forms("stay", "stays", "staying", "still"), ("stay put", "hold still", "not move", "remain in place"))
+    table["stay"] = MotionInfo("stay", *_forms("stay", "stays", "staying", "still"), ("stay put", "hold still", "keep still", "remain in place"))
     # interaction motions: their caption phrase needs the partner, so captions.py builds it
     table["chase"] = MotionInfo("chase", "chase", "chases", "chasing", ("run after", "go after", "pursue", "follow"), True)
     table["swap"] = MotionInfo("swap", "swap places", "swap places", "swapping places", ("trade places", "switch places", "change places", "swap spots"), True)

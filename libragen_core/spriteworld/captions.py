@@ -1,0 +1,292 @@
+"""Captions for SpriteWorld scenes: LibraGen's training format, user-style phrasings, vocabulary.
+
+Training caption (one "Ref k:" line per subject, subjects[k-1], then one "Video:" line):
+
+    Ref 1: a large blue star with orange stripes and a white dot.
+    Ref 2: a medium red circle with a yellow outline and two eyes.
+    Video: Ref 1[the blue star] zig-zags to the right while Ref 2[the red circle] spins clockwise on a sunny yellow gradient with a tree; the camera pans left; the light dims.
+
+Grammar of the Video line:  CLAUSE (" while " CLAUSE (" and " CLAUSE)*)? " on " BACKGROUND
+(" with " PROP (" and " PROP)?)? ("; " OCCLUDER)? ("; " CAMERA)? ("; " LIGHT)? "."
+where a CLAUSE is a bound subject followed by its motion's canonical phrase, or an interaction
+("Ref 2[..] chases Ref 1[..] to the right", "Ref 1[..] and Ref 2[..] swap places").
+
+User-style phrasings come from TEMPLATES; the ones marked held out are never used for
+training (the prompt rewriter must bridge them). caption_vocabulary() exports all of it as data.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+from .identity import COLORS, MARKINGS, PATTERN_NOUNS, PATTERNS, SHAPES, SIZES
+from .motions import DIRECTION_PHRASES, INTERACTIONS, MOTIONS, SINGLE_MOTIONS
+from .scene import BACKGROUND_KINDS, BG_COLORS, CAMERA_PANS, LIGHT_CHANGES, OCCLUDERS, PROPS, Scene
+
+BACKGROUND_PHRASES = {
+    "plain": "a plain {color} background",
+    "gradient": "a {color} gradient",
+    "checkered": "a {color} checkered floor",
+    "striped": "a {color} striped wall",
+    "speckled": "a speckled {color} background",
+}
+OCCLUDER_PHRASES = {"pillar": "a stone pillar stands in front", "bush": "a bush stands in front"}
+CAMERA_PHRASES = {p: f"the camera pans {p}" for p in CAMERA_PANS}
+LIGHT_PHRASES = {"dims": "the light dims", "brightens": "the light brightens"}
+
+# (template, held_out). Fields: imp "the star zig-zag left", should, third, ing, to, tail.
+TEMPLATES: tuple[tuple[str, bool], ...] = (
+    ("make {imp}", False),
+    ("{should}", False),
+    ("a video where {third}", False),
+    ("show {ing}", False),
+    ("{third}", False),
+    ("{third}{tail}", False),
+    ("animate {ing}{tail}", False),
+    ("let {imp}", False),
+    ("{ing}{tail}", False),
+    ("I want {to}{tail}", True),
+    ("can you make it so {third}?", True),
+    ("please have {imp}", True),
+)
+TRAIN_TEMPLATES = tuple(t for t, held in TEMPLATES if not held)
+HELDOUT_TEMPLATES = tuple(t for t, held in TEMPLATES if held)
+
+
+def bind(scene: Scene, k: int) -> str:
+    return f"Ref {k + 1}[{scene.subjects[k].identity.ref_name}]"
+
+
+def background_phrase(scene: Scene) -> str:
+    bg = scene.background
+    text = BACKGROUND_PHRASES[bg.kind].format(color=bg.color)
+    if bg.props:
+        text += " with " + " and ".join(f"a {p.kind}" for p in bg.props)
+    return text
+
+
+def _groups(scene: Scene) -> list[tuple[str, tuple[int, ...]]]:
+    """Motion groups in caption order: the interaction first, then every other subject."""
+    groups = []
+    taken: set[int] = set()
+    if scene.interaction is not None:
+        groups.append((scene.interaction.kind, tuple(scene.interaction.subjects)))
+        taken.update(scene.interaction.subjects)
+    groups += [(s.motion, (k,)) for k, s in enumerate(scene.subjects) if k not in taken]
+    return groups
+
+
+def _chase_direction(scene: Scene, leader: int) -> str:
+    motion = scene.subjects[leader].motion
+    return DIRECTION_PHRASES[motion[5:]] if motion.startswith("move_") else ""
+
+
+def _join(parts: list[str], first: str = " while ") -> str:
+    if len(parts) == 1:
+        return parts[0]
+    return parts[0] + first + " and ".join(parts[1:])
+
+
+def video_line(scene: Scene) -> str:
+    clauses = []
+    for kind, ks in _groups(scene):
+        if kind == "chase":
+            a, b = ks
+            tail = _chase_direction(scene, a)
+            clauses.append(f"{bind(scene, b)} chases {bind(scene, a)}" + (f" {tail}" if tail else ""))
+        elif kind in INTERACTIONS:
+            clauses.append(f"{bind(scene, ks[0])} and {bind(scene, ks[1])} {MOTIONS[kind].third}")
+        else:
+            clauses.append(f"{bind(scene, ks[0])} {MOTIONS[kind].third}")
+    text = f"Video: {_join(clauses)} on {background_phrase(scene)}"
+    if scene.occluder is not None:
+        text += f"; {OCCLUDER_PHRASES[scene.occluder.kind]}"
+    if scene.camera.pan:
+        text += f"; {CAMERA_PHRASES[scene.camera.pan]}"
+    if scene.light.change:
+        text += f"; {LIGHT_PHRASES[scene.light.change]}"
+    return text + "."
+
+
+def ref_lines(scene: Scene) -> list[str]:
+    return [f"Ref {k + 1}: {s.identity.description}." for k, s in enumerate(scene.subjects)]
+
+
+def scene_caption(scene: Scene) -> str:
+    """The training caption: 'Ref k:' lines then the 'Video:' line, joined by newlines."""
+    return "\n".join(ref_lines(scene) + [video_line(scene)])
+
+
+@dataclass
+class ParsedCaption:
+    refs: dict[int, str]  # k -> description (without the final period)
+    video: str  # the Video line's text after "Video: "
+    bindings: list[tuple[int, str]]  # (k, bound phrase) in order of appearance
+
+
+_REF_LINE = re.compile(r"^Ref (\d+): (.+?)\.?$")
+_BINDING = re.compile(r"Ref (\d+)\[([^\[\]]+)\]")
+
+
+def parse_caption(text: str) -> ParsedCaption:
+    """Parse a LibraGen caption; raises InputError naming what is malformed."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    if not lines or not lines[-1].startswith("Video: "):
+        raise InputError("a caption must end with a 'Video: ...' line")
+    refs: dict[int, str] = {}
+    for ln in lines[:-1]:
+        m = _REF_LINE.match(ln)
+        if not m:
+            raise InputError(f"caption line {ln!r} is neither 'Ref k: ...' nor the Video line")
+        refs[int(m.group(1))] = m.group(2)
+    if sorted(refs) != list(range(1, len(refs) + 1)):
+        raise InputError(f"Ref lines must be numbered 1..{len(refs)}; got {sorted(refs)}")
+    video = lines[-1][len("Video: "):]
+    bindings = [(int(k), phrase) for k, phrase in _BINDING.findall(video)]
+    for k, _ in bindings:
+        if k not in refs:
+            raise InputError(f"the Video line binds Ref {k}, which has no 'Ref {k}:' line")
+    unbound = set(refs) - {k for k, _ in bindings}
+    if unbound:
+        raise InputError(f"Ref {sorted(unbound)} never appear as Ref k[...] in the Video line")
+    return ParsedCaption(refs, video, bindings)
+
+
+# ----------------------------------------------------------------------------------------------
+# user-style phrasings
+
+_THIRD = {"go": "goes", "do": "does"}
+_ING = {"run": "running", "hop": "hopping", "get": "getting", "zigzag": "zigzagging", "zig-zag": "zig-zagging",
+        "swap": "swapping", "spin": "spinning", "snake": "snaking", "come": "coming"}
+
+
+def conjugate(phrase: str) -> tuple[str, str]:
+    """(third person singular, -ing form) of a verb phrase whose first word is the verb."""
+    verb, _, rest = phrase.partition(" ")
+    if verb in _THIRD:
+        third = _THIRD[verb]
+    elif verb.endswith(("s", "sh", "ch", "x")):
+        third = verb + "es"
+    else:
+        third = verb + "s"
+    if verb in _ING:
+        ing = _ING[verb]
+    elif verb.endswith("e") and not verb.endswith("ee"):
+        ing = verb[:-1] + "ing"
+    else:
+        ing = verb + "ing"
+    tail = f" {rest}" if rest else ""
+    return third + tail, ing + tail
+
+
+def _subject_names(scene: Scene, k: int) -> list[str]:
+    ident = scene.subjects[k].identity
+    others = [s.identity for j, s in enumerate(scene.subjects) if j != k]
+    names = [ident.ref_name, "the " + ident.name.split(" ", 1)[1]]
+    if all(o.shape != ident.shape for o in others):
+        names.append(f"the {ident.shape}")
+    if all(o.color != ident.color for o in others):
+        names.append(f"the {ident.color} one")
+    return names
+
+
+def _group_forms(scene: Scene, kind: str, ks, rng: np.random.Generator) -> dict[str, str]:
+    name = [str(rng.choice(_subject_names(scene, k))) for k in ks]
+    info = MOTIONS[kind]
+    canonical = rng.random() < 0.4
+    if kind == "chase":
+        a, b = name
+        verb = "chase" if canonical else str(rng.choice(info.synonyms))
+        tail = _chase_direction(scene, ks[0])
+        obj = f" {a}" + (f" {tail}" if tail else "")
+        third, ing = conjugate(verb)
+        return {"imp": f"{b} {verb}{obj}", "should": f"{b} should {verb}{obj}", "third": f"{b} {third}{obj}",
+                "ing": f"{b} {ing}{obj}", "to": f"{b} to {verb}{obj}"}
+    if kind in INTERACTIONS:
+        both = f"{name[0]} and {name[1]}"
+        verb = info.base if canonical else str(rng.choice(info.synonyms))
+        _, ing = conjugate(verb)
+        return {"imp": f"{both} {verb}", "should": f"{both} should {verb}", "third": f"{both} {verb}",
+                "ing": f"{both} {ing}", "to": f"{both} to {verb}"}
+    verb = info.base if canonical else str(rng.choice(info.synonyms))
+    third, ing = conjugate(verb)
+    (n,) = name
+    return {"imp": f"{n} {verb}", "should": f"{n} should {verb}", "third": f"{n} {third}", "ing": f"{n} {ing}",
+            "to": f"{n} to {verb}"}
+
+
+def _user_tail(scene: Scene, rng: np.random.Generator) -> str:
+    options = ["", f" on {background_phrase(scene)}", f" in front of {BACKGROUND_PHRASES[scene.background.kind].format(color=scene.background.color)}"]
+    tail = str(rng.choice(options))
+    if scene.camera.pan:
+        tail += f", camera panning {scene.camera.pan}"
+    if scene.light.change:
+        tail += f", {LIGHT_PHRASES[scene.light.change]}"
+    return tail
+
+
+def user_prompts(scene: Scene, split: str = "train") -> list[str]:
+    """One user-style phrasing per template of the split ("train" or "heldout"); deterministic per scene."""
+    if split not in ("train", "heldout"):
+        raise InputError(f"split must be 'train' or 'heldout'; got {split!r}")
+    templates = TRAIN_TEMPLATES if split == "train" else HELDOUT_TEMPLATES
+    out = []
+    for i, template in enumerate(templates):
+        rng = np.random.default_rng([scene.seed, i, split == "heldout"])
+        forms = [_group_forms(scene, kind, ks, rng) for kind, ks in _groups(scene)]
+        fields = {f: " and ".join(g[f] for g in forms) for f in ("imp", "should", "third", "ing", "to")}
+        fields["tail"] = _user_tail(scene, rng)
+        out.append(template.format(**fields))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# vocabulary
+
+
+def caption_vocabulary() -> dict:
+    """Everything the caption language uses, as plain data (for the text encoder and rewriter)."""
+    vocab = {
+        "shapes": list(SHAPES),
+        "colors": list(COLORS),
+        "patterns": list(PATTERNS),
+        "pattern_nouns": dict(PATTERN_NOUNS),
+        "markings": list(MARKINGS),
+        "marking_phrases": {"dot": ["a white dot", "a black dot"], "eyes": ["two eyes"]},
+        "sizes": list(SIZES),
+        "motions": {m: MOTIONS[m].third for m in SINGLE_MOTIONS},
+        "motion_forms": {m: {"base": i.base, "third": i.third, "ing": i.ing, "synonyms": list(i.synonyms)} for m, i in MOTIONS.items()},
+        "interactions": {k: MOTIONS[k].third for k in INTERACTIONS},
+        "directions": dict(DIRECTION_PHRASES),
+        "background_colors": list(BG_COLORS),
+        "background_kinds": {k: BACKGROUND_PHRASES[k] for k in BACKGROUND_KINDS},
+        "props": list(PROPS),
+        "occluders": {k: OCCLUDER_PHRASES[k] for k in OCCLUDERS},
+        "camera": {k: CAMERA_PHRASES[k] for k in CAMERA_PANS},
+        "light": {k: LIGHT_PHRASES[k] for k in LIGHT_CHANGES},
+        "templates": {"train": list(TRAIN_TEMPLATES), "heldout": list(HELDOUT_TEMPLATES)},
+    }
+    words: set[str] = {"ref", "video", "with", "and", "a", "an", "the", "on", "while", "in", "one", "should",
+                       "make", "show", "let", "animate", "where", "of", "front", "panning", "camera", "it", "so",
+                       "i", "want", "can", "you", "please", "have", "to"}
+
+    def collect(x):
+        if isinstance(x, dict):
+            for v in x.values():
+                collect(v)
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                collect(v)
+        elif isinstance(x, str) and x != "none":
+            words.update(re.findall(r"[a-z][a-z-]*", re.sub(r"\{\w+\}", " ", x).lower()))
+
+    collect({k: v for k, v in vocab.items() if k != "templates"})
+    for _, ing in (conjugate(s) for i in MOTIONS.values() for s in i.synonyms):
+        words.update(re.findall(r"[a-z][a-z-]*", ing))
+    for third, _ in (conjugate(s) for i in MOTIONS.values() for s in i.synonyms):
+        words.update(re.findall(r"[a-z][a-z-]*", third))
+    vocab["words"] = sorted(words)
+    return vocab
