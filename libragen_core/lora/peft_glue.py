@@ -7,12 +7,14 @@ signature and module names: "blocks.0.self_attn.q" stays that name (now a peft L
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterable, Iterator
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError, InputError
+from .apply import linear_layers
 from .weights import LoraFactors, LoraWeights
 
 # Per-block Linear layers of a Wan2.1 DiT block (attention projections and the MLP).
@@ -37,6 +39,7 @@ def add_lora(model: nn.Module, rank: int, alpha: float | None = None, targets: I
 
     alpha defaults to rank (scale 1). lora_B starts at zero (peft's default), so the adapted
     model starts out identical to the base. Base weights are frozen; the adapter is trainable.
+    Adding a second adapter stacks it on the first: both are active, only the new one trains.
     """
     from peft import LoraConfig, inject_adapter_in_model
 
@@ -45,24 +48,35 @@ def add_lora(model: nn.Module, rank: int, alpha: float | None = None, targets: I
         raise ConfigError(f"LoRA rank must be a positive integer, got {rank!r}")
     if not targets:
         raise ConfigError("add_lora needs at least one target module name (e.g. 'self_attn.q')")
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if adapter_name in adapter_names(model):
+        raise ConfigError(f"the model already has a LoRA adapter named {adapter_name!r}; choose another name")
+    names = list(linear_layers(model))  # sees through adapters added before
     unmatched = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
     if unmatched:
         raise ConfigError(
             f"LoRA target(s) {unmatched} match no Linear layer of this model; valid per-block targets are "
             f"{', '.join(DEFAULT_TARGETS)} (module names as in Wan2.1 checkpoints)"
         )
-    if any(True for _ in _lora_layers(model)) and adapter_name in adapter_names(model):
-        raise ConfigError(f"the model already has a LoRA adapter named {adapter_name!r}; choose another name")
     config = LoraConfig(r=rank, lora_alpha=float(rank if alpha is None else alpha), target_modules=targets,
                         lora_dropout=float(dropout), bias="none", use_rslora=use_rslora)
+    earlier = [p for _, layer in _lora_layers(model) for p in layer.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
-    inject_adapter_in_model(config, model, adapter_name=adapter_name)
-    # the model now serves the new adapter (a second adapter is added for DPO on top of SFT)
+    with warnings.catch_warnings():
+        # peft warns when a model gets a second adapter; stacking adapters is intended here
+        warnings.filterwarnings("ignore", message=".*peft_config.*multiple adapters")
+        inject_adapter_in_model(config, model, adapter_name=adapter_name)
     for _, layer in _lora_layers(model):
+        # Adapters stack: every adapter of every layer stays active (peft makes the new one the
+        # only active adapter, even in layers it does not cover), and only the newest trains.
+        layer.set_adapter(sorted(layer.lora_A.keys()))
         if adapter_name in layer.lora_A:
-            layer.set_adapter(adapter_name)
+            # new dropout modules start in training mode; follow the model's mode instead
+            layer.lora_dropout[adapter_name].train(model.training)
+    for p in earlier:
+        p.requires_grad_(False)
+    for p in lora_trainable_parameters(model, adapter_name):
+        p.requires_grad_(True)
     return model
 
 
