@@ -103,11 +103,14 @@ def prepare_references_with_placements(
     out = torch.empty((len(items), 3, height, width), dtype=torch.float32, device=device)
     placements = []
     for i, (item, mask) in enumerate(zip(items, mask_list)):
-        rgba = _to_float_rgba(item, index=i).to(device)
+        rgb, alpha = _to_float_rgb_alpha(item, index=i)
+        rgb = rgb.to(device)
+        alpha = None if alpha is None else alpha.to(device)
         if mask is not None:
-            m = _mask_tensor(mask, index=i, size=(rgba.shape[1], rgba.shape[2])).to(device)
-            rgba = torch.cat([rgba[:3], rgba[3:] * m], dim=0)
-        rgb = _composite_on_white(rgba)
+            m = _mask_tensor(mask, index=i, size=(rgb.shape[1], rgb.shape[2])).to(device)
+            alpha = m if alpha is None else alpha * m
+        if alpha is not None:
+            rgb = _composite_on_white(rgb, alpha)
         placement = fit_inside(rgb.shape[2], rgb.shape[1], width, height)
         if mask is not None:
             placement = _with_subject_box(placement, m)
@@ -151,8 +154,8 @@ def _split_batch(array) -> list:
     )
 
 
-def _to_float_rgba(item, index: int) -> torch.Tensor:
-    """Any accepted image -> float32 [4, H, W] in 0..1 (alpha 1 where the image has none)."""
+def _to_float_rgb_alpha(item, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Any accepted image -> (float32 [3, H, W] in 0..1, alpha [1, H, W] or None when opaque)."""
     if isinstance(item, (str, os.PathLike)):
         item = load_image(Path(item))
     if isinstance(item, Image.Image):
@@ -177,9 +180,9 @@ def _to_float_rgba(item, index: int) -> torch.Tensor:
     arr = arr.permute(2, 0, 1)
     if channels in (1, 2):
         arr = torch.cat([arr[:1].expand(3, -1, -1), arr[1:]], dim=0)
-    if arr.shape[0] == 3:
-        arr = torch.cat([arr, torch.ones_like(arr[:1])], dim=0)
-    return arr.contiguous()
+    if arr.shape[0] == 4:
+        return arr[:3].contiguous(), arr[3:].contiguous()
+    return arr.contiguous(), None
 
 
 def _array_to_unit(t: torch.Tensor, index: int, kind: str) -> torch.Tensor:
@@ -248,9 +251,8 @@ def _mask_tensor(mask, index: int, size: tuple[int, int]) -> torch.Tensor:
     return m[None]
 
 
-def _composite_on_white(rgba: torch.Tensor) -> torch.Tensor:
-    alpha = rgba[3:]
-    return rgba[:3] * alpha + (1.0 - alpha)
+def _composite_on_white(rgb: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    return rgb * alpha + (1.0 - alpha)
 
 
 def _place(rgb: torch.Tensor, p: Placement) -> torch.Tensor:
