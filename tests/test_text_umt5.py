@@ -225,3 +225,38 @@ def test_dit_vae_and_unknown_files_are_named(tmp_path):
     (tmp_path / "umt5.pth").write_bytes(struct.pack("<Q", 2) + b"{}")
     with pytest.raises(CheckpointError, match="pickle-based checkpoint"):
         load_text_encoder(tmp_path / "umt5.pth")
+
+
+def test_real_umt5_xxl_shapes_build_the_published_model_on_meta():
+    """The shapes of ComfyUI's umt5_xxl files give umT5-XXL's published config and exactly its weights."""
+    from pathlib import Path
+
+    from libragen_core.models.text_umt5 import UMT5_XXL, config_from_shapes
+
+    d, f, v = 4096, 10240, 256384
+    shapes = {"shared.weight": [v, d], "encoder.final_layer_norm.weight": [d]}
+    for n in range(24):
+        b = f"encoder.block.{n}.layer."
+        shapes.update({f"{b}0.SelfAttention.{x}.weight": [d, d] for x in "qkvo"})
+        shapes.update({f"{b}0.SelfAttention.relative_attention_bias.weight": [32, 64], f"{b}0.layer_norm.weight": [d],
+                       f"{b}1.DenseReluDense.wi_0.weight": [f, d], f"{b}1.DenseReluDense.wi_1.weight": [f, d],
+                       f"{b}1.DenseReluDense.wo.weight": [d, f], f"{b}1.layer_norm.weight": [d]})
+    args = config_from_shapes(Path("umt5_xxl_fp16.safetensors"), shapes)
+    assert args == UMT5_XXL
+    with torch.device("meta"):
+        model = transformers.UMT5EncoderModel(transformers.UMT5Config(**args, feed_forward_proj="gated-gelu",
+                                                                      is_encoder_decoder=False, use_cache=False))
+    built = {k: list(t.shape) for k, t in model.state_dict().items() if k != "encoder.embed_tokens.weight"}
+    assert built == shapes
+    assert 5.6e9 < sum(p.numel() for p in model.parameters()) < 5.8e9  # umT5-XXL's encoder: ~5.7 B
+
+
+def test_prefixed_keys_load(tmp_path, tiny, spiece):
+    """Text encoders saved out of a bundle keep a prefix (e.g. ComfyUI's CLIPSave): same features."""
+    from safetensors.torch import load_file
+
+    plain = save_umt5_for_tests(tiny, tmp_path / "plain.safetensors", spiece_proto=spiece)
+    sd = load_file(str(plain))
+    save_file({f"text_encoders.umt5xxl.{k}": v for k, v in sd.items()}, str(tmp_path / "prefixed.safetensors"))
+    a, b = load_text_encoder(plain), load_text_encoder(tmp_path / "prefixed.safetensors")
+    assert torch.equal(a.encode(PROMPTS), b.encode(PROMPTS))

@@ -306,7 +306,7 @@ def load_umt5(path: Path, header: dict, metadata: dict, layout: str, prefix: str
             if tuple(t.shape) != expected[name]:
                 raise CheckpointError(f"{path}: {stored[name]} has shape {tuple(t.shape)}, expected {expected[name]}")
             tensors[name] = t.to(device=device, dtype=target)
-        spiece_key = next((k for k in (prefix + SPIECE_KEY, SPIECE_KEY) if k in header), None)
+        spiece_key = next((k for k in sorted(header) if k == SPIECE_KEY or k.endswith("." + SPIECE_KEY)), None)
         embedded = f.get_tensor(spiece_key).numpy().tobytes() if spiece_key else None
     model.load_state_dict(tensors, strict=False, assign=True)
     model.encoder.set_input_embeddings(model.shared)
