@@ -212,3 +212,29 @@ def test_errors_name_the_problem():
     deeper = LoraWeights({"blocks.7.self_attn.q": LoraFactors(torch.zeros(2, 256), torch.zeros(256, 2), 2)})
     with pytest.raises(CheckpointError, match="blocks.7.self_attn.q"):
         merge_lora_into(model, deeper)
+
+
+def test_fold_into_scaled_fp8_linear_keeps_scale_and_restores():
+    from libragen_core.models.fp8 import Fp8Linear, dequantize, quantize
+
+    g = torch.Generator().manual_seed(4)
+    dense = torch.randn(32, 16, generator=g) * 0.2
+    layer = Fp8Linear(16, 32, bias=False)
+    q, scale = quantize(dense)
+    with torch.no_grad():
+        layer.weight.copy_(q)
+        layer.scale_weight.copy_(scale)
+    holder = torch.nn.Module()
+    holder.blocks = torch.nn.ModuleList([torch.nn.Module()])
+    holder.blocks[0].ffn = torch.nn.Sequential(layer)
+    lora = LoraWeights({"blocks.0.ffn.0": LoraFactors(torch.randn(2, 16, generator=g) * 0.1,
+                                                      torch.randn(32, 2, generator=g) * 0.1, 2.0)})
+    w0 = layer.weight.detach().clone()
+    backup = merge_lora_into(holder, lora)
+    assert layer.weight.dtype == torch.float8_e4m3fn and torch.equal(layer.scale_weight, scale)
+    real = dequantize(layer.weight, layer.scale_weight, torch.float32)
+    want = dequantize(w0, scale, torch.float32) + lora.delta("blocks.0.ffn.0")
+    assert (real - want).abs().max() <= 0.07 * want.abs().max()  # fp8 e4m3 has a 3-bit mantissa
+    assert (real - dequantize(w0, scale, torch.float32)).abs().max() > 0.01
+    backup.restore()
+    assert torch.equal(layer.weight.view(torch.uint8), w0.view(torch.uint8))

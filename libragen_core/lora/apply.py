@@ -14,6 +14,8 @@ from torch import nn
 from ..errors import CheckpointError
 from .weights import LoraWeights
 
+_FP8 = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n))
+
 
 def linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
     """Module name -> nn.Linear, seeing through peft wrappers (name of the wrapper, its base layer)."""
@@ -84,7 +86,15 @@ def merge_lora_into(model: nn.Module, lora: LoraWeights, strength: float = 1.0,
             if strength == 0:
                 continue
             dw = lora.delta(name, torch.float32).to(w.device)
-            w.copy_((w.float() + strength * dw).to(w.dtype))
+            scale = getattr(layers[name], "scale_weight", None)
+            if w.dtype in _FP8 and scale is not None:
+                # scaled fp8 (real weight = w * scale): patch the real weight, requantize with the
+                # same scale (ComfyUI does the same), clamped to the fp8 range
+                s = scale.float().to(w.device)
+                q = ((w.float() * s + strength * dw) / s).clamp(-torch.finfo(w.dtype).max, torch.finfo(w.dtype).max)
+                w.copy_(q.to(w.dtype))
+            else:
+                w.copy_((w.float() + strength * dw).to(w.dtype))
     return backup
 
 
