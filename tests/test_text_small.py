@@ -100,3 +100,14 @@ def test_vocabulary_larger_than_the_model_is_refused(tmp_path):
     WordTokenizer(enc.tokenizer.words + [f"w{i}" for i in range(10)]).save(vocab_path_for(path))
     with pytest.raises(CheckpointError, match=r"has \d+ words but .*m\.safetensors was built for \d+"):
         load_text_encoder(path)
+
+
+def test_prompt_list_errors():
+    from libragen_core.errors import InputError
+
+    enc = _encoder()
+    with pytest.raises(InputError, match="non-empty list of prompts"):
+        enc.encode([])
+    with pytest.raises(InputError, match="prompt 2 is a int, not text"):
+        enc.encode(["a star", 3])
+    assert enc.encode("a star").shape == (1, 16, 32)  # a single string is one prompt

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..io.atomic import atomic_path
+from .text_prompts import check_prompts
 
 PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
 SPECIALS = (PAD, UNK, EOS)
@@ -164,8 +165,7 @@ class SmallTextEncoder(nn.Module):
         return self.token_embed.weight.device
 
     def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(prompts, str):
-            prompts = [prompts]
+        prompts = check_prompts(prompts)
         rows = []
         for p in prompts:
             ids = self.tokenizer.ids(p)

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
+from .text_prompts import check_prompts
 
 log = logging.getLogger(__name__)
 
@@ -222,8 +223,7 @@ class UMT5TextEncoder:
 
     def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(ids, mask), each [B, longest prompt]; prompts longer than max_length are cut (with a warning)."""
-        if isinstance(prompts, str):
-            prompts = [prompts]
+        prompts = check_prompts(prompts)
         rows = []
         for p in prompts:
             ids = self.tokenizer.ids(clean_prompt(p))
