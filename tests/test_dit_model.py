@@ -166,3 +166,31 @@ def test_bad_inputs_and_configs_are_named(tiny):
 
 def test_gradient_checkpointing_defaults_off():
     assert WanDiT(DIT_PRESETS["tiny"]).gradient_checkpointing is False
+
+
+def test_compacted_padding_is_exact(tiny, monkeypatch):
+    import libragen_core.models.wan_dit as wan_dit
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 16, 2, 4, 4, generator=g)
+    ctx = torch.zeros(3, 40, 4096)
+    ctx[0, :7] = torch.randn(7, 4096, generator=g)
+    ctx[1, :19] = torch.randn(19, 4096, generator=g)  # item 2 stays all zeros (a dropped prompt)
+    ctx[1, 3] = 0.0  # a zero row among the real ones is a duplicate key like any other
+    t = torch.tensor([100.0, 500.0, 900.0])
+    compact, bias = wan_dit.compact_padding(ctx)
+    assert compact.shape[1] == 18 + 1 and bias.shape == (3, 1, 1, 19)
+    with torch.no_grad():
+        fast = tiny(x, t, ctx)
+        monkeypatch.setattr(wan_dit, "compact_padding", lambda c: (c, None))
+        full = tiny(x, t, ctx)
+    torch.testing.assert_close(fast, full, atol=2e-5, rtol=1e-5)
+
+
+def test_unpadded_context_is_left_alone():
+    from libragen_core.models.wan_dit import compact_padding
+
+    ctx = torch.randn(2, 5, 8)
+    ctx[0, 4] = 0.0
+    out, bias = compact_padding(ctx)
+    assert out is ctx and bias is None

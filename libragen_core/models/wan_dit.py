@@ -120,7 +120,7 @@ class WanSelfAttention(nn.Module):
         return t.view(*t.shape[:2], self.num_heads, self.head_dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
-                freqs: torch.Tensor | None = None) -> torch.Tensor:
+                freqs: torch.Tensor | None = None, key_bias: torch.Tensor | None = None) -> torch.Tensor:
         src = x if context is None else context
         q = self._heads(self.norm_q(self.q(x)))
         k = self._heads(self.norm_k(self.k(src)))
@@ -128,7 +128,10 @@ class WanSelfAttention(nn.Module):
         if freqs is not None:
             q = apply_rope(q, freqs)
             k = apply_rope(k, freqs)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        if key_bias is not None:
+            key_bias = key_bias.to(q.dtype)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                             attn_mask=key_bias)
         return self.o(out.transpose(1, 2).reshape(*x.shape[:2], -1))
 
 
@@ -146,12 +149,13 @@ class WanAttentionBlock(nn.Module):
     def _norm(self, x: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(x, x.shape[-1:], eps=self.eps)
 
-    def forward(self, x: torch.Tensor, e0: torch.Tensor, freqs: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, e0: torch.Tensor, freqs: torch.Tensor, context: torch.Tensor,
+                context_bias: torch.Tensor | None = None) -> torch.Tensor:
         # e0: [B, 6, dim] fp32 timestep projection; the sum stays fp32.
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float() + e0).unsqueeze(2).unbind(1)
         y = self.self_attn(_modulate(self._norm(x), shift1, scale1), freqs=freqs)
         x = _gated_add(x, y, gate1)
-        x = x + self.cross_attn(self.norm3(x), context=context)
+        x = x + self.cross_attn(self.norm3(x), context=context, key_bias=context_bias)
         y = self.ffn(_modulate(self._norm(x), shift2, scale2))
         return _gated_add(x, y, gate2)
 
@@ -279,18 +283,45 @@ class WanDiT(nn.Module):
         e = _linear_fp32(self.time_embedding[2], F.silu(
             _linear_fp32(self.time_embedding[0], timestep_embedding(t, cfg.freq_dim))))
         e0 = _linear_fp32(self.time_projection[1], F.silu(e)).unflatten(1, (6, cfg.dim))
+        context, ctx_bias = compact_padding(context)
         ctx = self.text_embedding(context.to(self.text_embedding[0].weight.dtype))
 
         use_ckpt = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
             if use_ckpt:
-                tokens = checkpoint(block, tokens, e0, freqs, ctx, use_reentrant=False)
+                tokens = checkpoint(block, tokens, e0, freqs, ctx, ctx_bias, use_reentrant=False)
             else:
-                tokens = block(tokens, e0, freqs, ctx)
+                tokens = block(tokens, e0, freqs, ctx, ctx_bias)
         out = self._unpatchify(self.head(tokens, e), grid)
         if any(pad):
             out = out[:, :, :f, :h, :w]
         return out.to(out_dtype)
+
+
+def compact_padding(context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Drop duplicate all-zero text tokens, keeping attention exactly the same.
+
+    Every all-zero row of the text features embeds to the same key and value, so n of them act in
+    softmax attention like one such key whose logit is raised by log(n). The text encoder pads to
+    512 tokens while prompts use a few dozen, so this removes most of the text-embedding and
+    cross-attention work. Returns (context with real tokens first and at most one zero row per
+    item, additive key bias [B, 1, 1, L'] or None when nothing was dropped).
+    """
+    b, n = context.shape[:2]
+    is_pad = (context == 0).all(dim=-1)
+    n_pad = is_pad.sum(dim=1)
+    keep = int((n - n_pad).max()) + 1
+    if keep >= n:
+        return context, None
+    order = torch.sort(is_pad.to(torch.uint8), dim=1, stable=True).indices[:, :keep]  # real tokens first
+    compact = context.gather(1, order[..., None].expand(b, keep, context.shape[-1]))
+    slot = torch.arange(keep, device=context.device)[None]
+    n_real = (n - n_pad)[:, None]
+    bias = torch.zeros(b, keep, device=context.device, dtype=torch.float32)
+    bias = torch.where(slot > n_real, float("-inf"), bias)
+    # keep < n implies every item has at least one zero row, found at slot n_real after the sort
+    bias = torch.where(slot == n_real, torch.log(n_pad.float())[:, None], bias)
+    return compact, bias[:, None, None, :]
 
 
 def count_parameters(model: nn.Module) -> int:
