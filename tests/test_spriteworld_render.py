@@ -63,6 +63,22 @@ def test_heldout_rule_is_about_ten_percent_and_split_sampling_respects_it():
     assert all(s.identity.is_heldout for s in sample_scene(rng, 3, split="heldout").subjects)
 
 
+def test_spins_are_only_drawn_for_sprites_whose_rotation_shows():
+    plain_circle = Identity("circle", "red", "blue", "ringed", "dot", "large")
+    assert not plain_circle.is_heldout and not plain_circle.rotation_visible
+    r = render_scene(Scene(0, [SubjectSpec(plain_circle, "spin_cw", {}, (0.5, 0.5), 0.5)]))
+    star = render_scene(Scene(0, [SubjectSpec(STAR, "spin_cw", {}, (0.5, 0.5), 0.5)]))
+
+    def iou(m):
+        return min((m[0] & f).sum() / (m[0] | f).sum() for f in m)
+
+    assert iou(r.masks[0]) > 0.9 and iou(star.masks[0]) < 0.8  # why spinning a circle is pointless
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        scene = sample_scene(rng, 1, identities=[plain_circle], motions=["spin_cw", "spin_ccw", "grow"])
+        assert scene.subjects[0].motion == "grow"
+
+
 def test_invalid_identity_and_scene_values_are_named():
     with pytest.raises(InputError, match="two different colours"):
         Identity("star", "blue", "blue", "plain", "none", "small")

@@ -54,7 +54,11 @@ def make_defect(kind: str, scene: Scene, rng: np.random.Generator) -> DefectiveC
                 s.motion, s.params = "stay", {}
     elif kind == "frozen" and _is_static(scene):
         # a static clip cannot look frozen; give it in-place motion first (always fits the frame)
-        scene.subjects[0].motion, scene.subjects[0].params = "spin_cw", {"turns": 1.0}
+        first = scene.subjects[0]
+        if first.identity.rotation_visible:
+            first.motion, first.params = "spin_cw", {"turns": 1.0}
+        else:
+            first.motion, first.params = "shrink", {"factor": 1.6}
     result = render_scene(scene)
     frames = result.frames.copy()
     caption = scene_caption(scene)

@@ -130,6 +130,11 @@ class Identity:
         return text
 
     @property
+    def rotation_visible(self) -> bool:
+        """False for sprites that look the same at every angle (a spin of them would be invisible)."""
+        return not (self.shape == "circle" and self.pattern in ("plain", "ringed") and self.marking != "eyes")
+
+    @property
     def default_scale(self) -> float:
         return SIZES[self.size]
 

@@ -387,7 +387,8 @@ def _place(rng, scene: Scene, motions, shrink, fallback, t, cam, short, w, h) ->
         if fallback:
             s.motion, s.params = "stay", {}
         else:
-            s.motion = str(rng.choice(list(motions)))
+            allowed = [m for m in motions if s.identity.rotation_visible or not m.startswith("spin_")] or list(motions)
+            s.motion = str(rng.choice(allowed))
             s.params = _motion_params(rng, s.motion, shrink)
         rel, sc, _ = single_track(s.motion, s.params, (0.0, 0.0), s.scale, 0.0, short, t)
         lo, hi = _box(rel, sc * short / 2, cam, w, h)
