@@ -1,0 +1,117 @@
+"""`libragen generate`: reference images + prompt -> a video file.
+
+With no model files it runs the embedded default model. Every setting not given on the command
+line comes from the model card (frames, size, steps, shift, solver, CFG schedule, fps).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import ConfigError, InputError
+
+MAX_REFS = 4
+
+
+def add_parser(sub):
+    p = sub.add_parser("generate", help="generate a video of the reference subjects acting out a prompt",
+                       description=__doc__)
+    src = p.add_argument_group("model (default: the embedded libragen-sprite model)")
+    src.add_argument("--model-dir", help="a folder with model.json and the files it names")
+    src.add_argument("--dit", help="diffusion model .safetensors (Wan2.1 T2V / Phantom-Wan layout)")
+    src.add_argument("--vae", help="VAE .safetensors (e.g. wan_2.1_vae.safetensors)")
+    src.add_argument("--text-encoder", help="text encoder .safetensors (e.g. umt5_xxl_fp16.safetensors)")
+    src.add_argument("--tokenizer", help="tokenizer file or folder, when not embedded in the text encoder file")
+    src.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    src.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                     help="DiT weight dtype (auto: as stored; fp8 files are dequantized)")
+    p.add_argument("--ref", action="append", default=[], metavar="IMAGE",
+                   help=f"a reference image of a subject (repeat, up to {MAX_REFS}; none = text-to-video)")
+    p.add_argument("--label", action="append", default=[], metavar="TEXT",
+                   help="a short label for the matching --ref, in order (e.g. 'the dog')")
+    p.add_argument("--prompt", required=True, help="what the video shows (LibraGen format or plain text)")
+    p.add_argument("--negative", default=None, help="negative prompt (default: the model card's)")
+    p.add_argument("--frames", type=int, help="frame count, 4k+1 (e.g. 17, 81)")
+    p.add_argument("--width", type=int)
+    p.add_argument("--height", type=int)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--shift", type=float, help="flow-matching schedule shift")
+    p.add_argument("--solver", help="euler, heun, dpmpp_2m, unipc")
+    p.add_argument("--cfg", help="CFG schedule: a preset name (libragen, phantom, stiv-jit, stiv-sit, humo, "
+                                 "customcrafter, none) or a JSON file")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fps", type=float, help="frame rate of the written video")
+    p.add_argument("--out", required=True, help="output video: .mp4, .webm, .webp or .gif")
+    p.set_defaults(run=run)
+
+
+def _cfg(value: str | None):
+    if value is None:
+        return None
+    from ..sampling.guidance import PRESETS, CFGSchedule
+
+    if value in PRESETS:
+        return value
+    path = Path(value)
+    if path.suffix.lower() == ".json" or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"CFG schedule file not found: {path}")
+        return CFGSchedule.from_json(path.read_text(encoding="utf-8"))
+    raise ConfigError(f"--cfg {value!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor a JSON file")
+
+
+def _load_model(args):
+    import torch
+
+    from ..models.bundle import load_bundle, load_embedded, load_model_folder
+
+    dtype = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    files = [args.dit, args.vae, args.text_encoder]
+    if args.model_dir:
+        if any(files):
+            raise InputError("give either --model-dir or --dit/--vae/--text-encoder, not both")
+        return load_model_folder(args.model_dir, device=args.device, dtype=dtype)
+    if any(files):
+        if not all(files):
+            missing = [n for n, f in zip(("--dit", "--vae", "--text-encoder"), files) if not f]
+            raise InputError(f"a model from files needs --dit, --vae and --text-encoder; missing {', '.join(missing)}")
+        return load_bundle(args.dit, args.vae, args.text_encoder, tokenizer=args.tokenizer, device=args.device,
+                           dtype=dtype)
+    return load_embedded(device=args.device)
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    from ..io.atomic import check_output_folder
+    from ..io.images import load_image
+    from ..io.video import SUPPORTED_SUFFIXES, write_video
+    from ..pipeline import generate
+
+    out = check_output_folder(args.out)
+    if out.suffix.lower() not in SUPPORTED_SUFFIXES:
+        raise InputError(f"--out {out}: unsupported suffix; use one of {', '.join(SUPPORTED_SUFFIXES)}")
+    if len(args.ref) > MAX_REFS:
+        raise InputError(f"{len(args.ref)} --ref images were given; at most {MAX_REFS} are supported")
+    if len(args.label) > len(args.ref):
+        raise InputError(f"{len(args.label)} --label values for {len(args.ref)} --ref images; "
+                         "give at most one label per reference, in the same order")
+    cfg = _cfg(args.cfg)
+    refs = [load_image(p) for p in args.ref]  # read before the model: a bad image fails fast
+    bundle = _load_model(args)
+    if not bundle.card.trained:
+        print(f"note: {bundle.card.name}: untrained weights, the video will be noise", flush=True)
+    steps = args.steps or bundle.card.defaults.steps
+    with tqdm(total=steps, desc="sampling", unit="step") as bar:
+        def progress(step, total, sigma, x0):
+            bar.update(step - bar.n)
+            bar.set_postfix(sigma=f"{sigma:.3f}")
+
+        result = generate(bundle, refs, args.prompt, negative=args.negative, frames=args.frames,
+                          height=args.height, width=args.width, steps=steps, shift=args.shift, solver=args.solver,
+                          cfg=cfg, seed=args.seed, labels=args.label or None, callback=progress)
+    write_video(out, result.frames, fps=args.fps or bundle.card.defaults.fps)
+    t, h, w, _ = result.frames.shape
+    print(json.dumps({"out": str(out), "frames": t, "height": h, "width": w, "seed": args.seed,
+                      "seconds": round(result.seconds, 2), "model": bundle.card.name}))
+    return 0
