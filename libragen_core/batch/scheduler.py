@@ -124,25 +124,34 @@ class BatchRunner:
 
     # -- threads ---------------------------------------------------------------------------------
     def _run_workers(self, slots: list[tuple[_Server, int]]) -> None:
-        threads = [threading.Thread(target=self._worker, args=(srv, i), daemon=True,
+        # Wait on an Event, not Thread.join: on CPython 3.11 a Ctrl-C that lands inside join() can
+        # mark a still-running thread as stopped, and the batch would exit without its cleanup.
+        self._live = len(slots)
+        self._all_exited = threading.Event()
+        threads = [threading.Thread(target=self._worker_main, args=(srv, i), daemon=True,
                                     name=f"batch-{i}") for i, (srv, _) in enumerate(slots)]
         for t in threads:
             t.start()
         try:
-            while any(t.is_alive() for t in threads):
-                for t in threads:
-                    t.join(0.2)
+            while not self._all_exited.wait(0.2):
                 self._check_servers()
         except BaseException:
             # Ctrl-C (or a fatal error here): workers cancel their prompts and put jobs back to pending
             self._stop.set()
             with self._cond:
                 self._cond.notify_all()
-            deadline = time.monotonic() + 15.0
-            for t in threads:
-                t.join(max(0.0, deadline - time.monotonic()))
+            self._all_exited.wait(15.0)
             self.manifest.save()
             raise
+
+    def _worker_main(self, server: _Server, slot: int) -> None:
+        try:
+            self._worker(server, slot)
+        finally:
+            with self._cond:
+                self._live -= 1
+                if self._live == 0:
+                    self._all_exited.set()
 
     def _check_servers(self) -> None:
         if self._stop.is_set():
