@@ -36,7 +36,7 @@ def test_dataset_kinds_write_real_files_and_full_records(tmp_path, kind):
         assert np.round(result.centers, 3).tolist() == rec["tracks"]["centers"]
         if kind != "defects":
             # the video is the rendered scene, up to lossy compression
-            assert np.abs(frames.astype(float) - result.frames).mean() < 6
+            assert np.abs(frames.astype(float) - result.frames).mean() < 10  # speckle loses most
         if kind == "in_pair":
             assert len(rec["refs"]) == len(scene.subjects)
             for ref in rec["refs"]:

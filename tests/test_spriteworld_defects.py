@@ -6,7 +6,7 @@ from libragen_core.spriteworld.captions import parse_caption, scene_caption
 from libragen_core.spriteworld.defects import DEFECT_KINDS, gaussian_blur, make_defect
 from libragen_core.spriteworld.identity import Identity
 from libragen_core.spriteworld.render import render_scene
-from libragen_core.spriteworld.scene import Scene, SubjectSpec, sample_scene
+from libragen_core.spriteworld.scene import Interaction, Scene, SubjectSpec, sample_scene
 
 
 def _clean_and_defect(kind, seed):
@@ -53,8 +53,8 @@ def test_each_defect_changes_the_clip_as_labelled(seed):
             diff = np.abs(f - c).mean()
             assert 0.5 * d.label["sigma"] < diff < 1.0 * d.label["sigma"]
         elif kind == "leaves_frame":
-            vis = d.result.visible[0]
-            assert vis[0] > 0.9 and vis[-1] < 0.05 and vis[d.label["frame"]] < 0.5
+            vis = d.result.visible[d.label["subject"]]
+            assert vis[0] > 0.99 and vis[-1] < 0.05 and vis[d.label["frame"]] < 0.5 <= vis[d.label["frame"] - 1]
         elif kind == "too_small":
             area = d.result.silhouettes.sum(axis=(2, 3)) / (scene.size[0] * scene.size[1])
             assert area.max() < 0.01 and d.label["scale"] < 0.11
@@ -98,3 +98,19 @@ def test_gaussian_blur_keeps_flat_images_and_mean():
     out = gaussian_blur(img, 1.5)
     assert abs(out.astype(float).mean() - img.astype(float).mean()) < 2.0
     assert out.std() < 0.5 * img.std()
+
+
+def test_leaving_subject_is_brought_to_front_and_interactions_are_renumbered():
+    idents = [Identity("star", "blue", "orange", "striped", "dot", "large"),
+              Identity("circle", "red", "yellow", "plain", "eyes", "medium"),
+              Identity("heart", "green", "white", "spotted", "none", "medium")]
+    subs = [SubjectSpec(idents[0], "stay", {}, (0.5, 0.5), 0.4),
+            SubjectSpec(idents[1], "move_right", {"distance": 0.3}, (0.45, 0.3), 0.3),
+            SubjectSpec(idents[2], "chase", {"target": 1, "end_gap": 0.3}, (0.15, 0.3), 0.3)]
+    scene = Scene(0, subs, size=(64, 96), interaction=Interaction("chase", (1, 2)))
+    d = make_defect("leaves_frame", scene, np.random.default_rng(0))
+    assert [s.identity for s in d.scene.subjects] == [idents[1], idents[2], idents[0]]
+    assert d.scene.interaction.subjects == (0, 1) and d.scene.subjects[1].params["target"] == 0
+    assert d.label["subject"] == 2 and d.result.visible[2, 0] > 0.99 and d.result.visible[2, -1] < 0.05
+    assert "Ref 2[the green heart] chases Ref 1[the red circle] to the right" in d.caption
+    np.testing.assert_allclose(d.result.centers[:2], render_scene(scene).centers[1:], atol=1e-9)

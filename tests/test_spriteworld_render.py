@@ -53,8 +53,14 @@ def test_names_and_descriptions():
 
 
 def test_heldout_rule_is_about_ten_percent_and_split_sampling_respects_it():
-    frac = np.mean([i.is_heldout for i in all_identities()])
+    everything = all_identities()
+    frac = np.mean([i.is_heldout for i in everything])
     assert 0.08 < frac < 0.12
+    # a held-out look is held out at every size
+    by_look = {}
+    for i in everything:
+        by_look.setdefault(i.appearance_key, set()).add(i.is_heldout)
+    assert all(len(v) == 1 for v in by_look.values())
     rng = np.random.default_rng(0)
     assert not any(sample_identity(rng, "train").is_heldout for _ in range(500))
     assert all(sample_identity(rng, "heldout").is_heldout for _ in range(50))

@@ -6,7 +6,8 @@ Each defect reproduces one reason the LibraGen data pipeline rejects a clip:
   text_overlay   a static caption/watermark drawn inside `box` (x0, y0, x1, y1) on every frame
   blur           Gaussian blur of `sigma` px on every frame
   noise          additive Gaussian noise of `sigma` (0-255 scale)
-  leaves_frame   subject `subject` moves out of the frame; `frame` = first frame with < 50% visible
+  leaves_frame   subject `subject` (drawn in front) moves out of the frame; `frame` = first frame
+                 with < 50% visible
   too_small      every subject is drawn at `scale` (diameter / short side) instead of its own size
   wrong_caption  frames are fine, the caption describes another `mismatch` ("motion" or "subject")
   none           a clean clip (so filters can be scored on false positives too)
@@ -85,8 +86,9 @@ def make_defect(kind: str, scene: Scene, rng: np.random.Generator) -> DefectiveC
         frames = np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
         label.update(sigma=sigma)
     elif kind == "leaves_frame":
-        below = np.nonzero(result.visible[0] < 0.5)[0]
-        label.update(subject=0, frame=int(below[0]))
+        k = len(scene.subjects) - 1  # _leaving_scene drew the leaving subject last
+        below = np.nonzero(result.visible[k] < 0.5)[0]
+        label.update(subject=k, frame=int(below[0]))
     elif kind == "too_small":
         label.update(scale=scene.subjects[0].scale)
     elif kind == "wrong_caption":
@@ -108,26 +110,38 @@ def _other_scene(scene: Scene, rng: np.random.Generator) -> Scene:
     return other
 
 
+def _bring_to_front(scene: Scene, k: int) -> None:
+    """Draw subject k last (in front of the others), renumbering interaction references."""
+    order = [j for j in range(len(scene.subjects)) if j != k] + [k]
+    new_index = {old: new for new, old in enumerate(order)}
+    scene.subjects = [scene.subjects[j] for j in order]
+    for s in scene.subjects:
+        for key in ("target", "partner"):
+            if key in s.params:
+                s.params[key] = new_index[s.params[key]]
+    if scene.interaction is not None:
+        scene.interaction.subjects = tuple(new_index[j] for j in scene.interaction.subjects)
+
+
 def _leaving_scene(scene: Scene, rng: np.random.Generator) -> Scene:
+    """Subject 0 walks out of the frame; it is drawn in front, with no occluder, so it is seen first."""
     if scene.interaction is not None and 0 in scene.interaction.subjects:
         for k in scene.interaction.subjects:
             scene.subjects[k].motion, scene.subjects[k].params = "stay", {}
         scene.interaction = None
-    subj = scene.subjects[0]
     scene.camera.pan, scene.camera.distance = None, 0.0
     scene.occluder = None
-    for _ in range(20):
-        direction = str(rng.choice(["left", "right", "up", "down"]))
-        start = np.array([rng.uniform(0.35, 0.65), rng.uniform(0.35, 0.65)])
-        axis = 0 if direction in ("left", "right") else 1
-        edge = start[axis] if direction in ("left", "up") else 1 - start[axis]
-        # starts are fractions of width/height; motion lengths are in short-side units
-        extent = scene.size[1 - axis] / min(scene.size)
-        distance = edge * extent + 0.6 * subj.scale + float(rng.uniform(0.0, 0.1))
-        subj.motion, subj.params = f"move_{direction}", {"distance": round(distance, 4)}
-        subj.start = (round(float(start[0]), 5), round(float(start[1]), 5))
-        if render_scene(scene).visible[0, 0] > 0.95:  # it must be seen before it leaves
-            break
+    subj = scene.subjects[0]
+    direction = str(rng.choice(["left", "right", "up", "down"]))
+    start = np.array([rng.uniform(0.35, 0.65), rng.uniform(0.35, 0.65)])
+    axis = 0 if direction in ("left", "right") else 1
+    edge = start[axis] if direction in ("left", "up") else 1 - start[axis]
+    # starts are fractions of width/height; motion lengths are in short-side units
+    extent = scene.size[1 - axis] / min(scene.size)  # size is (H, W); axis 0 is x
+    distance = edge * extent + 0.6 * subj.scale + float(rng.uniform(0.0, 0.1))
+    subj.motion, subj.params = f"move_{direction}", {"distance": round(distance, 4)}
+    subj.start = (round(float(start[0]), 5), round(float(start[1]), 5))
+    _bring_to_front(scene, 0)
     return scene
 
 

@@ -5,9 +5,11 @@ An identity is the tuple (shape, color, color2, pattern, marking, size). `color`
 pattern is plain), the marking (a dot, or two eyes) sits on top, and the size class sets the
 default on-screen diameter. The space holds 10 x 10 x 9 x 6 x 3 x 3 = 48,600 identities.
 
-Held-out rule: an identity is held out when the SHA-256 of its key, read as an integer, is
-divisible by 10 (about 10% of the space). The rule depends on nothing but the tuple, so every
-tool (renderer, dataset writer, metrics) agrees on it without sharing a list.
+Held-out rule: an identity is held out when the SHA-256 of its appearance key (the key without
+the size class), read as an integer, is divisible by 10: about 10% of the space. Size is left
+out so that a held-out look is never seen in training at another size. The rule depends on
+nothing but the tuple, so every tool (renderer, dataset writer, metrics) agrees on it without
+sharing a list.
 """
 from __future__ import annotations
 
@@ -90,9 +92,14 @@ class Identity:
             raise InputError(f"identity key {key!r} must have 6 '|'-separated fields (shape|color|color2|pattern|marking|size)")
         return cls(*parts)
 
+    @property
+    def appearance_key(self) -> str:
+        """The key without the size class: 'star|blue|orange|striped|dot'."""
+        return self.key.rsplit("|", 1)[0]
+
     @cached_property
     def is_heldout(self) -> bool:
-        digest = hashlib.sha256(self.key.encode()).hexdigest()
+        digest = hashlib.sha256(self.appearance_key.encode()).hexdigest()
         return int(digest, 16) % HELDOUT_MODULUS == 0
 
     @property

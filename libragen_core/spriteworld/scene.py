@@ -333,13 +333,22 @@ def sample_scene(
     scene = Scene(seed, [SubjectSpec(i, "stay", {}, (0.5, 0.5), s) for i, s in zip(idents, scales)], size, n_frames, bg, camera, light, occluder, interaction)
     t = frame_times(n_frames)
     cam = camera_offsets(scene).astype(np.float64)
-    for attempt in range(60):
+    for attempt in range(80):
         shrink = 0.85 ** (attempt // 10)
-        fallback = attempt >= 50  # only "stay" left: always feasible for in-range scales
-        ok = _place(rng, scene, motions, shrink, fallback, t, cam, short, w, h)
-        if ok:
+        fallback = attempt >= 60  # "stay" only: fits whenever the sprites themselves fit
+        if attempt == 30:  # an interaction that does not fit these sprites: let them act alone
+            scene.interaction = None
+        if attempt >= 70:  # crowded even standing still: make everyone a little smaller
+            for s in scene.subjects:
+                s.scale *= 0.95
+        if _place(rng, scene, motions, shrink, fallback, t, cam, short, w, h):
             return scene
     raise InputError("could not place the subjects inside the frame; use fewer or smaller subjects")
+
+
+def _apart(p: np.ndarray, k: int, starts: dict, subs, short: float) -> bool:
+    """Sprites start apart (centres >= 0.9 x the sum of radii), so every reference starts unoccluded."""
+    return all(np.hypot(*(p - q)) >= 0.45 * (subs[k].scale + subs[j].scale) * short for j, q in starts.items())
 
 
 def _place(rng, scene: Scene, motions, shrink, fallback, t, cam, short, w, h) -> bool:
@@ -354,11 +363,17 @@ def _place(rng, scene: Scene, motions, shrink, fallback, t, cam, short, w, h) ->
             lead = str(rng.choice([m for m in DIRECTIONS if m not in ("up", "down")]))
             subs[a].motion, subs[a].params = f"move_{lead}", {"distance": round(float(rng.uniform(0.3, 0.42)) * shrink, 4)}
             subs[b].motion, subs[b].params = "chase", {"target": a, "end_gap": round(1.1 * touch, 4)}
-            gap0 = touch + float(rng.uniform(0.12, 0.2))
+            gap0 = touch + float(rng.uniform(0.12, 0.2)) * shrink
             rel_b = -np.asarray(DIRECTIONS[lead]) * gap0 * short
         else:
-            length = touch + float(rng.uniform(0.12, 0.3) if inter.kind == "swap" else rng.uniform(0.25, 0.4)) * shrink
+            extra = float(rng.uniform(0.12, 0.3) if inter.kind == "swap" else rng.uniform(0.2, 0.35)) * shrink
             phi = float(rng.uniform(-0.6, 0.6)) + (np.pi if rng.random() < 0.5 else 0.0)
+            # both sprites must fit at the full separation: |offset| + 2 radii <= frame, per axis
+            room_x = (w / short - touch) / max(abs(np.cos(phi)), 1e-6)
+            room_y = (h / short - touch) / max(abs(np.sin(phi)), 1e-6)
+            length = min(touch + extra, room_x - 0.02, room_y - 0.02)
+            if length < touch + 0.06:
+                return False
             rel_b = np.array([np.cos(phi), np.sin(phi)]) * length * short
             subs[a].motion = subs[b].motion = inter.kind
             if inter.kind == "swap":
@@ -381,26 +396,31 @@ def _place(rng, scene: Scene, motions, shrink, fallback, t, cam, short, w, h) ->
         starts[a], starts[b] = p, p + rel_b
     elif inter is not None:
         scene.interaction = None
+    allowed_all = list(motions)
     for k, s in enumerate(subs):
         if k in starts:
             continue
-        if fallback:
-            s.motion, s.params = "stay", {}
-        else:
-            allowed = [m for m in motions if s.identity.rotation_visible or not m.startswith("spin_")] or list(motions)
-            s.motion = str(rng.choice(allowed))
-            s.params = _motion_params(rng, s.motion, shrink)
-        rel, sc, _ = single_track(s.motion, s.params, (0.0, 0.0), s.scale, 0.0, short, t)
-        lo, hi = _box(rel, sc * short / 2, cam, w, h)
-        if np.any(lo > hi):
+        allowed = [m for m in allowed_all if s.identity.rotation_visible or not m.startswith("spin_")] or allowed_all
+        placed = False
+        for attempt in range(8):
+            if fallback:
+                s.motion, s.params = "stay", {}
+            else:
+                s.motion = str(rng.choice(allowed))
+                s.params = _motion_params(rng, s.motion, shrink * 0.85 ** (attempt // 2))
+            rel, sc, _ = single_track(s.motion, s.params, (0.0, 0.0), s.scale, 0.0, short, t)
+            lo, hi = _box(rel, sc * short / 2, cam, w, h)
+            if np.any(lo > hi):
+                continue
+            for _ in range(6):
+                p = rng.uniform(lo, hi)
+                if _apart(p, k, starts, subs, short):
+                    starts[k], placed = p, True
+                    break
+            if placed:
+                break
+        if not placed:
             return False
-        starts[k] = rng.uniform(lo, hi)
-    # keep sprites apart at the first frame, so every reference starts unoccluded
-    for i in range(len(subs)):
-        for j in range(i):
-            need = 0.45 * (subs[i].scale + subs[j].scale) * short
-            if np.hypot(*(starts[i] - starts[j])) < need and not fallback:
-                return False
     for k, s in enumerate(subs):
         s.start = (round(float(starts[k][0] / w), 5), round(float(starts[k][1] / h), 5))
     return True
