@@ -42,7 +42,7 @@ def bench_umt5():
     import sentencepiece
     import transformers
 
-    from libragen_core.models.text_umt5 import UMT5TextEncoder, _SentencePieceTokenizer
+    from libragen_core.models.text_umt5 import SentencePieceTokenizer, UMT5TextEncoder
 
     buf = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(sentence_iterator=iter(CAPTIONS * 20), model_writer=buf, vocab_size=120,
@@ -51,7 +51,7 @@ def bench_umt5():
     cfg = transformers.UMT5Config(vocab_size=256, d_model=512, d_kv=64, d_ff=1024, num_layers=8, num_heads=6,
                                   feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False)
     model = transformers.UMT5EncoderModel(cfg).eval()
-    enc = UMT5TextEncoder(model, _SentencePieceTokenizer(buf.getvalue(), "bench"))
+    enc = UMT5TextEncoder(model, SentencePieceTokenizer(buf.getvalue(), "bench"))
     ids, mask = enc.tokenize(CAPTIONS)
     full_ids = torch.zeros(len(CAPTIONS), 512, dtype=torch.long)
     full_mask = torch.zeros_like(full_ids)

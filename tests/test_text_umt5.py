@@ -260,3 +260,12 @@ def test_prefixed_keys_load(tmp_path, tiny, spiece):
     save_file({f"text_encoders.umt5xxl.{k}": v for k, v in sd.items()}, str(tmp_path / "prefixed.safetensors"))
     a, b = load_text_encoder(plain), load_text_encoder(tmp_path / "prefixed.safetensors")
     assert torch.equal(a.encode(PROMPTS), b.encode(PROMPTS))
+
+
+def test_small_tokenizer_for_a_full_vocabulary_is_refused(tmp_path, spiece):
+    """A 256k-row umT5 table with a much smaller tokenizer (e.g. T5's 32k) must not load silently."""
+    cfg = transformers.UMT5Config(vocab_size=256384, d_model=8, d_kv=2, d_ff=8, num_layers=1, num_heads=4,
+                                  feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False)
+    path = save_umt5_for_tests(transformers.UMT5EncoderModel(cfg), tmp_path / "wide.safetensors", spiece_proto=spiece)
+    with pytest.raises(CheckpointError, match=r"has \d+ tokens but .*wide\.safetensors is a umT5 model with 256384; it is another model's tokenizer"):
+        load_text_encoder(path)

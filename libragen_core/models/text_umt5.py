@@ -122,7 +122,7 @@ def config_from_shapes(path: Path, shapes: dict[str, list[int]]) -> dict:
 
 # ----------------------------------------------------------------------------- tokenizers
 
-class _SentencePieceTokenizer:
+class SentencePieceTokenizer:
     def __init__(self, proto: bytes, source: str):
         import sentencepiece
 
@@ -140,7 +140,7 @@ class _SentencePieceTokenizer:
         return list(self.sp.encode(text)) + [self.eos_id]
 
 
-class _JsonTokenizer:
+class JsonTokenizer:
     def __init__(self, path: Path):
         from tokenizers import Tokenizer
 
@@ -161,34 +161,34 @@ class _JsonTokenizer:
         return ids if self._adds_eos else ids + [self.eos_id]
 
 
-def _tokenizer_from_path(path: Path):
+def tokenizer_from_path(path: Path):
     if path.is_dir():
         for cand in (path / "tokenizer.json", path / "spiece.model", path / "google" / "umt5-xxl" / "tokenizer.json",
                      path / "google" / "umt5-xxl" / "spiece.model"):
             if cand.is_file():
-                return _tokenizer_from_path(cand)
+                return tokenizer_from_path(cand)
         raise CheckpointError(f"tokenizer folder {path} has neither tokenizer.json nor spiece.model. {_SPIECE_HINT}")
     if not path.is_file():
         raise CheckpointError(f"tokenizer file not found: {path}. {_SPIECE_HINT}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"tokenizer file {path} is empty (0 bytes); copy it again")
     if path.suffix == ".json":
-        return _JsonTokenizer(path)
-    return _SentencePieceTokenizer(path.read_bytes(), str(path))
+        return JsonTokenizer(path)
+    return SentencePieceTokenizer(path.read_bytes(), str(path))
 
 
 def find_tokenizer(weights: Path, tokenizer, embedded: bytes | None):
     """Explicit path first, then the model embedded in the weights file, then files beside it."""
     if tokenizer is not None:
-        return _tokenizer_from_path(Path(tokenizer))
+        return tokenizer_from_path(Path(tokenizer))
     if embedded:
-        return _SentencePieceTokenizer(embedded, f"the 'spiece_model' tensor inside {weights}")
+        return SentencePieceTokenizer(embedded, f"the 'spiece_model' tensor inside {weights}")
     folder = weights.parent
     candidates = [folder / "tokenizer.json", folder / "spiece.model",
                   folder / "google" / "umt5-xxl" / "tokenizer.json", folder / "google" / "umt5-xxl" / "spiece.model"]
     for cand in candidates:
         if cand.is_file():
-            return _tokenizer_from_path(cand)
+            return tokenizer_from_path(cand)
     raise CheckpointError(
         f"no tokenizer for {weights}: the file has no embedded 'spiece_model' and none of "
         f"{', '.join(str(c) for c in candidates)} exists. {_SPIECE_HINT}"
@@ -319,6 +319,13 @@ def load_umt5(path: Path, header: dict, metadata: dict, layout: str, prefix: str
         raise CheckpointError(
             f"the tokenizer ({tok.source}) has {tok.vocab_size} tokens but {path} embeds only {config.vocab_size}; "
             "they belong to different models"
+        )
+    if config.vocab_size > 200_000 and tok.vocab_size < 0.9 * config.vocab_size:
+        # umT5's table is 256384 rows for 256300 pieces; a much smaller tokenizer (T5's has 32100)
+        # would run without error and silently feed the wrong tokens.
+        raise CheckpointError(
+            f"the tokenizer ({tok.source}) has {tok.vocab_size} tokens but {path} is a umT5 model with "
+            f"{config.vocab_size}; it is another model's tokenizer (T5's has 32100). {_SPIECE_HINT}"
         )
     if max_length is None:
         max_length = int(json.loads(metadata.get("libragen.text_encoder", "{}")).get("max_length", UMT5_MAX_LENGTH))
