@@ -162,3 +162,11 @@ def test_empty_jobs_file(tmp_path):
     p = write_jobs(tmp_path, ["", "# only a comment"])
     with pytest.raises(JobSpecError, match="holds no jobs"):
         parse_jobs(p, WORKFLOW)
+
+
+def test_images_only_go_to_file_name_inputs(tmp_path):
+    p = write_jobs(tmp_path, [{"images": {"3.steps": "refs/cat.png"}}, {"images": {"3.model": "refs/cat.png"}}])
+    with pytest.raises(JobSpecError) as e:
+        parse_jobs(p, WORKFLOW)
+    assert "line 1: images key '3.steps': input 3.steps expects a number" in str(e.value)
+    assert "line 2: images key '3.model'" in str(e.value) and "cut that link" in str(e.value)

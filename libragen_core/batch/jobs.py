@@ -279,6 +279,11 @@ def parse_jobs(path: str | Path, workflow: dict, prompt_node: str | None = None,
                     if not isinstance(value, str) or not value:
                         errors.append(f"{where}: images key {key!r}: expected a file path, got {value!r}")
                         continue
+                    problem = _check_value(target, "file name", workflow)
+                    if problem:
+                        errors.append(f"{where}: images key {key!r}: input {target} {problem}; "
+                                      "images go to file-name inputs such as LoadImage's image")
+                        continue
                     file = Path(value).expanduser()
                     file = file if file.is_absolute() else path.parent / file
                     if not file.is_file():

@@ -264,12 +264,12 @@ class BatchRunner:
         t_start = time.monotonic()
         self.progress.job_started(slot, jid, server.url)
         attempts = self._drops.get(jid, 0) + 1
-        self.manifest.update(jid, status=RUNNING, server=server.url, prompt_id=None, attempts=attempts,
-                             started=now_iso(), error=None)
         uploaded = {sha: client.upload(sha, path) for sha, path in r.files.items()}
         prompt_id = client.submit(bind_uploads(r.graph, uploaded))
         t_queued = time.monotonic()
-        self.manifest.update(jid, prompt_id=prompt_id)
+        # one manifest write per state change keeps hundreds of jobs cheap (the file is rewritten whole)
+        self.manifest.update(jid, status=RUNNING, server=server.url, prompt_id=prompt_id, attempts=attempts,
+                             started=now_iso(), error=None)
         marks: dict[str, float] = {}
 
         def on_event(kind: str, data: dict) -> None:

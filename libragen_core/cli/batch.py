@@ -46,6 +46,7 @@ class _Bars:
         self.enabled = enabled and sys.stderr.isatty()
         self.main = None
         self.slots: list = []
+        self.where: dict[int, str] = {}
         self.lock = threading.Lock()
         self.finished = 0
         self.total = 0
@@ -65,7 +66,8 @@ class _Bars:
             with self.lock:
                 bar = self.slots[slot]
                 bar.reset(total=0)
-                bar.set_description_str(f"{server} {job_id}")
+                self.where[slot] = server.split("://", 1)[-1]
+                bar.set_description_str(f"{self.where[slot]} {job_id}")
 
     def job_step(self, slot, job_id, node, value, total):
         if self.enabled:
@@ -73,7 +75,7 @@ class _Bars:
                 bar = self.slots[slot]
                 if total and bar.total != total:
                     bar.reset(total=total)
-                bar.set_description_str(f"{job_id} node {node}", refresh=False)
+                bar.set_description_str(f"{self.where.get(slot, '')} {job_id} node {node}", refresh=False)
                 bar.n = value
                 bar.refresh()
 
