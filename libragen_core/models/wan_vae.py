@@ -123,28 +123,36 @@ class StreamState:
 
 
 class CausalConv3d(nn.Conv3d):
-    """3D conv padded only on the past side in time; spatial padding is symmetric."""
+    """3D conv padded only on the past side in time; spatial padding is symmetric.
+
+    Spatial padding is left to the convolution itself (no padded copy of the activation); only
+    the causal time context is concatenated: cached frames of the previous chunk, else zeros.
+    """
 
     def __init__(self, cin: int, cout: int, kernel, stride=1, padding=0):
-        super().__init__(cin, cout, kernel, stride=stride, padding=0)
         p = (padding,) * 3 if isinstance(padding, int) else tuple(padding)
+        super().__init__(cin, cout, kernel, stride=stride, padding=(0, p[1], p[2]))
         self.context = 2 * p[0]  # past frames this conv looks at besides the current one
-        self.space_pad = (p[2], p[2], p[1], p[1])
 
     def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
-        n = x.shape[2]
         if self.context:
+            n = x.shape[2]
+            prev = state.take(self) if state is not None else None
+            if prev is not None:
+                x = torch.cat([prev, x], dim=2)
             if state is not None:
-                prev = state.take(self)
-                if prev is not None:
-                    x = torch.cat([prev, x], dim=2)
                 # clone: a view would keep the whole chunk alive until the next call
                 state.put(self, x[:, :, -self.context:].clone())
-            past = x.shape[2] - n
-            x = F.pad(x, (*self.space_pad, self.context - past, 0))
-        elif any(self.space_pad):
-            x = F.pad(x, (*self.space_pad, 0, 0))
+            missing = self.context - (x.shape[2] - n)
+            if missing:
+                x = F.pad(x, (0, 0, 0, 0, missing, 0))
         return super().forward(x)
+
+
+def _inplace() -> bool:
+    # In-place activations save a full-size temporary per layer at inference; autograd needs the
+    # originals, so training keeps the out-of-place ops.
+    return not torch.is_grad_enabled()
 
 
 class RMSNorm(nn.Module):
@@ -156,7 +164,17 @@ class RMSNorm(nn.Module):
         self.scale = dim ** 0.5
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x, dim=1) * (self.gamma.to(x.dtype) * self.scale)
+        g = self.gamma.to(x.dtype) * self.scale
+        y = F.normalize(x, dim=1)
+        return y.mul_(g) if _inplace() else y * g
+
+
+def _silu(x: torch.Tensor) -> torch.Tensor:
+    return F.silu(x, inplace=_inplace())
+
+
+def _run_head(head: nn.Sequential, x: torch.Tensor, state: StreamState | None) -> torch.Tensor:
+    return head[2](_silu(head[0](x)), state)
 
 
 def _per_frame(fn, x: torch.Tensor) -> torch.Tensor:
@@ -179,8 +197,14 @@ class ResidualBlock(nn.Module):
     def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
         h = x
         for layer in self.residual:
-            h = layer(h, state) if isinstance(layer, CausalConv3d) else layer(h)
-        return h + self.shortcut(x)
+            if isinstance(layer, CausalConv3d):
+                h = layer(h, state)
+            elif isinstance(layer, nn.SiLU):
+                h = _silu(h)
+            else:
+                h = layer(h)
+        skip = self.shortcut(x)
+        return h.add_(skip) if _inplace() else h + skip
 
 
 class AttentionBlock(nn.Module):
@@ -200,7 +224,8 @@ class AttentionBlock(nn.Module):
         return self.proj(out[:, 0].transpose(1, 2).reshape(n, c, h, w))
 
     def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
-        return x + _per_frame(self._frames, x)
+        y = _per_frame(self._frames, x)
+        return y.add_(x) if _inplace() else y + x
 
 
 class Resample(nn.Module):
@@ -287,7 +312,7 @@ class Encoder3d(nn.Module):
         x = self.conv1(x, state)
         for block in (*self.downsamples, *self.middle):
             x = block(x, state)
-        return self.head[2](self.head[1](self.head[0](x)), state)
+        return _run_head(self.head, x, state)
 
 
 class Decoder3d(nn.Module):
@@ -315,7 +340,7 @@ class Decoder3d(nn.Module):
         x = self.conv1(z, state)
         for block in (*self.middle, *self.upsamples):
             x = block(x, state)
-        return self.head[2](self.head[1](self.head[0](x)), state)
+        return _run_head(self.head, x, state)
 
 
 def _nearest_sizes(n: int, step: int, offset: int) -> tuple[int, int]:
