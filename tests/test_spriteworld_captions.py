@@ -8,6 +8,7 @@ from libragen_core.errors import InputError
 from libragen_core.spriteworld.captions import (
     HELDOUT_TEMPLATES,
     TRAIN_TEMPLATES,
+    caption_facts,
     caption_vocabulary,
     conjugate,
     parse_caption,
@@ -131,3 +132,21 @@ def test_conjugation():
     assert conjugate("zigzag rightward") == ("zigzags rightward", "zigzagging rightward")
     assert conjugate("slide to the left") == ("slides to the left", "sliding to the left")
     assert conjugate("hop up and down") == ("hops up and down", "hopping up and down")
+
+
+def test_caption_facts_invert_the_caption():
+    rng = np.random.default_rng(8)
+    for _ in range(300):
+        scene = sample_scene(rng)
+        facts = caption_facts(scene_caption(scene))
+        assert facts["motions"] == {k: s.motion for k, s in enumerate(scene.subjects)}
+        inter = scene.interaction
+        assert facts["interaction"] == (None if inter is None else {"kind": inter.kind, "subjects": list(inter.subjects)})
+        bg = scene.background
+        assert facts["background"] == {"kind": bg.kind, "color": bg.color, "props": [p.kind for p in bg.props]}
+        assert facts["camera"] == scene.camera.pan and facts["light"] == scene.light.change
+        assert facts["occluder"] == (scene.occluder.kind if scene.occluder else None)
+    with pytest.raises(InputError, match="outside the caption grammar"):
+        caption_facts("Ref 1: a red circle.\nVideo: Ref 1[the red circle] dances wildly on a sand gradient.")
+    with pytest.raises(InputError, match="unknown background"):
+        caption_facts("Ref 1: a red circle.\nVideo: Ref 1[the red circle] grows on the moon.")

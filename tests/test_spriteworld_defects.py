@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 
 from libragen_core.errors import InputError
-from libragen_core.spriteworld.captions import parse_caption, scene_caption
+from libragen_core.spriteworld.captions import caption_facts, parse_caption, scene_caption
 from libragen_core.spriteworld.defects import DEFECT_KINDS, gaussian_blur, make_defect
 from libragen_core.spriteworld.identity import Identity
+from libragen_core.spriteworld.motions import SINGLE_MOTIONS
 from libragen_core.spriteworld.render import render_scene
 from libragen_core.spriteworld.scene import Interaction, Scene, SubjectSpec, sample_scene
 
@@ -67,6 +68,8 @@ def test_each_defect_changes_the_clip_as_labelled(seed):
                 assert scene.subjects[k].identity.ref_name not in wrong_video
             else:
                 assert d.caption.splitlines()[:-1] == scene_caption(scene).splitlines()[:-1]
+                said = caption_facts(d.caption)["motions"][k]
+                assert said != scene.subjects[k].motion and said in SINGLE_MOTIONS
 
 
 def test_none_is_clean_and_defects_are_deterministic():

@@ -155,6 +155,75 @@ def parse_caption(text: str) -> ParsedCaption:
     return ParsedCaption(refs, video, bindings)
 
 
+def _facts_patterns():
+    bind = r"Ref (\d+)\[[^\[\]]+\]"
+    singles = sorted(((MOTIONS[m].third, m) for m in SINGLE_MOTIONS), key=lambda p: -len(p[0]))
+    dirs = sorted(DIRECTION_PHRASES.items(), key=lambda p: -len(p[1]))
+    pair = re.compile(rf"{bind} and {bind} (swap places|meet in the middle)")
+    chase = re.compile(rf"{bind} chases {bind}(?: ({'|'.join(re.escape(p) for _, p in dirs)}))?(?= while | and |$)")
+    single = re.compile(rf"{bind} ({'|'.join(re.escape(p) for p, _ in singles)})(?= while | and |$)")
+    return pair, chase, single, {p: m for p, m in singles}, {p: d for d, p in dirs}
+
+
+_PAIR, _CHASE, _SINGLE, _PHRASE_TO_MOTION, _PHRASE_TO_DIRECTION = _facts_patterns()
+_BACKGROUNDS = {BACKGROUND_PHRASES[k].format(color=c): (k, c) for k in BACKGROUND_KINDS for c in BG_COLORS}
+
+
+def caption_facts(caption: str) -> dict:
+    """What a caption says, as data: the inverse of scene_caption for its closed grammar.
+
+    Returns {"motions": {k: motion name}, "interaction": {"kind", "subjects": [a, b]} or None,
+    "background": {"kind", "color", "props"}, "occluder", "camera", "light"} (k is the Ref
+    number minus 1, i.e. the subject index; chase gives the leader its move_* motion and the
+    chaser "chase"). Raises InputError for text outside the grammar, so a rewriter's output can
+    be checked against it.
+    """
+    parsed = parse_caption(caption)
+    text = parsed.video.rstrip(".")
+    head, *extras = text.split("; ")
+    if " on " not in head:
+        raise InputError(f"the Video line has no ' on <background>' part: {parsed.video!r}")
+    clauses, bg_text = head.split(" on ", 1)
+    facts: dict = {"motions": {}, "interaction": None, "occluder": None, "camera": None, "light": None}
+    pos = 0
+    while pos < len(clauses):
+        if m := _PAIR.match(clauses, pos):
+            a, b = int(m.group(1)) - 1, int(m.group(2)) - 1
+            kind = "swap" if m.group(3) == "swap places" else "meet"
+            facts["motions"][a] = facts["motions"][b] = kind
+            facts["interaction"] = {"kind": kind, "subjects": [a, b]}
+        elif m := _CHASE.match(clauses, pos):
+            chaser, leader = int(m.group(1)) - 1, int(m.group(2)) - 1
+            facts["motions"][chaser] = "chase"
+            if m.group(3):
+                facts["motions"][leader] = "move_" + _PHRASE_TO_DIRECTION[m.group(3)]
+            facts["interaction"] = {"kind": "chase", "subjects": [leader, chaser]}
+        elif m := _SINGLE.match(clauses, pos):
+            facts["motions"][int(m.group(1)) - 1] = _PHRASE_TO_MOTION[m.group(2)]
+        else:
+            raise InputError(f"cannot read the clause at {clauses[pos:]!r}; it is outside the caption grammar")
+        pos = m.end()
+        for sep in (" while ", " and "):
+            if clauses.startswith(sep, pos):
+                pos += len(sep)
+                break
+    bg_phrase, _, props = bg_text.partition(" with ")
+    if bg_phrase not in _BACKGROUNDS:
+        raise InputError(f"unknown background {bg_phrase!r}")
+    kind, color = _BACKGROUNDS[bg_phrase]
+    facts["background"] = {"kind": kind, "color": color, "props": [p.removeprefix("a ") for p in props.split(" and ")] if props else []}
+    lookups = {"occluder": OCCLUDER_PHRASES, "camera": CAMERA_PHRASES, "light": LIGHT_PHRASES}
+    for extra in extras:
+        for key, table in lookups.items():
+            hit = [k for k, phrase in table.items() if phrase == extra]
+            if hit:
+                facts[key] = hit[0]
+                break
+        else:
+            raise InputError(f"unknown Video-line part {extra!r}")
+    return facts
+
+
 # ----------------------------------------------------------------------------------------------
 # user-style phrasings
 
