@@ -31,10 +31,14 @@ def test_contact_sheet_shows_the_frames():
 def test_dataset_render_and_vocab_commands(tmp_path, capsys):
     out = tmp_path / "ds"
     args = ["spriteworld", "dataset", "--out", str(out), "--kind", "in_pair", "--n", "2", "--subjects", "1",
-            "--sizes", "large", "--motions", "move_left,move_right", "--no-interactions"]
+            "--sizes", "large", "--motions", "move_left,move_right", "--no-interactions", "--simple"]
     assert main(args) == 0
     records = read_manifest(out)
     assert len(records) == 2 and all(r["scene"]["subjects"][0]["motion"] in ("move_left", "move_right") for r in records)
+    for r in records:
+        scene = r["scene"]
+        assert scene["camera"]["pan"] is None and scene["occluder"] is None and scene["background"]["props"] == []
+        assert scene["background"]["kind"] in ("plain", "gradient")
     assert main(args) == 2  # refuses to overwrite a complete dataset
     assert "already holds a complete dataset" in capsys.readouterr().err
     scene_file = tmp_path / "scene.json"

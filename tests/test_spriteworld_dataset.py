@@ -116,3 +116,10 @@ def test_heldout_split_and_scene_options(tmp_path):
         ident = Identity.from_key(subject["identity"])
         assert ident.is_heldout and ident.size == "large" and subject["motion"] == "grow"
         assert rec["split"] == "heldout"
+
+
+def test_identity_pool_as_keys(tmp_path):
+    pool = ["star|blue|orange|plain|none|large", "circle|red|yellow|striped|eyes|large"]
+    pool = [k for k in pool if not Identity.from_key(k).is_heldout]
+    write_dataset(tmp_path / "pool", "t2v", 3, video_format="gif", scene_options={"identities": pool, "n_subjects": 1})
+    assert {r["scene"]["subjects"][0]["identity"] for r in read_manifest(tmp_path / "pool")} <= set(pool)

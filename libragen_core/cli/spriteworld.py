@@ -35,6 +35,8 @@ def _scene_options(args) -> dict:
             flt[name] = [v.strip() for v in value.split(",") if v.strip()]
     if flt:
         options["identity_filter"] = flt
+    if args.simple:
+        options.update(p_camera=0.0, p_light=0.0, p_occluder=0.0, p_props=0.0, background_kinds=["plain", "gradient"])
     return options
 
 
@@ -50,6 +52,8 @@ def _common(p):
     p.add_argument("--colors", help="comma-separated body colours to draw identities from")
     p.add_argument("--patterns", help="comma-separated patterns to draw identities from")
     p.add_argument("--sizes", help="comma-separated size classes (small, medium, large)")
+    p.add_argument("--simple", action="store_true",
+                   help="curriculum start: plain or gradient backgrounds, no props, occluders, pans or light changes")
 
 
 def add_parser(sub):

@@ -35,6 +35,7 @@ from ..io.atomic import atomic_path
 from ..io.video import SUPPORTED_SUFFIXES, write_video
 from .captions import scene_caption, user_prompts
 from .defects import DEFECT_KINDS, make_defect
+from .identity import Identity
 from .render import RenderResult, render_identity, render_scene
 from .scene import sample_scene
 
@@ -85,7 +86,8 @@ def write_dataset(
     """Write a dataset folder; returns the manifest path.
 
     scene_options are passed to sample_scene (e.g. {"n_subjects": 1, "motions": [...],
-    "identity_filter": {"sizes": ["large"]}}); they must be JSON-serialisable.
+    "identity_filter": {"sizes": ["large"]}, "p_camera": 0.0}); they must be JSON-serialisable,
+    so an identity pool is given as keys: {"identities": ["star|blue|orange|plain|none|large", ...]}.
     A complete dataset (manifest.jsonl present) is never replaced unless overwrite=True.
     progress(done, total) is called after each item.
     """
@@ -164,6 +166,8 @@ def _write_item(out_dir: str, settings: dict, i: int) -> dict:
     rng = np.random.default_rng([settings["seed"], i])
     kind = settings["kind"]
     options = dict(settings["scene_options"])
+    if "identities" in options:  # stored as keys so the settings stay JSON
+        options["identities"] = [Identity.from_key(k) for k in options["identities"]]
     scene = sample_scene(rng, options.pop("n_subjects", None), settings["split"], size=tuple(settings["size"]),
                          n_frames=settings["n_frames"], **options)
     defect = None
