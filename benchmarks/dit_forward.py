@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -201,8 +202,8 @@ def main(argv=None):
             x, refs, t, ctx = _inputs(size, n_refs, 1, args)
             with torch.inference_mode():
                 diff = (_call_ours(ours, x, refs, t, ctx).float() - _call_theirs(theirs, x, refs, t, ctx).float())
-                fo = lambda: _call_ours(ours, x, refs, t, ctx)  # noqa: E731
-                ft = lambda: _call_theirs(theirs, x, refs, t, ctx)  # noqa: E731
+                fo = partial(_call_ours, ours, x, refs, t, ctx)
+                ft = partial(_call_theirs, theirs, x, refs, t, ctx)
                 t_ours, t_theirs = _time_pair([fo, ft], args.device, args.repeats, args.warmup)
                 if args.no_memory:
                     m_ours = m_theirs = float("nan")
