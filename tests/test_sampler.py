@@ -239,3 +239,42 @@ def test_none_preset_is_the_conditional_velocity(dit, conds):
                      frame_pos=subjects.frame_pos(3))[:, :, :3]
         assert torch.equal(v(x, 0.5), direct)
     assert math.isclose(get_preset("none").scales(0.3, 0.3)[0], 1.0)
+
+
+def test_custom_sigmas_replace_steps_and_shift(dit, conds):
+    context, negative, subjects = conds
+    kwargs = dict(solver="unipc", cfg="stiv-jit", seed=8)
+    by_steps = sample(dit, SHAPE, context, negative, subjects, steps=3, shift=5.0, **kwargs)
+    by_list = sample(dit, SHAPE, context, negative, subjects, sigmas=flow_sigmas(3, 5.0), steps=99, **kwargs)
+    assert torch.equal(by_steps, by_list)
+    model = Recorder(dit)
+    sample(model, SHAPE, context, negative, subjects, sigmas=[0.999, 0.6, 0.2, 0.0], **kwargs)
+    assert [round(c["t"][0].item(), 3) for c in model.calls] == [999.0, 600.0, 200.0]
+    with pytest.raises(InputError, match="must not increase"):
+        sample(dit, SHAPE, context, negative, subjects, sigmas=[1.0, 0.2, 0.5, 0.0], **kwargs)
+
+
+def test_one_step_returns_the_x0_prediction(dit, conds):
+    context, negative, subjects = conds
+    noise = initial_noise(SHAPE, 2)
+    out = sample(dit, noise, context, negative, subjects, steps=1, solver="dpmpp_2m", cfg="none")
+    v = GuidedVelocity(dit, context, negative, subjects, get_preset("none"), SHAPE, torch.device("cpu"), noise.dtype)
+    with torch.no_grad():
+        assert torch.allclose(out, noise - v(noise, 1.0), atol=1e-6)
+
+
+def test_any_object_with_weights_is_a_guidance_rule(dit, conds):
+    from libragen_core.sampling.guidance import GuidanceWeights
+
+    class TextOnlyLate:
+        """Unguided while sigma > 0.5, then plain text CFG at 4 (a rule no preset expresses)."""
+
+        def weights(self, progress, sigma):
+            return GuidanceWeights(0.0, 0.0, 1.0) if sigma > 0.5 else GuidanceWeights(0.0, -3.0, 4.0)
+
+    context, negative, subjects = conds
+    model = Recorder(dit)
+    sample(model, SHAPE, context, negative, subjects, steps=4, shift=1.0, solver="euler", cfg=TextOnlyLate(), seed=0)
+    assert rows_per_call(model) == [1, 1, 2, 2]  # sigmas 1, 0.75 | 0.5, 0.25
+    with pytest.raises(ConfigError, match="cfg must be a preset name"):
+        sample(dit, SHAPE, context, negative, subjects, steps=2, cfg=7.5, seed=0)

@@ -50,3 +50,19 @@ def test_bad_shift_is_named(shift):
 def test_bad_denoise_is_named():
     with pytest.raises(InputError, match="denoise must be in"):
         flow_sigmas(10, shift=1.0, denoise=1.5)
+
+
+def test_custom_sigma_schedules_are_checked():
+    from libragen_core.sampling.schedules import check_sigmas
+
+    assert check_sigmas(torch.tensor([1.0, 0.5, 0.0])) == [1.0, 0.5, 0.0]
+    assert check_sigmas([0.6, 0.6, 0.0]) == [0.6, 0.6, 0.0]
+    for bad, message in [
+        ([1.0], "at least 2 values"),
+        ([1.0, 0.5, 0.7, 0.0], "must not increase"),
+        ([1.0, 0.5], "last sigma must be 0"),
+        ([1.5, 0.0], "numbers in \\[0, 1\\]"),
+        ([0.0, 0.0], "first sigma must be above 0"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            check_sigmas(bad)

@@ -23,7 +23,7 @@ from torch import nn
 from ..conditioning.subjects import Subjects, append_references, trim_to_video
 from ..errors import Cancelled, ConfigError, InputError
 from .guidance import CFGSchedule, combine, get_preset
-from .schedules import check_steps, flow_sigmas, sigma_to_timestep
+from .schedules import check_sigmas, check_steps, flow_sigmas, sigma_to_timestep
 from .solvers import Solver, get_solver
 
 # callback(step, total, sigma, x0_preview) -> None / True to go on, False to cancel
@@ -40,13 +40,18 @@ def initial_noise(shape: Sequence[int], seed: int, *, device=None, dtype=torch.f
 
 
 def resolve_cfg(cfg: str | CFGSchedule | Mapping) -> CFGSchedule:
-    if isinstance(cfg, CFGSchedule):
-        return cfg
+    """A preset name, a schedule's dict, or any object with `weights(progress, sigma) ->
+    GuidanceWeights` (CFGSchedule, or a custom guidance rule)."""
     if isinstance(cfg, str):
         return get_preset(cfg)
     if isinstance(cfg, Mapping):
         return CFGSchedule.from_dict(cfg)
-    raise ConfigError(f"cfg must be a preset name, a CFGSchedule or its dict (got {type(cfg).__name__}).")
+    if callable(getattr(cfg, "weights", None)):
+        return cfg
+    raise ConfigError(
+        f"cfg must be a preset name, a CFGSchedule, its dict, or an object with weights(progress, sigma) "
+        f"(got {type(cfg).__name__})."
+    )
 
 
 def _pad_tokens(context: torch.Tensor, length: int) -> torch.Tensor:
@@ -132,6 +137,7 @@ def sample(
     cfg: str | CFGSchedule | Mapping = "libragen",
     seed: int | None = None,
     callback: Callback | None = None,
+    sigmas: Sequence[float] | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sample video latents [B, C, F, h, w] with subjects injected and dynamic CFG.
 
@@ -141,10 +147,17 @@ def sample(
         or just that shape together with `seed`: noise is then drawn on the CPU from the seed.
     context / negative_context: text features [B or 1, L, text_dim]; the negative is needed
         whenever the schedule runs a ref-only or null pass (any cfg other than "none").
+    sigmas: a custom schedule (e.g. ComfyUI's SIGMAS, or Wan's `flow_sigmas(n, s, denoise=0.999)`)
+        used instead of steps/shift; it must fall to 0. Starting below 1 means `noise` is already
+        the partly noised input.
     """
     subjects = subjects if subjects is not None else Subjects()
-    check_steps(steps)
-    sigmas = flow_sigmas(steps, shift).tolist()
+    if sigmas is None:
+        check_steps(steps)
+        sigmas = flow_sigmas(steps, shift).tolist()
+    else:
+        sigmas = check_sigmas(sigmas)
+        steps = len(sigmas) - 1
     cfg = resolve_cfg(cfg)
     step_solver = get_solver(solver)
     device = _model_device(model, noise.device if isinstance(noise, torch.Tensor) else torch.device("cpu"))

@@ -54,6 +54,26 @@ def flow_sigmas(steps: int, shift: float = 1.0, *, denoise: float = 1.0) -> torc
     return sigmas
 
 
+def check_sigmas(sigmas) -> list[float]:
+    """Validate a custom schedule: at least 2 values in [0, 1], non-increasing, ending at 0.
+
+    A schedule that starts below 1 continues from a partly noised input (the caller mixes
+    x = sigma_0 * noise + (1 - sigma_0) * x0 first).
+    """
+    values = sigmas.tolist() if isinstance(sigmas, torch.Tensor) else list(sigmas)
+    if len(values) < 2:
+        raise InputError(f"a sigma schedule needs at least 2 values (one step); got {len(values)}.")
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0 for v in values):
+        raise InputError(f"sigmas must be numbers in [0, 1] for flow models; got {values[:8]}...")
+    if any(b > a for a, b in zip(values, values[1:])):
+        raise InputError("sigmas must not increase: sampling runs from noise (1) down to data (0).")
+    if values[-1] != 0.0:
+        raise InputError(f"the last sigma must be 0 so the result is clean latents; got {values[-1]}.")
+    if values[0] <= 0.0:
+        raise InputError("the first sigma must be above 0; a schedule of zeros has nothing to denoise.")
+    return [float(v) for v in values]
+
+
 def sigma_to_timestep(sigma):
     """The model's timestep input for a noise level."""
     return sigma * TIMESTEP_SCALE
