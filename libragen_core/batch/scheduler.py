@@ -243,7 +243,7 @@ class BatchRunner:
                         self.progress.message(f"{server.url} dropped out; waiting for it to answer again")
                     self._dropped(job, server, str(e), slot)
                 except JobFailed as e:
-                    self._fail(job, server, str(e), slot)
+                    self._fail(job, server, str(e), slot, attempts=self._drops.get(job.job.id, 0) + 1)
                     self._release()
                 except Cancelled:
                     self.manifest.update(job.job.id, status=PENDING, error="interrupted before it finished")
@@ -318,7 +318,7 @@ class BatchRunner:
         drops = self._drops[jid] = self._drops.get(jid, 0) + 1
         if drops > self.opts.retries:
             self._fail(r, server, f"its server dropped it {drops} times (--retries {self.opts.retries}); "
-                                  f"last: {error}", slot)
+                                  f"last: {error}", slot, attempts=drops)
             self._release()
             return
         self.summary.retries += 1
@@ -326,7 +326,8 @@ class BatchRunner:
         self.progress.message(f"{jid}: {error}; retry {drops}/{self.opts.retries}")
         self._release(r, requeue=True)
 
-    def _fail(self, r: ResolvedJob, server: _Server, error: str, slot: int) -> None:
+    def _fail(self, r: ResolvedJob, server: _Server, error: str, slot: int, attempts: int) -> None:
         self.summary.failures[r.job.id] = error
-        self.manifest.update(r.job.id, status=FAILED, error=error, finished=now_iso())
+        self.manifest.update(r.job.id, status=FAILED, error=error, server=server.url, attempts=attempts,
+                             finished=now_iso())
         self.progress.job_finished(slot, r.job.id, FAILED, error)

@@ -290,3 +290,18 @@ def test_a_job_waits_for_its_only_server_to_come_back(servers, batch_dir):
     rec = manifest(d)["jobs"]["only"]
     assert rec["status"] == "done" and rec["attempts"] == 2 and "answers again" in log
     check_outputs(d, rec, COLOURS[2], "only", size=2048)
+
+    # with --retries 0 the same drop ends the job as failed, and the run does not wait for the server
+    jobs = write_jobs(d, [{"id": "once", "images": {"1.image": "refs/ref0.png"}, "prompt": "once", "seed": 10,
+                           "inputs": SLOW}], name="once.jsonl")
+    proc = subprocess.Popen(batch_cmd(d, jobs, [port], "--retries", "0"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    wait_until(lambda: manifest(d)["jobs"].get("once", {}).get("prompt_id"), 60, proc)
+    time.sleep(1.0)
+    servers.kill(port)
+    log, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1, log
+    rec = manifest(d)["jobs"]["once"]
+    assert rec["status"] == "failed" and rec["attempts"] == 1
+    assert rec["error"].startswith("its server dropped it 1 times (--retries 0)")
+    assert manifest(d)["jobs"]["only"]["status"] == "done"  # the earlier record is kept
