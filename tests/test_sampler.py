@@ -278,3 +278,12 @@ def test_any_object_with_weights_is_a_guidance_rule(dit, conds):
     assert rows_per_call(model) == [1, 1, 2, 2]  # sigmas 1, 0.75 | 0.5, 0.25
     with pytest.raises(ConfigError, match="cfg must be a preset name"):
         sample(dit, SHAPE, context, negative, subjects, steps=2, cfg=7.5, seed=0)
+
+
+def test_guided_velocity_without_negative_names_the_gap(dit, conds):
+    context, _, subjects = conds
+    x = initial_noise(SHAPE, 1)
+    v = GuidedVelocity(dit, context, None, subjects, get_preset("phantom"), SHAPE, torch.device("cpu"), x.dtype)
+    with pytest.raises(InputError, match="needs a negative-prompt pass but negative_context is None"):
+        v(x, 0.5)
+    assert v.calls == []

@@ -107,6 +107,11 @@ class GuidedVelocity:
     def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
         weights = self.cfg.weights(self.progress, sigma)
         names = list(weights.passes(self.has_refs))
+        if any(self.context[n] is None for n in names):
+            raise InputError(
+                f"guidance at sigma {sigma:.3f} needs a negative-prompt pass but negative_context is None; "
+                "encode a negative (or empty) prompt."
+            )
         rows = [append_references(x, self.refs[n]) if self.has_refs else x for n in names]
         x_in = torch.cat(rows, dim=0) if len(rows) > 1 else rows[0]
         ctx = torch.cat([self.context[n] for n in names], dim=0) if len(names) > 1 else self.context[names[0]]
