@@ -202,3 +202,9 @@ def test_unpadded_context_is_left_alone():
     ctx[0, 4] = 0.0
     out, bias = compact_padding(ctx)
     assert out is ctx and bias is None
+
+
+def test_build_dtype_names():
+    assert build_dit(SMALL, device="meta", dtype="bf16").head.head.weight.dtype == torch.bfloat16
+    with pytest.raises(ConfigError, match="fp8 weights come from a file"):
+        build_dit(SMALL, device="meta", dtype="fp8")

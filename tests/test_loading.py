@@ -4,7 +4,7 @@ import struct
 import pytest
 import torch
 
-from libragen_core.errors import CheckpointError
+from libragen_core.errors import CheckpointError, ConfigError
 from libragen_core.io.safetensors_file import save_state_dict
 from libragen_core.models.fp8 import Fp8Linear, quantize
 from libragen_core.models.loading import inspect_checkpoint, load_dit, save_dit
@@ -72,6 +72,9 @@ def test_half_precision_files(tmp_path, micro, dtype, name):
     assert (out - ref).abs().max() < 0.05 * ref.abs().max()
     as32 = load_dit(path, dtype=torch.float32)
     assert {p.dtype for p in as32.parameters()} == {torch.float32}
+    assert {p.dtype for p in load_dit(path, dtype="fp32").parameters()} == {torch.float32}
+    with pytest.raises(ConfigError, match="unknown weight dtype"):
+        load_dit(path, dtype="fp64x")
 
 
 def _fp8_scaled_file(tmp_path, micro):

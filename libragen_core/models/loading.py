@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..io.safetensors_file import read_header
 from .fp8 import FP8_DTYPES, MARKER_KEY, SCALE_SUFFIXES, dequantize, quantize, use_fp8_block_linears
 from .wan_dit import WanDiT, WanDiTConfig
@@ -353,13 +353,32 @@ def _read_tensors(info: CheckpointInfo, device: str | torch.device):
         raise CheckpointError(f"cannot read {info.path}: {e}. The file is damaged; download or copy it again.") from e
 
 
-def load_dit(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> WanDiT:
+DTYPE_NAMES = {
+    "fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp16": torch.float16, "float16": torch.float16, "fp8": torch.float8_e4m3fn,
+    "fp8_e4m3fn": torch.float8_e4m3fn, "float8_e4m3fn": torch.float8_e4m3fn, "default": None, "auto": None,
+}
+
+
+def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """Accept a torch dtype or a name as UIs spell it ("bf16", "fp8_e4m3fn", "default")."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return DTYPE_NAMES[str(dtype).lower()]
+    except KeyError:
+        raise ConfigError(f"unknown weight dtype {dtype!r}; use one of {', '.join(DTYPE_NAMES)}") from None
+
+
+def load_dit(path: str | os.PathLike, device: str | torch.device = "cpu",
+             dtype: torch.dtype | str | None = None) -> WanDiT:
     """Load a Wan2.1 T2V-layout DiT with strict key and shape checks.
 
     dtype: None keeps the file's dominant float dtype (fp8 files become bf16); fp32/fp16/bf16
     convert; torch.float8_e4m3fn keeps (or makes) scaled fp8 weights in the block linears and
     computes in bf16.
     """
+    dtype = resolve_dtype(dtype)
     info = inspect_checkpoint(path)
     check_dit_checkpoint(info)
     keep_fp8 = dtype in FP8_DTYPES
@@ -403,5 +422,5 @@ def save_dit(model: WanDiT, path: str | os.PathLike, metadata: dict[str, str] | 
     return save_state_dict(model.state_dict(), path, metadata=meta)
 
 
-__all__ = ["CheckpointInfo", "inspect_checkpoint", "check_dit_checkpoint", "load_dit", "save_dit",
+__all__ = ["CheckpointInfo", "inspect_checkpoint", "check_dit_checkpoint", "load_dit", "save_dit", "resolve_dtype",
            "FAMILY_DESCRIPTIONS", "PREFIXES", "CONFIG_METADATA_KEY"]

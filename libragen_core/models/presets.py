@@ -28,8 +28,14 @@ def resolve_config(preset_or_config: str | WanDiTConfig) -> WanDiTConfig:
 
 
 def build_dit(preset_or_config: str | WanDiTConfig, device: str | torch.device = "cpu",
-              dtype: torch.dtype | None = None) -> WanDiT:
+              dtype: torch.dtype | str | None = None) -> WanDiT:
     """Build a randomly initialised DiT. device="meta" allocates nothing (shape and key checks)."""
+    from .fp8 import FP8_DTYPES
+    from .loading import resolve_dtype
+
+    dtype = resolve_dtype(dtype)
+    if dtype in FP8_DTYPES:
+        raise ConfigError("fp8 weights come from a file: build in bf16, or load_dit(path, dtype=torch.float8_e4m3fn)")
     config = resolve_config(preset_or_config)
     with torch.device(device):
         model = WanDiT(config)
