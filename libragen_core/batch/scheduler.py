@@ -135,6 +135,8 @@ class BatchRunner:
         try:
             while not self._all_exited.wait(0.2):
                 self._check_servers()
+            if not self._finished():
+                self._check_servers()  # every worker gave up on its server (e.g. node types missing)
         except BaseException:
             # Ctrl-C (or a fatal error here): workers cancel their prompts and put jobs back to pending
             self._stop.set()

@@ -205,6 +205,12 @@ def test_failures_are_recorded_with_the_servers_message_and_not_retried(servers,
     # a rerun skips the finished job and tries the failed ones again
     again = subprocess.run(batch_cmd(d, jobs, [port]), capture_output=True, text=True, timeout=120)
     assert again.returncode == 1 and "0 rendered, 1 already finished, 2 failed" in again.stdout
+    # a server without a node type the workflow needs is not sent any job
+    (d / "wf.json").write_text(json.dumps({**WORKFLOW, "9": {"class_type": "LibraGenNotInstalled", "inputs": {}}}))
+    none = subprocess.run(batch_cmd(d, jobs, [port]), capture_output=True, text=True, timeout=120)
+    assert none.returncode == 2
+    assert f"127.0.0.1:{port}: lacks node types LibraGenNotInstalled (install them there)" in none.stderr
+    assert manifest(d)["jobs"]["good"]["status"] == "pending"  # the changed graph makes it unfinished
 
 
 def test_ctrl_c_leaves_a_consistent_manifest_and_a_clean_server(servers, batch_dir):
