@@ -23,9 +23,11 @@ writes identical files, and a dataset of n items is the prefix of one with more 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -95,25 +97,21 @@ def write_dataset(
     settings = dataset_settings(kind, n, seed, split, size, n_frames, video_format, scene_options)
     _prepare_folder(out, settings, overwrite)
 
-    records: list[dict] = [None] * n  # type: ignore[list-item]
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(_write_item, str(out), settings, i) for i in range(n)]
-            for i, fut in enumerate(futures):
-                records[i] = fut.result()
+    manifest = out / "manifest.jsonl"
+    keep: set[str] = set()
+    # records stream into the temporary manifest, so memory stays flat for any n; the rename at
+    # the end is what marks the dataset complete
+    with atomic_path(manifest) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        with ProcessPoolExecutor(max_workers=workers) if workers > 1 else contextlib.nullcontext() as pool:
+            args = (repeat(str(out), n), repeat(settings, n), range(n))
+            records = pool.map(_write_item, *args, chunksize=4) if pool else map(_write_item, *args)
+            for i, rec in enumerate(records):
+                f.write(json.dumps(rec, sort_keys=True) + "\n")
+                keep.add(rec["video"])
+                keep.update(ref["path"] for ref in rec["refs"])
                 if progress:
                     progress(i + 1, n)
-    else:
-        for i in range(n):
-            records[i] = _write_item(str(out), settings, i)
-            if progress:
-                progress(i + 1, n)
-    _remove_stale(out, records)
-    manifest = out / "manifest.jsonl"
-    with atomic_path(manifest) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for rec in records:
-                f.write(json.dumps(rec, sort_keys=True) + "\n")
+        _remove_stale(out, keep)
     return manifest
 
 
@@ -152,9 +150,8 @@ def _diff(old: dict, new: dict) -> str:
     return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
 
 
-def _remove_stale(out: Path, records: list[dict]) -> None:
+def _remove_stale(out: Path, keep: set[str]) -> None:
     """After an overwrite, drop clips and refs that the new manifest does not name."""
-    keep = {r["video"] for r in records} | {ref["path"] for r in records for ref in r["refs"]}
     for sub in ("clips", "refs"):
         for p in (out / sub).iterdir():
             if f"{sub}/{p.name}" not in keep and not p.name.startswith("."):
