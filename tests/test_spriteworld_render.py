@@ -94,6 +94,16 @@ def test_invalid_identity_and_scene_values_are_named():
         _scene("stay", n_frames=16)
     with pytest.raises(InputError, match="unknown motion"):
         _scene("teleport")
+    with pytest.raises(InputError, match="scale"):
+        _scene("stay", scale=0.0)
+
+
+def test_missing_motion_params_take_defaults():
+    r = render_scene(_scene("move_right", {}, start=(0.2, 0.5), scale=0.3))
+    assert r.centers[0, -1, 0] - r.centers[0, 0, 0] == pytest.approx(0.35 * 64)
+    r = render_scene(_scene("zigzag_left", {"distance": 0.2}, start=(0.6, 0.5), scale=0.3))
+    assert r.centers[0, -1, 0] - r.centers[0, 0, 0] == pytest.approx(-0.2 * 64)
+    assert np.ptp(r.centers[0, :, 1]) == pytest.approx(2 * 0.1 * 64, rel=0.05)
 
 
 def test_sampling_and_rendering_are_deterministic_and_json_round_trips():

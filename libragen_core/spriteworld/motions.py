@@ -4,7 +4,8 @@ Units: positions are pixels (x right, y down); lengths in motion params (distanc
 height, amplitude, gap) are in units of the frame's short side; scale is the sprite's diameter in
 the same unit; angles are degrees, positive = clockwise on screen. Time t runs 0..1 over the clip.
 
-Single-subject motions (each a class for motion metrics):
+Params a SubjectSpec leaves out take DEFAULT_PARAMS. Single-subject motions (each a class for
+motion metrics):
   move_<dir>     straight line, constant speed; params: distance.  <dir> in DIRECTIONS.
   circle_cw/ccw  one full turn on a circle through the start; params: radius, phase (deg), turns.
   bounce         hops in place, start = ground; params: height, bounces.
@@ -105,6 +106,27 @@ INTERACTIONS = ("chase", "swap", "meet")
 MOVE_MOTIONS = tuple(n for n in SINGLE_MOTIONS if n.startswith("move_"))
 
 
+# Used for any param a SubjectSpec leaves out (mid-range values of what sample_scene draws).
+DEFAULT_PARAMS = {
+    "move": {"distance": 0.35},
+    "circle": {"radius": 0.17, "phase": 0.0, "turns": 1.0},
+    "bounce": {"height": 0.25, "bounces": 2},
+    "zigzag": {"distance": 0.36, "amplitude": 0.1, "zigs": 2},
+    "grow": {"factor": 1.6},
+    "shrink": {"factor": 1.6},
+    "spin": {"turns": 1.0},
+    "stay": {},
+    "chase": {"end_gap": 0.4},
+    "swap": {"arc": 0.1},
+    "meet": {"gap": 0.4},
+}
+
+
+def motion_params(motion: str, params: dict) -> dict:
+    """params completed with the defaults of the motion's family."""
+    return {**DEFAULT_PARAMS[motion.split("_")[0]], **params}
+
+
 def check_motion(name: str) -> MotionInfo:
     if name not in MOTIONS:
         raise InputError(f"unknown motion {name!r}; choose one of {', '.join(MOTIONS)}")
@@ -118,6 +140,7 @@ def single_track(motion: str, params: dict, start_px, scale: float, angle: float
     Returns centres [T, 2] (px), scales [T], angles [T] (deg), all float64.
     """
     check_motion(motion)
+    params = motion_params(motion, params)
     T = len(t)
     c = np.tile(np.asarray(start_px, dtype=np.float64), (T, 1))
     s = np.full(T, float(scale))
@@ -161,6 +184,8 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 def interaction_track(motion: str, params: dict, start_px, partner_start_px, partner_track, short: float, t: np.ndarray):
     """Centre track [T, 2] of a subject in an interaction (scale and angle stay constant)."""
+    check_motion(motion)
+    params = motion_params(motion, params)
     p = np.asarray(start_px, dtype=np.float64)
     q = np.asarray(partner_start_px, dtype=np.float64)
     tt = t[:, None]

@@ -128,8 +128,10 @@ class Scene:
             raise InputError(f"n_frames must be 4k+1 (1, 5, 9, 13, 17, ...) for the Wan VAE; got {self.n_frames}")
         if not 1 <= len(self.subjects) <= 4:
             raise InputError(f"a scene holds 1 to 4 subjects; got {len(self.subjects)}")
-        for s in self.subjects:
+        for k, s in enumerate(self.subjects):
             check_motion(s.motion)
+            if not (0.0 < s.scale <= 4.0) or not all(np.isfinite(s.start)):
+                raise InputError(f"subject {k}: scale must be in (0, 4] and start finite; got scale {s.scale}, start {s.start}")
         if self.background.kind not in BACKGROUND_KINDS or self.background.color not in BG_COLORS:
             raise InputError(f"unknown background {self.background.kind!r}/{self.background.color!r}")
 
