@@ -124,6 +124,7 @@ def test_vocabulary_is_data_with_a_canonical_phrase_per_motion():
     assert vocab["interactions"] == {"chase": "chases", "swap": "swap places", "meet": "meet in the middle"}
     assert "sunny yellow" in vocab["background_colors"] and "star" in vocab["shapes"]
     assert vocab["camera"]["left"] == "the camera pans left"
+    assert {"move", "zig-zag", "circle", "spin", "grow", "shrink", "bounce", "stay", "chase", "swap", "meet"} <= set(vocab["motion_verbs"])
     assert set(vocab["templates"]["heldout"]).isdisjoint(vocab["templates"]["train"])
 
 

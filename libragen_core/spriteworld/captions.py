@@ -328,6 +328,7 @@ def caption_vocabulary() -> dict:
         "sizes": list(SIZES),
         "motions": {m: MOTIONS[m].third for m in SINGLE_MOTIONS},
         "motion_forms": {m: {"base": i.base, "third": i.third, "ing": i.ing, "synonyms": list(i.synonyms)} for m, i in MOTIONS.items()},
+        "motion_verbs": sorted({f.split(" ")[0] for i in MOTIONS.values() for f in (i.base, *i.synonyms)}),
         "interactions": {k: MOTIONS[k].third for k in INTERACTIONS},
         "directions": dict(DIRECTION_PHRASES),
         "background_colors": list(BG_COLORS),
