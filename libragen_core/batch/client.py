@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import socket
+import ssl
 import time
 import uuid
 from collections.abc import Callable
@@ -244,9 +246,20 @@ class ComfyClient:
         if self._ws is not None and self._ws.connected:
             return
         self._close_ws()
+        parts = urlsplit(self.url)
+        timeout = min(10.0, self.request_timeout)
+        sock = None
         try:
-            self._ws = websocket.create_connection(self._ws_url(), timeout=min(10.0, self.request_timeout))
+            # Our own socket, so websocket-client consults no proxy settings from the environment
+            # (the HTTP session ignores them too: both paths reach the server the same way).
+            sock = socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)),
+                                            timeout=timeout)
+            if parts.scheme == "https":
+                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname)
+            self._ws = websocket.create_connection(self._ws_url(), timeout=timeout, socket=sock)
         except (OSError, websocket.WebSocketException) as e:
+            if sock is not None:
+                sock.close()
             raise ServerDown(f"{self.url} refused the websocket: {type(e).__name__}") from None
 
     def _close_ws(self) -> None:
