@@ -247,3 +247,15 @@ def test_tiny_preset_file_loads_strictly(tmp_path):
     with torch.no_grad():
         ref = model(x, t, ctx)
         assert (loaded(x, t, ctx) - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+def test_in_memory_fp8_matches_loaded_fp8(tmp_path, micro):
+    import copy
+
+    from libragen_core.models.fp8 import quantize_block_linears
+
+    plain = save_state_dict(_sd(micro), tmp_path / "plain.safetensors")
+    converted = quantize_block_linears(copy.deepcopy(micro))
+    assert isinstance(converted.blocks[0].cross_attn.o, Fp8Linear)
+    assert converted.blocks[0].cross_attn.o.weight.dtype == torch.float8_e4m3fn
+    torch.testing.assert_close(_run(converted), _run(load_dit(plain, dtype=torch.float8_e4m3fn)))

@@ -64,3 +64,30 @@ def use_fp8_block_linears(model: nn.Module, fp8_dtype: torch.dtype = torch.float
                 setattr(parent, name.rsplit(".", 1)[-1], new)
                 names.append(f"blocks.{block_name}.{name}")
     return names
+
+
+@torch.no_grad()
+def quantize_block_linears(model: nn.Module, fp8_dtype: torch.dtype = torch.float8_e4m3fn,
+                           compute_dtype: torch.dtype = torch.bfloat16) -> nn.Module:
+    """Turn an in-memory model into the layout load_dit(..., dtype=fp8) gives: every block linear
+    becomes an Fp8Linear (per-tensor scale), everything else moves to compute_dtype. In place."""
+    # quantize from the weights as they are (before any cast), attach after moving the rest:
+    # Module.to would otherwise turn the fp8 weights back into compute_dtype
+    swaps = []
+    for block in model.blocks:
+        for name, mod in list(block.named_modules()):
+            if type(mod) is not nn.Linear:
+                continue
+            new = Fp8Linear(mod.in_features, mod.out_features, bias=mod.bias is not None, fp8_dtype=fp8_dtype,
+                            device=mod.weight.device, dtype=compute_dtype)
+            q, scale = quantize(mod.weight, fp8_dtype)
+            new.weight = nn.Parameter(q, requires_grad=False)
+            new.scale_weight.copy_(scale)
+            if mod.bias is not None:
+                new.bias = nn.Parameter(mod.bias.detach().to(compute_dtype), requires_grad=mod.bias.requires_grad)
+            parent = block.get_submodule(name.rsplit(".", 1)[0]) if "." in name else block
+            swaps.append((parent, name.rsplit(".", 1)[-1], new))
+    model.to(compute_dtype)
+    for parent, name, new in swaps:
+        setattr(parent, name, new)
+    return model
