@@ -213,7 +213,7 @@ def parse_jobs(path: str | Path, workflow: dict, prompt_node: str | None = None,
     """
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except FileNotFoundError:
         raise InputError(f"jobs file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as e:
