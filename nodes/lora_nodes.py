@@ -1,0 +1,137 @@
+"""LoRA Merge: up to 4 LoRA files merged (linear/concat, svd, ties, dare) into one patch on a model.
+
+The input model is left as it was: the output is a new LIBRAGEN_MODEL value sharing the loaded
+modules and carrying the merged LoRA as a patch that is folded in only while that value samples
+(runtime.patched). The merge can also be saved into models/loras in ComfyUI's native Wan LoRA
+format, so core LoraLoaderModelOnly loads it too.
+"""
+from __future__ import annotations
+
+import re
+
+from libragen_core.errors import CheckpointError, InputError
+from libragen_core.lora import check_lora_fits, load_lora, merge_loras, save_lora
+
+from . import adapter
+from .types import MODEL, LoraPatch
+from .validation import check_ranges, first_error
+
+NONE = "None"
+SLOTS = range(1, 5)
+MERGE_METHODS = ("linear", "concat", "svd", "ties", "dare")
+_SAFE = re.compile(r"[^A-Za-z0-9._ -]+")
+
+
+def sanitize_save_name(name: str) -> str | None:
+    """'my merge' -> 'my merge.safetensors'; None for an empty name. Only a plain file name inside
+    models/loras is allowed: separators and other odd characters become '_'."""
+    name = (name or "").strip()
+    if not name:
+        return None
+    if name.lower().endswith(".safetensors"):
+        name = name[: -len(".safetensors")]
+    name = _SAFE.sub("_", name).strip(" .")
+    if not name:
+        raise InputError("save_name has no usable characters; use letters, digits, '-', '_' or '.'.")
+    return name[:120] + ".safetensors"
+
+
+class LibraGenLoraMerge:
+    DESCRIPTION = ("Merges up to four LoRAs for the model with weights (e.g. 0.5 cross-pair + 0.5 in-pair) and "
+                   "applies the result to a copy of the model; the input model is unchanged. Optionally saves "
+                   "the merged LoRA into models/loras in ComfyUI's Wan LoRA format.")
+    CATEGORY = "LibraGen/lora"
+    RETURN_TYPES = (MODEL, "STRING")
+    RETURN_NAMES = ("model", "report")
+    OUTPUT_TOOLTIPS = ("The model with the merged LoRA applied while it samples.",
+                       "What was merged: method, layers, approximation error, saved file.")
+    FUNCTION = "merge"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        files = [NONE, *adapter.list_models("loras")]
+        required = {"model": (MODEL, {"tooltip": "The model to apply the merged LoRA to (it is not modified)."})}
+        for k in SLOTS:
+            required[f"lora_{k}"] = (files, {"default": NONE,
+                                             "tooltip": f"LoRA file {k} from models/loras (None = unused)."})
+            required[f"weight_{k}"] = ("FLOAT", {"default": 1.0 if k == 1 else 0.5, "min": -10.0, "max": 10.0,
+                                                 "step": 0.05, "tooltip": f"Merge weight of LoRA {k}."})
+        required.update({
+            "method": (list(MERGE_METHODS), {
+                "default": "linear",
+                "tooltip": "linear/concat: exact weighted sum (factors stacked, rank = sum of ranks); svd: exact sum "
+                           "truncated to rank; ties: trim, elect signs, average; dare: random drop and rescale."}),
+            "rank": ("INT", {"default": 0, "min": 0, "max": 4096,
+                             "tooltip": "Target rank: needed by svd; optional for ties/dare (0 = keep full "
+                                        "weight diffs); must be 0 for linear/concat."}),
+            "strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.05,
+                                   "tooltip": "Strength of the merged LoRA on the model (W += strength * dW)."}),
+            "ties_density": ("FLOAT", {"default": 0.2, "min": 0.01, "max": 1.0, "step": 0.01,
+                                       "tooltip": "ties: fraction of each LoRA's largest entries kept."}),
+            "dare_drop_rate": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 0.99, "step": 0.01,
+                                         "tooltip": "dare: probability of dropping each entry (seeded, so the "
+                                                    "merge is reproducible)."}),
+            "save_name": ("STRING", {"default": "",
+                                     "tooltip": "If set, also save the merged LoRA as models/loras/<name>.safetensors "
+                                                "(ComfyUI Wan format; replaces a file of that name)."}),
+        })
+        return {"required": required}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, lora_1=None, lora_2=None, lora_3=None, lora_4=None, method=None, rank=None,
+                        ties_density=None, dare_drop_rate=None, save_name=None):
+        chosen = [x for x in (lora_1, lora_2, lora_3, lora_4) if x is not None]
+        problems = [check_ranges(cls, lora_1=lora_1, lora_2=lora_2, lora_3=lora_3, lora_4=lora_4, method=method,
+                                 rank=rank, ties_density=ties_density, dare_drop_rate=dare_drop_rate)]
+        if chosen and all(x == NONE for x in chosen) and len(chosen) == 4:
+            problems.append("no LoRA is selected; pick a file in lora_1 (or bypass this node).")
+        if method == "svd" and rank == 0:
+            problems.append("the svd method needs a target rank; set rank (e.g. 16).")
+        if method in ("linear", "concat") and isinstance(rank, int) and rank > 0:
+            problems.append(f"{method} is exact and keeps the summed rank; set rank 0, or use svd to truncate.")
+        if isinstance(save_name, str):
+            try:
+                target = sanitize_save_name(save_name)
+            except InputError as e:
+                problems.append(str(e))
+            else:
+                if target is not None and target in chosen:
+                    problems.append(f"save_name {save_name!r} would overwrite the input LoRA {target}; "
+                                    "choose another name.")
+        return first_error(problems)
+
+    @classmethod
+    def IS_CHANGED(cls, **kw):
+        return repr([adapter.model_mtime("loras", kw[f"lora_{k}"]) for k in SLOTS if kw.get(f"lora_{k}") != NONE])
+
+    def merge(self, model, method="linear", rank=0, strength=1.0, ties_density=0.2, dare_drop_rate=0.5,
+              save_name="", **slots):
+        chosen = [(slots[f"lora_{k}"], float(slots.get(f"weight_{k}", 1.0))) for k in SLOTS
+                  if slots.get(f"lora_{k}", NONE) != NONE]
+        if not chosen:
+            raise InputError("no LoRA is selected; pick a file in lora_1 (or bypass this node).")
+        loras = [load_lora(adapter.model_path("loras", name)) for name, _ in chosen]
+        for (name, _), lora in zip(chosen, loras):
+            try:
+                check_lora_fits(lora, model.bundle.dit)
+            except CheckpointError as e:
+                raise CheckpointError(f"{name}: {e}") from None
+        result = merge_loras(loras, [w for _, w in chosen], method, rank=rank or None, density=ties_density,
+                             drop_rate=dare_drop_rate)
+        label = "+".join(f"{w:g}*{name}" for name, w in chosen)
+        if len(chosen) > 1 or method != "linear":
+            label = f"{method}({label})"
+        lines = [f"merged {len(chosen)} LoRA(s) with {method}: {len(result.lora)} layers",
+                 f"relative error vs the exact {method} merge: {result.total_rel_error:.4g} "
+                 f"(max per layer {result.max_rel_error:.4g})"]
+        target = sanitize_save_name(save_name)
+        if target is not None:
+            folder = adapter.save_folder("loras")
+            folder.mkdir(parents=True, exist_ok=True)
+            path = (folder / target).resolve()
+            if path.parent != folder.resolve():
+                raise InputError(f"save_name {save_name!r} leaves the loras folder; use a plain file name.")
+            save_lora(result.lora, path, method=f"merge:{method}",
+                      metadata={"libragen_merge": label, "libragen_strength_hint": f"{strength:g}"})
+            lines.append(f"saved to {path.name} in {folder}")
+        return (model.with_patches(LoraPatch(result.lora, float(strength), label)), "\n".join(lines))
