@@ -48,3 +48,10 @@ def test_reading_a_truncated_file_is_a_clear_error(tmp_path):
     bad.write_bytes(good.read_bytes()[:200])
     with pytest.raises(InputError, match="cannot read video"):
         read_video(bad)
+
+
+def test_mp4_bytes_do_not_depend_on_earlier_encodes(tmp_path):
+    clip = _clip(t=17, h=64, w=64)
+    first = write_video(tmp_path / "a.mp4", clip).read_bytes()
+    write_video(tmp_path / "other.mp4", _clip(t=33, h=64, w=64)[::-1].copy())
+    assert write_video(tmp_path / "b.mp4", clip).read_bytes() == first
