@@ -168,6 +168,14 @@ def test_other_families_are_named(tmp_path, family, keys, fragment):
         assert "missing keys" in msg and "patch_embedding.weight" in msg
 
 
+def test_wan22_i2v_channels_are_named(tmp_path):
+    torch.manual_seed(0)
+    model = WanDiT(WanDiTConfig(dim=128, ffn_dim=256, num_heads=1, num_layers=1, text_dim=64, in_dim=36))
+    path = save_state_dict(_sd(model), tmp_path / "wan22_i2v.safetensors")
+    assert inspect_checkpoint(path).family == "wan2.2-i2v"
+    _expect_error(path, "Wan2.2 image-to-video DiT (36 input channels")
+
+
 def test_truncated_file(tmp_path, micro):
     path = save_state_dict(_sd(micro), tmp_path / "cut.safetensors")
     data = path.read_bytes()

@@ -37,6 +37,7 @@ FAMILY_DESCRIPTIONS = {
     "wan2.1-t2v": "a Wan2.1 text-to-video DiT",
     "wan2.1-i2v": "a Wan2.1 image-to-video DiT (it has img_emb / k_img keys)",
     "wan2.2-ti2v": "a Wan2.2 TI2V-5B DiT (48-channel latents)",
+    "wan2.2-i2v": "a Wan2.2 image-to-video DiT (36 input channels: latents plus the image condition)",
     "wan-vace": "a Wan VACE DiT (it has vace_blocks keys)",
     "wan-camera": "a Wan camera-control DiT (it has control_adapter keys)",
     "wan-s2v": "a Wan speech-to-video DiT (it has audio encoder keys)",
@@ -142,8 +143,11 @@ def _detect_family(keys: set[str], shapes: dict[str, list[int]]) -> str:
             return "wan-animate"
         if has("img_emb.") or has_part(".k_img."):
             return "wan2.1-i2v"
-        if shapes["patch_embedding.weight"][1] == 48:
+        in_dim = shapes["patch_embedding.weight"][1]
+        if in_dim == 48:
             return "wan2.2-ti2v"
+        if in_dim == 36:  # Wan2.2 I2V-A14B: same blocks as T2V, image latents concatenated on channels
+            return "wan2.2-i2v"
         return T2V_FAMILY
     if has("encoder.downsamples.") or has("decoder.upsamples."):
         return "wan-vae"
