@@ -166,6 +166,8 @@ def test_bad_inputs_and_configs_are_named(tiny):
         tiny(x, t, ctx[..., :100])
     with pytest.raises(InputError, match="frame_pos"):
         tiny(x, t, ctx, frame_pos=torch.arange(5))
+    with pytest.raises(InputError, match="frame_pos"):
+        tiny(x, t, ctx, frame_pos=torch.tensor(0.0))
     with pytest.raises(ConfigError, match="num_heads"):
         WanDiTConfig(dim=100, ffn_dim=10, num_heads=3, num_layers=1)
     with pytest.raises(ConfigError, match="unknown DiT preset"):

@@ -271,7 +271,7 @@ class WanDiT(nn.Module):
         if frame_pos is None:
             frame_pos = torch.arange(grid[0], device=x.device)
         frame_pos = torch.as_tensor(frame_pos, device=x.device)
-        if frame_pos.shape[-1] != grid[0] or frame_pos.ndim not in (1, 2) or (
+        if frame_pos.ndim not in (1, 2) or frame_pos.shape[-1] != grid[0] or (
                 frame_pos.ndim == 2 and frame_pos.shape[0] not in (1, b)):
             raise InputError(
                 f"frame_pos must have shape [{grid[0]}] or [{b}, {grid[0]}] (one position per latent frame), "
