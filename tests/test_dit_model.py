@@ -118,6 +118,15 @@ def test_frame_pos_default_explicit_and_fractional(tiny):
     torch.testing.assert_close(shifted, v, atol=1e-4, rtol=1e-4)
 
 
+def test_non_contiguous_latents(tiny):
+    x, t, ctx = _inputs(h=8, w=8)
+    xt = x.transpose(3, 4)
+    assert not xt.is_contiguous()
+    with torch.no_grad():
+        torch.testing.assert_close(tiny(xt, t, ctx), tiny(xt.contiguous(), t, ctx))
+        torch.testing.assert_close(tiny(x[:, :, :2], t, ctx), tiny(x[:, :, :2].contiguous(), t, ctx))
+
+
 def test_odd_sizes_are_padded_and_cropped(tiny):
     x, t, ctx = _inputs(h=9, w=7)
     with torch.no_grad():

@@ -222,7 +222,7 @@ class WanDiT(nn.Module):
         # lands directly in [B, L, dim] token order, without the strided flatten/transpose copy.
         b, c, f, h, w = x.shape
         pt, ph, pw = self.config.patch_size
-        patches = (x.view(b, c, f // pt, pt, h // ph, ph, w // pw, pw)
+        patches = (x.reshape(b, c, f // pt, pt, h // ph, ph, w // pw, pw)
                    .permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(b, -1, c * pt * ph * pw))
         w_ = self.patch_embedding.weight
         return F.linear(patches, w_.reshape(w_.shape[0], -1), self.patch_embedding.bias)
