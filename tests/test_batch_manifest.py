@@ -6,6 +6,7 @@ import json
 import pytest
 
 from libragen_core.batch.manifest import DONE, FAILED, PENDING, RUNNING, Manifest
+from libragen_core.batch.outputs import default_file_mode
 from libragen_core.errors import InputError
 
 
@@ -42,6 +43,7 @@ def test_reopened_manifest_keeps_records_and_is_valid_json(tmp_path):
     assert again.is_finished("a", "f1") and again.get("b")["status"] == FAILED
     assert again.counts_for(["a", "b", "new"]) == {DONE: 1, FAILED: 1, PENDING: 1}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
+    assert (tmp_path / "manifest.json").stat().st_mode & 0o777 == default_file_mode()  # not mkstemp's 0600
 
 
 def test_damaged_or_foreign_manifest_is_refused(tmp_path):

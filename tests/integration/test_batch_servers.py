@@ -3,7 +3,8 @@
 The workflow uses only ComfyUI core nodes (our own nodes do not matter to the batch tool):
 LoadImage (an uploaded reference) -> ImageScale -> ImageAddNoise (the job's seed) -> SaveImage,
 whose filename prefix comes from StringConcatenate (the job's prompt), plus an animated WEBP of
-the same frame repeated. So each job proves that its image, seed and prompt reached the server.
+the same frame repeated and an MP4 of it (CreateVideo -> SaveVideo into the server's
+subfolder video/). So each job proves that its image, seed and prompt reached the server.
 """
 from __future__ import annotations
 
@@ -17,10 +18,13 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import requests
 from PIL import Image
+
+from libragen_core.batch.outputs import default_file_mode
 
 REPO = Path(__file__).resolve().parents[2]
 HARNESS = Path(os.environ.get("COMFYUI_HARNESS", REPO.parent / "shared" / "tools" / "comfyui-harness"))
@@ -37,6 +41,9 @@ WORKFLOW = {
     "6": {"class_type": "RepeatImageBatch", "inputs": {"image": ["3", 0], "amount": 3}},
     "7": {"class_type": "SaveAnimatedWEBP", "inputs": {"images": ["6", 0], "filename_prefix": "anim", "fps": 6.0,
                                                        "lossless": False, "quality": 80, "method": "default"}},
+    "8": {"class_type": "CreateVideo", "inputs": {"images": ["6", 0], "fps": 6.0}},
+    "9": {"class_type": "SaveVideo", "inputs": {"video": ["8", 0], "filename_prefix": "video/clip", "format": "auto",
+                                                "codec": "auto"}},
 }
 COLOURS = [(200, 60, 60), (60, 170, 80), (70, 90, 200)]
 SLOW = {"2.width": 2048, "2.height": 2048}  # about 4 s on one CPU core: long enough to kill mid-render
@@ -168,12 +175,19 @@ def wait_until(pred, timeout: float, proc: subprocess.Popen | None = None):
 
 def check_outputs(d: Path, job: dict, colour: tuple[int, int, int], prompt: str, size: int = 384) -> np.ndarray:
     files = {Path(o["file"]).name: d / "out" / o["file"] for o in job["outputs"]}
-    assert len(files) == 2, files
+    assert len(files) == 3, files
     png = [f for n, f in files.items() if n.endswith(".png")][0]
     assert png.name.startswith(f"batch_{prompt}_")  # the prompt reached node 4
     webp = [f for n, f in files.items() if n.endswith(".webp")][0]
     for o in job["outputs"]:
-        assert (d / "out" / o["file"]).stat().st_size == o["bytes"] > 0
+        st = (d / "out" / o["file"]).stat()
+        assert st.st_size == o["bytes"] > 0 and st.st_mode & 0o777 == default_file_mode()
+    # SaveVideo wrote into the server's subfolder video/: folded into the local name
+    mp4 = files[[n for n in files if n.endswith(".mp4")][0]]
+    assert mp4.name.startswith("video_clip_")
+    with av.open(str(mp4)) as c:
+        frames = list(c.decode(video=0))
+    assert len(frames) == 3 and (frames[0].width, frames[0].height) == (size, size)
     with Image.open(webp) as im:  # libwebp merges the three identical frames into one
         assert im.format == "WEBP" and im.size == (size, size)
     pixels = np.asarray(Image.open(png).convert("RGB"), dtype=np.float32)
