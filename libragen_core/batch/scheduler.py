@@ -212,6 +212,8 @@ class BatchRunner:
         ready, backoff = False, 0.5
         try:
             while not self._stop.is_set():
+                if server.down_since is not None:
+                    ready = False  # a sibling slot saw this server drop: probe before taking a job
                 if not ready:
                     if self._finished():
                         return
