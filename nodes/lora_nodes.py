@@ -30,7 +30,7 @@ def sanitize_save_name(name: str) -> str | None:
         return None
     if name.lower().endswith(".safetensors"):
         name = name[: -len(".safetensors")]
-    name = _SAFE.sub("_", name).strip(" .")
+    name = re.sub(r"_+", "_", re.sub(r"\.{2,}", "_", _SAFE.sub("_", name))).strip(" ._")
     if not name:
         raise InputError("save_name has no usable characters; use letters, digits, '-', '_' or '.'.")
     return name[:120] + ".safetensors"
