@@ -14,6 +14,8 @@ from libragen_core.lora import (
     base_state_dict,
     disable_adapter,
     extract_lora,
+    fold_adapters,
+    from_state_dict,
     load_into_adapter,
     load_lora,
     lora_state_dict,
@@ -238,3 +240,37 @@ def test_fold_into_scaled_fp8_linear_keeps_scale_and_restores():
     assert (real - dequantize(w0, scale, torch.float32)).abs().max() > 0.01
     backup.restore()
     assert torch.equal(layer.weight.view(torch.uint8), w0.view(torch.uint8))
+
+
+def test_fold_adapters_then_a_dpo_adapter_on_top():
+    model = tiny()
+    x = inputs(model)
+    add_lora(model, rank=4, adapter_name="sft")
+    randomize_adapter(model, "sft")
+    sft_out = run(model, x)
+    backup = fold_adapters(model)
+    assert adapter_names(model) == [] and type(model.blocks[0].self_attn.q) is torch.nn.Linear
+    torch.testing.assert_close(run(model, x), sft_out, atol=1e-5, rtol=1e-5)
+    add_lora(model, rank=2, adapter_name="dpo")
+    randomize_adapter(model, "dpo", seed=9)
+    with disable_adapter(model):  # the DPO reference is the SFT model
+        torch.testing.assert_close(run(model, x), sft_out, atol=1e-5, rtol=1e-5)
+    remove_lora(model)
+    backup.restore()
+    with torch.no_grad():
+        assert torch.equal(run(model, x), run(tiny(), x))
+
+
+def test_reads_what_peft_itself_exports():
+    from peft import get_peft_model_state_dict
+
+    model = tiny()
+    add_lora(model, rank=4, alpha=12)
+    randomize_adapter(model)
+    exported = get_peft_model_state_dict(model)  # peft's own export of an injected adapter
+    assert any(k.endswith(".lora_A.weight") for k in exported)
+    theirs = from_state_dict(exported, alpha=12)  # peft keeps alpha in its config
+    ours = extract_lora(model)
+    assert theirs.layer_names() == ours.layer_names()
+    for n in ours.layer_names():
+        torch.testing.assert_close(theirs.delta(n), ours.delta(n))

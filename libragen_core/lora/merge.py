@@ -151,10 +151,13 @@ def _trim_top(t: torch.Tensor, density: float) -> torch.Tensor:
     k = int(density * t.numel())
     if k >= t.numel():
         return t
-    mask = torch.zeros(t.numel(), dtype=torch.bool)
-    if k > 0:
-        mask[torch.topk(t.abs().reshape(-1), k).indices] = True
-    return t * mask.view(t.shape)
+    if k == 0:
+        return torch.zeros_like(t)
+    # threshold at the k-th largest magnitude (a selection, ~2x faster than topk at 14M entries);
+    # entries tied with it are kept as well
+    mag = t.abs()
+    threshold = torch.kthvalue(mag.reshape(-1), t.numel() - k + 1).values
+    return t * (mag >= threshold)
 
 
 # ---------------------------------------------------------------- low-rank methods

@@ -182,6 +182,17 @@ def remove_lora(model: nn.Module) -> dict[str, LoraWeights]:
     return out
 
 
+def fold_adapters(model: nn.Module, strength: float = 1.0):
+    """Unwrap every adapter and fold it into the base weights (fp32 math): the "SFT merged into the
+    base" step before DPO adds its own adapter. Returns the WeightBackup that undoes the fold."""
+    from .apply import merge_lora_into
+
+    backup = None
+    for lora in remove_lora(model).values():
+        backup = merge_lora_into(model, lora, strength, backup=backup)
+    return backup
+
+
 def base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The model's state dict in plain checkpoint names (no peft wrappers, no adapter tensors)."""
     sd = {}
