@@ -174,3 +174,16 @@ def test_bf16_save_keeps_alpha_fp32_and_describe(tmp_path):
     assert_same_deltas(lora, back.to(torch.float32), tol=0.1)
     text = describe(back)
     assert "layers: 7" in text and "ranks: [4]" in text and "blocks: 0..12 (3)" in text
+
+
+@pytest.mark.parametrize("key,kind", [
+    ("diffusion_model.blocks.0.self_attn.q.hada_w1_a", "LoHa"),
+    ("lora_unet_blocks_0_ffn_0.lokr_w2", "LoKr"),
+    ("diffusion_model.blocks.0.ffn.0.lora_mid.weight", "LoCon"),
+    ("diffusion_model.blocks.0.ffn.0.diff_b", "bias"),
+])
+def test_other_lora_variants_are_named(key, kind):
+    sd = to_state_dict(random_lora())
+    sd[key] = torch.zeros(2, 2)
+    with pytest.raises(CheckpointError, match=kind):
+        from_state_dict(sd)

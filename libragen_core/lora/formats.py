@@ -75,9 +75,11 @@ _SUFFIXES = [
     (re.compile(r"^(.+)\.alpha$"), "alpha"),
     (re.compile(r"^(.+)\.diff$"), "diff"),
 ]
+# key fragment -> the LoRA variant it belongs to (ComfyUI loads these; we only do plain LoRA)
 _UNSUPPORTED = {
-    ".dora_scale": "DoRA", ".lora_mid.weight": "LoCon/Tucker", ".hada_w1_a": "LoHa", ".lokr_w1": "LoKr",
-    ".diff_b": "bias patches", ".oft_blocks": "OFT",
+    ".dora_scale": "DoRA", ".lora_mid.": "LoCon/Tucker", ".hada_": "LoHa", ".lokr_": "LoKr",
+    ".oft_": "OFT", ".boft_": "BOFT", ".diff_b": "bias patches", ".w_norm": "norm patches",
+    ".b_norm": "norm patches", ".set_weight": "weight replacement", ".reshape_weight": "reshape patches",
 }
 
 _SECRET_WORDS = ("token", "secret", "password", "passwd", "api_key", "apikey", "credential", "auth")
@@ -189,7 +191,7 @@ def from_state_dict(sd: dict[str, torch.Tensor], *, alpha: float | None = None, 
     unknown: list[str] = []
     unsupported: list[str] = []
     for key, t in sd.items():
-        kind = next((k for s, k in _UNSUPPORTED.items() if key.endswith(s)), None)
+        kind = next((k for s, k in _UNSUPPORTED.items() if s in key), None)
         if kind:
             unsupported.append(f"{key} ({kind})")
             continue
