@@ -79,6 +79,7 @@ def test_naive_averaging_adds_cross_terms():
     cross = 0.25 * (fx.up @ fy.down + fy.up @ fx.down)
     torch.testing.assert_close(got, 0.5 * exact + cross, atol=1e-4, rtol=1e-4)
     assert (got - exact).norm() / exact.norm() > 0.3
+    assert abs(naive.rel_errors[n] - ((got - exact).norm() / exact.norm()).item()) < 1e-4
 
 
 def test_ties_sign_election_on_a_hand_made_example():

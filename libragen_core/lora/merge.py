@@ -34,7 +34,9 @@ METHODS = ("linear", "concat", "svd", "ties", "dare", "naive")
 class MergeResult:
     lora: LoraWeights
     method: str
-    # per layer: ||dW_method - dW_result||_F / ||dW_method||_F (0 where the result is exact)
+    # per layer: ||dW_target - dW_result||_F / ||dW_target||_F, where the target is what the method
+    # defines (the exact weighted sum for linear/concat/svd/naive, the dense TIES/DARE result when
+    # it is SVD-truncated); 0 where the result is exact
     rel_errors: dict[str, float] = field(default_factory=dict)
     # per layer squared norms, to aggregate the error over the whole model
     _sq_err: dict[str, float] = field(default_factory=dict, repr=False)
@@ -85,8 +87,11 @@ def merge_loras(loras: Sequence[LoraWeights], weights: Sequence[float] | None = 
         if method in ("linear", "concat"):
             _put(result, name, *_concat(name, present))
         elif method == "naive":
-            result.lora.factors[name] = _naive(name, present)
-            result.rel_errors[name] = 0.0
+            f = _naive(name, present)
+            # its error is measured against the exact weighted sum it fails to reproduce
+            exact = merged_delta(loras, weights, name).double()
+            _put(result, name, f, float((f.delta(torch.float64) - exact).square().sum()),
+                 float(exact.square().sum()))
         elif method == "svd":
             _put(result, name, *_svd_of_sum(name, present, rank))
         else:
