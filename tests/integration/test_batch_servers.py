@@ -24,10 +24,13 @@ import pytest
 import requests
 from PIL import Image
 
+from libragen_core.batch.jobs import find_prompt_target, find_seed_target, load_workflow
 from libragen_core.batch.outputs import default_file_mode
+from libragen_core.errors import InputError
 
 REPO = Path(__file__).resolve().parents[2]
 HARNESS = Path(os.environ.get("COMFYUI_HARNESS", REPO.parent / "shared" / "tools" / "comfyui-harness"))
+WORKFLOWS = Path(os.environ.get("LIBRAGEN_WORKFLOWS", REPO / "workflows"))  # API-format graphs to smoke-test
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -249,6 +252,52 @@ def test_ctrl_c_leaves_a_consistent_manifest_and_a_clean_server(servers, batch_d
     out = subprocess.run(batch_cmd(d, jobs, [port]), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "3 rendered, 1 already finished" in out.stdout, out.stdout + out.stderr
     check_outputs(d, manifest(d)["jobs"]["c1"], COLOURS[1], "c1", size=2048)
+
+
+def shipped_api_workflows() -> list[Path]:
+    found = []
+    for f in sorted(WORKFLOWS.glob("**/*.json")):
+        try:
+            load_workflow(f)
+        except InputError:
+            continue  # UI-format twin or not a workflow
+        found.append(f)
+    return found
+
+
+def test_shipped_api_workflows_render_through_batch(servers, batch_dir):
+    """Every API-format workflow in workflows/ (our LibraGen graphs) runs unchanged: each LoadImage
+    gets an uploaded reference, prompt/seed go to the auto-detected inputs when there is exactly one,
+    and step counts are cut to 2 so the CPU run stays short."""
+    flows = shipped_api_workflows()
+    if not flows:
+        pytest.skip("workflows/ holds no API-format workflow yet")
+    d = batch_dir
+    port = next(p for p in servers.ports if servers.up(p))
+    for flow in flows:
+        wf = load_workflow(flow)
+        job: dict = {"id": flow.stem[:60].replace(" ", "_"),
+                     "images": {f"{nid}.image": "refs/ref0.png" for nid, n in wf.items()
+                                if n["class_type"] == "LoadImage"},
+                     "inputs": {f"{nid}.steps": 2 for nid, n in wf.items()
+                                if isinstance(n["inputs"].get("steps"), int)}}
+        for key, finder, value in (("prompt", find_prompt_target, "Ref 1 moves to the right"),
+                                   ("seed", find_seed_target, 3)):
+            try:
+                finder(wf)
+                job[key] = value
+            except InputError:
+                pass
+        (d / "wf.json").write_text(json.dumps(wf))
+        jobs = write_jobs(d, [job], name=f"{flow.stem}.jsonl")
+        cmd = [c for c in batch_cmd(d, jobs, [port]) if c not in ("--prompt-node", "4.string_b")]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, f"{flow.name}:\n{out.stdout}\n{out.stderr}"
+        rec = manifest(d)["jobs"][job["id"]]
+        assert rec["status"] == "done" and rec["outputs"], (flow.name, rec)
+        for o in rec["outputs"]:
+            assert (d / "out" / o["file"]).stat().st_size == o["bytes"] > 0
+        print(f"\n{flow.name}: {len(rec['outputs'])} file(s) in {rec['timings']['total_s']:.1f} s")
 
 
 def test_twenty_jobs_on_two_servers_survive_a_killed_server(servers, batch_dir):
