@@ -170,3 +170,13 @@ def test_images_only_go_to_file_name_inputs(tmp_path):
         parse_jobs(p, WORKFLOW)
     assert "line 1: images key '3.steps': input 3.steps expects a number" in str(e.value)
     assert "line 2: images key '3.model'" in str(e.value) and "cut that link" in str(e.value)
+
+
+def test_shortcuts_can_feed_several_inputs(tmp_path):
+    two = {**WORKFLOW, "13": {"class_type": "KSampler", "inputs": {"seed": 1, "positive": ["7", 0]}}}
+    p = write_jobs(tmp_path, [{"seed": 4, "prompt": "both"}])
+    with pytest.raises(JobSpecError, match="repeat it to set several"):
+        parse_jobs(p, two)
+    [job] = parse_jobs(p, two, prompt_node=["6", "7.text"], seed_node=["3", "13.seed", "3.seed"])
+    assert job.values == {Target("6", "text"): "both", Target("7", "text"): "both",
+                          Target("3", "seed"): 4, Target("13", "seed"): 4}

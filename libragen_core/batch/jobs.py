@@ -159,7 +159,7 @@ def find_prompt_target(workflow: dict, spec: str | None = None) -> Target:
     if len(found) != 1:
         listed = ", ".join(f"{t} ({workflow[t.node]['class_type']})" for t in found) or "none"
         raise InputError(f"jobs use \"prompt\" but the workflow has no single string input named prompt/text "
-                         f"(found: {listed}); choose one with --prompt-node ID.INPUT")
+                         f"(found: {listed}); choose with --prompt-node ID.INPUT (repeat it to set several)")
     return found[0]
 
 
@@ -171,7 +171,7 @@ def find_seed_target(workflow: dict, spec: str | None = None) -> Target:
     if len(found) != 1:
         listed = ", ".join(f"{t} ({workflow[t.node]['class_type']})" for t in found) or "none"
         raise InputError(f"jobs use \"seed\" but the workflow has no single integer input named seed/noise_seed "
-                         f"(found: {listed}); choose one with --seed-node ID.INPUT")
+                         f"(found: {listed}); choose with --seed-node ID.INPUT (repeat it to set several)")
     return found[0]
 
 
@@ -204,12 +204,13 @@ def derive_job_id(spec: dict) -> str:
     return "job-" + hashlib.sha256(_canonical(body).encode()).hexdigest()[:12]
 
 
-def parse_jobs(path: str | Path, workflow: dict, prompt_node: str | None = None,
-               seed_node: str | None = None) -> list[Job]:
+def parse_jobs(path: str | Path, workflow: dict, prompt_node: str | list[str] | None = None,
+               seed_node: str | list[str] | None = None) -> list[Job]:
     """Read and check every line of a JSONL jobs file; raise JobSpecError listing all problems.
 
     Relative image paths are resolved against the jobs file's folder, so a jobs file and its
-    reference images can be moved together.
+    reference images can be moved together. `prompt_node`/`seed_node` may list several targets
+    (e.g. two samplers compared side by side): the job's value goes to each of them.
     """
     path = Path(path)
     try:
@@ -221,13 +222,16 @@ def parse_jobs(path: str | Path, workflow: dict, prompt_node: str | None = None,
     errors: list[str] = []
     jobs: list[Job] = []
     seen: dict[str, int] = {}
-    targets: dict[str, Target | None] = {}
+    targets: dict[str, list[Target] | None] = {}
 
-    def shortcut(kind: str) -> Target:
+    def shortcut(kind: str) -> list[Target]:
         if kind not in targets:
+            finder, specs = ((find_prompt_target, prompt_node) if kind == "prompt"
+                             else (find_seed_target, seed_node))
+            specs = [specs] if specs is None or isinstance(specs, str) else list(specs)
             try:
-                targets[kind] = (find_prompt_target(workflow, prompt_node) if kind == "prompt"
-                                 else find_seed_target(workflow, seed_node))
+                found = [finder(workflow, spec) for spec in specs]
+                targets[kind] = list(dict.fromkeys(found))
             except InputError as e:
                 targets[kind] = None
                 errors.append(str(e))
@@ -306,13 +310,14 @@ def parse_jobs(path: str | Path, workflow: dict, prompt_node: str | None = None,
                               f"got {value!r}")
                 continue
             try:
-                target = shortcut(kind)
+                kind_targets = shortcut(kind)
             except _Reported:
                 continue
-            if target in job.values or target in job.images:
-                errors.append(f"{where}: {kind!r} and an inputs key both set {target}; keep one")
-                continue
-            job.values[target] = value
+            for target in kind_targets:
+                if target in job.values or target in job.images:
+                    errors.append(f"{where}: {kind!r} and an inputs key both set {target}; keep one")
+                    continue
+                job.values[target] = value
 
         if len(errors) == n_errors and job.id:
             if job.id in seen:

@@ -23,8 +23,10 @@ def add_parser(sub):
                    help="re-runs of a job after its server dropped (default 3); failed executions are not retried")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="per-job limit in seconds from queueing to the end; the job is cancelled and marked failed")
-    p.add_argument("--prompt-node", metavar="ID[.INPUT]", help="where a job's \"prompt\" goes (default: auto-detect)")
-    p.add_argument("--seed-node", metavar="ID[.INPUT]", help="where a job's \"seed\" goes (default: auto-detect)")
+    p.add_argument("--prompt-node", action="append", metavar="ID[.INPUT]",
+                   help="where a job's \"prompt\" goes (default: auto-detect); repeat to set several inputs")
+    p.add_argument("--seed-node", action="append", metavar="ID[.INPUT]",
+                   help="where a job's \"seed\" goes (default: auto-detect); repeat to set several inputs")
     p.add_argument("--per-server", type=int, default=1, metavar="N",
                    help="jobs in flight per server (default 1; 2 overlaps uploads/downloads with rendering)")
     p.add_argument("--server-wait", type=float, default=120.0, metavar="S",
