@@ -54,3 +54,13 @@ def test_server_error_wording():
                     "details": "width: -5 < 0"}]}}}
     assert describe_refusal(refusal) == ("Prompt outputs failed validation; node 2 (ImageScale): "
                                          "Value smaller than min (width: -5 < 0)")
+
+
+def test_custom_validation_message_is_shown_once():
+    # ComfyUI repeats a node's VALIDATE_INPUTS message for every input it validated
+    errs = [{"type": "custom_validation_failed", "message": "Custom validation failed for node",
+             "details": f"{name} - lora_1 'x.safetensors' is not one of the choices"} for name in ("lora_1", "rank")]
+    refusal = {"error": {"message": "Prompt outputs failed validation"},
+               "node_errors": {"2": {"class_type": "LibraGenLoraMerge", "errors": errs}}}
+    assert describe_refusal(refusal) == ("Prompt outputs failed validation; node 2 (LibraGenLoraMerge): Custom "
+                                         "validation failed for node (lora_1 'x.safetensors' is not one of the choices)")

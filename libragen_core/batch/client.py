@@ -114,8 +114,13 @@ def describe_refusal(body: dict) -> str:
         parts[0] += f": {err['details']}"
     for nid, info in (body.get("node_errors") or {}).items():
         for e in info.get("errors", []):
-            detail = f" ({e['details']})" if e.get("details") else ""
-            parts.append(f"node {nid} ({info.get('class_type')}): {e.get('message')}{detail}")
+            detail = str(e.get("details") or "")
+            if e.get("type") == "custom_validation_failed" and " - " in detail:
+                # ComfyUI repeats a node's own validation message once per input as '<input> - <message>'
+                detail = detail.split(" - ", 1)[1]
+            line = f"node {nid} ({info.get('class_type')}): {e.get('message')}" + (f" ({detail})" if detail else "")
+            if line not in parts:
+                parts.append(line)
     return "; ".join(parts)
 
 
