@@ -1,0 +1,104 @@
+"""The two-stage prompt rewriter (METHOD.md section 2). See docs/rewrite.md.
+
+    from libragen_core.rewrite import rewrite
+    r = rewrite(["the blue star"], "I want the star to weave to the right", style_guide="spriteworld")
+    r.prompt  # 'Ref 1: a blue star.\\nVideo: Ref 1[the blue star] zig-zags to the right on ...'
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from ..errors import ConfigError
+from .base import MAX_SUBJECTS, Backend, BackendError, Captioner, Rewrite, check_inputs, validate_prompt
+from .cache import RewriteCache, cache_key, default_cache_dir
+from .offline import OfflineBackend, OfflineRewriter
+from .style_guide import StyleGuide, generic_style_guide, resolve_style_guide, spriteworld_style_guide
+
+BACKENDS = ("offline", "http", "transformers")
+log = logging.getLogger("libragen.rewrite")
+
+__all__ = ["BACKENDS", "MAX_SUBJECTS", "Backend", "BackendError", "Captioner", "Rewrite", "RewriteCache",
+           "StyleGuide", "OfflineBackend", "default_cache_dir", "generic_style_guide", "make_backend", "rewrite",
+           "resolve_style_guide", "spriteworld_style_guide", "validate_prompt"]
+
+
+def make_backend(name: str = "offline", *, url: str | None = None, model: str | None = None,
+                 api_key_env: str = "LIBRAGEN_API_KEY", model_dir=None, timeout: float = 30.0, retries: int = 2,
+                 backoff: float = 0.5, device: str = "cpu") -> Backend:
+    if name == "offline":
+        return OfflineBackend()
+    if name == "http":
+        from .http_backend import HTTPBackend
+
+        return HTTPBackend(url or "", model or "", api_key_env, timeout, retries, backoff)
+    if name == "transformers":
+        if not model_dir:
+            raise ConfigError("the transformers rewrite backend needs a local model folder (model_dir)")
+        from .transformers_backend import TransformersBackend
+
+        return TransformersBackend(model_dir, device=device)
+    raise ConfigError(f"unknown rewrite backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def _describe(captioner: Captioner, images, labels: list[str], lines: list[str], warnings: list[str]) -> list[str]:
+    out = list(lines)
+    for k, image in enumerate(images or []):
+        if k >= len(labels) or image is None:
+            continue
+        try:
+            out[k] = f"Ref {k + 1}: {captioner.describe(image, k, labels[k])}."
+        except BackendError as e:
+            warnings.append(f"captioner failed for Ref {k + 1} ({e}); described it from its label")
+    return out
+
+
+def rewrite(subject_labels: Sequence[str] | None, user_prompt: str, backend: str | Backend = "offline",
+            style_guide=None, *, n_references: int | None = None, captioner: Captioner | None = None,
+            images=None, cache: RewriteCache | str | bool | None = None, bundle=None, **backend_options) -> Rewrite:
+    """Labels (one per reference, '' = unlabelled) + the user's prompt -> a LibraGen prompt.
+
+    backend: "offline" (default), "http", "transformers", or a Backend object; options such as
+        url=, model=, api_key_env=, model_dir=, timeout=, retries= go to make_backend.
+    style_guide: a StyleGuide, "spriteworld", "generic", a JSON path; default: the bundle's own
+        guide, else the generic one.
+    n_references: the number of reference images when labels may be fewer (the rest unlabelled).
+    captioner + images: stage 1 from pixels (otherwise from the labels).
+    cache: a RewriteCache or folder; None/False = no cache. Only answers of the requested
+        backend are cached (never an offline fallback, so a server outage is not remembered).
+    A failing LLM backend falls back to the offline rewrite; the reason is in `.warnings` and
+    logged on the 'libragen.rewrite' logger.
+    """
+    labels, prompt = check_inputs(subject_labels, user_prompt, n_references)
+    guide = resolve_style_guide(style_guide, bundle)
+    engine = make_backend(backend, **backend_options) if isinstance(backend, str) else backend
+    offline = OfflineRewriter(guide).rewrite(labels, prompt)
+    warnings: list[str] = []
+    ref_lines = list(offline.ref_lines)
+    if captioner is not None and images is not None:
+        ref_lines = _describe(captioner, images, labels, ref_lines, warnings)
+    if engine.name == "offline" and ref_lines == list(offline.ref_lines):
+        return offline
+    if engine.name == "offline":
+        return OfflineRewriter(guide).rewrite(labels, prompt, ref_lines)
+    store = RewriteCache(cache) if isinstance(cache, (str, bytes)) or hasattr(cache, "__fspath__") else \
+        (RewriteCache() if cache is True else cache or None)
+    key = cache_key(engine.name, engine.model, labels, prompt, guide.hash, ref_lines)
+    if store is not None:
+        hit = store.get(key)
+        if hit is not None:
+            return hit
+    try:
+        result = engine.rewrite(labels, prompt, guide, ref_lines)
+    except BackendError as e:
+        note = f"the {engine.name} rewrite backend failed ({e}); used the offline rewrite instead"
+        log.warning("%s", note)
+        fallback = OfflineRewriter(guide).rewrite(labels, prompt, ref_lines)
+        return Rewrite(fallback.prompt, fallback.ref_lines, fallback.video_line, "offline (fallback)",
+                       tuple(warnings) + (note,) + fallback.warnings)
+    if warnings:
+        result = Rewrite(result.prompt, result.ref_lines, result.video_line, result.backend_used,
+                         tuple(warnings) + result.warnings)
+    if store is not None:
+        store.put(key, result)
+    return result
