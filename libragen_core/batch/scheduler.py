@@ -325,7 +325,8 @@ class BatchRunner:
                                   f"last: {error}", slot, attempts=drops)
             self._release()
             return
-        self.summary.retries += 1
+        with self._cond:
+            self.summary.retries += 1
         self.manifest.update(jid, status=PENDING, error=f"retrying after: {error}")
         self.progress.message(f"{jid}: {error}; retry {drops}/{self.opts.retries}")
         self._release(r, requeue=True)
