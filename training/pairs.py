@@ -1,0 +1,238 @@
+"""Preference pairs for the two DPO pipelines (METHOD.md 4): generation, filtering, storage.
+
+- Consis-DPO: for one triplet (references, text) both videos start from the SAME noise, text and
+  references. Winner: the normal sampler. Loser: the same sampler with the references' RoPE
+  offsets shifted (at every step, since the offsets are part of the subjects the sampler injects
+  each step). The shift loosens the binding between video and references, so layout and motion
+  stay while identity drifts.
+- Real-Fake DPO: winner = the real clip's latents, loser = the model's own sample from the same
+  references and text.
+
+Automatic filter: decode both videos, track the scene's subjects in each with
+libragen_core.eval.tracking, and keep a pair when the winner's subject-identity score beats the
+loser's by a margin and both move alike (mean centre distance small). The manual filter is a
+decisions file: a JSON list of rejected pair ids (or {"rejected": [...]}) applied on top.
+
+Storage: a folder with one `pairs/<id>.safetensors` per pair (winner, loser, refs, context) and
+`pairs.jsonl` with the records, written last and atomically. A rerun keeps finished pair files.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from libragen_core.conditioning.subjects import Subjects
+from libragen_core.errors import ConfigError, InputError
+from libragen_core.io.atomic import atomic_path
+from libragen_core.io.safetensors_file import load_state_dict, save_state_dict
+from libragen_core.sampling.sampler import initial_noise, sample
+
+PAIRS_FILE = "pairs.jsonl"
+
+
+@dataclass
+class Triplet:
+    """One training item: clean video latents (None when only generating), references, text."""
+
+    id: str
+    context: torch.Tensor  # [L, D] text features of the caption
+    refs: torch.Tensor | None  # [R, C, 1, h, w] reference latents (Subjects layout)
+    latents: torch.Tensor | None = None  # [C, F, h, w] the real clip
+    caption: str = ""
+    scene: dict | None = None  # SpriteWorld Scene.to_dict(), for the automatic filter
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    steps: int = 20
+    shift: float = 3.0
+    solver: str = "unipc"
+    cfg: str = "libragen"
+
+
+@dataclass
+class PairRecord:
+    id: str
+    kind: str  # "consis" or "realfake"
+    source: str  # triplet id
+    seed: int
+    caption: str = ""
+    rope_offsets: list[float] | None = None
+    metrics: dict = field(default_factory=dict)
+    kept: bool = True
+    reason: str = ""
+
+
+def _generate(model, triplet: Triplet, negative: torch.Tensor, noise: torch.Tensor, subjects: Subjects,
+              s: SamplerSettings) -> torch.Tensor:
+    return sample(model, noise, triplet.context.unsqueeze(0), negative, subjects=subjects, steps=s.steps,
+                  shift=s.shift, solver=s.solver, cfg=s.cfg)[0]
+
+
+def consis_pair(model, triplet: Triplet, negative: torch.Tensor, latent_shape: Sequence[int], seed: int,
+                rope_offsets: Sequence[float], settings: SamplerSettings = SamplerSettings()
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(winner, loser) latents [C, F, h, w] from one noise; the loser's references sit at shifted
+    RoPE positions. negative: [1, L, D] negative-prompt features."""
+    if triplet.refs is None:
+        raise InputError(f"triplet {triplet.id} has no references; Consis-DPO pairs need subject references")
+    subjects = Subjects(triplet.refs)
+    if len(rope_offsets) != subjects.count:
+        rope_offsets = [float(rope_offsets[0])] * subjects.count if len(rope_offsets) == 1 else rope_offsets
+    noise = initial_noise((1, *latent_shape), seed)
+    winner = _generate(model, triplet, negative, noise, subjects, settings)
+    loser = _generate(model, triplet, negative, noise, subjects.with_rope_offsets(rope_offsets), settings)
+    return winner, loser
+
+
+def realfake_pair(model, triplet: Triplet, negative: torch.Tensor, seed: int,
+                  settings: SamplerSettings = SamplerSettings()) -> tuple[torch.Tensor, torch.Tensor]:
+    """(winner = the real clip's latents, loser = the model's sample from the same refs and text)."""
+    if triplet.latents is None:
+        raise InputError(f"triplet {triplet.id} has no clip latents; Real-Fake pairs need the real clip")
+    subjects = Subjects(triplet.refs) if triplet.refs is not None else Subjects()
+    noise = initial_noise((1, *triplet.latents.shape), seed)
+    return triplet.latents.float(), _generate(model, triplet, negative, noise, subjects, settings)
+
+
+# ---------------------------------------------------------------- automatic and manual filters
+
+@dataclass(frozen=True)
+class FilterSettings:
+    """Keep a pair when id_winner - id_loser >= min_identity_margin and motion_gap <= max_motion_gap.
+    None switches a test off."""
+
+    min_identity_margin: float | None = 0.05
+    max_motion_gap: float | None = 0.15  # mean centre distance / short side
+
+
+def pair_metrics(winner_frames: np.ndarray, loser_frames: np.ndarray, scene: dict) -> dict:
+    """Identity score of each side (mean over subjects and frames of the tracker's match) and the
+    motion gap (mean centre distance between the two tracks, in short-side units)."""
+    from libragen_core.eval.tracking import track_scene
+    from libragen_core.spriteworld.scene import Scene
+
+    sc = Scene.from_dict(scene)
+    tw, tl = track_scene(winner_frames, sc), track_scene(loser_frames, sc)
+    short = min(winner_frames.shape[1:3])
+    gap = np.mean([np.linalg.norm(a.centers - b.centers, axis=1).mean() / short for a, b in zip(tw, tl)])
+    return {"identity_winner": float(np.mean([t.match.mean() for t in tw])),
+            "identity_loser": float(np.mean([t.match.mean() for t in tl])),
+            "motion_gap": float(gap)}
+
+
+def judge(metrics: dict, f: FilterSettings) -> tuple[bool, str]:
+    if not metrics:
+        return True, ""
+    margin = metrics["identity_winner"] - metrics["identity_loser"]
+    if f.min_identity_margin is not None and margin < f.min_identity_margin:
+        return False, f"identity margin {margin:.3f} < {f.min_identity_margin}"
+    if f.max_motion_gap is not None and metrics["motion_gap"] > f.max_motion_gap:
+        return False, f"motion gap {metrics['motion_gap']:.3f} > {f.max_motion_gap}"
+    return True, ""
+
+
+def read_decisions(path: str | os.PathLike | None) -> set[str]:
+    """Rejected pair ids from a manual-review file: a JSON list, or {"rejected": [...]}."""
+    if path is None:
+        return set()
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"the pair decisions file {path} does not exist; write a JSON list of rejected pair "
+                          "ids there, or leave the decisions setting out") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"the pair decisions file {path} is not valid JSON: {e}") from None
+    if isinstance(data, dict):
+        data = data.get("rejected", None)
+    if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
+        raise ConfigError(f"{path}: expected a JSON list of rejected pair ids (or {{\"rejected\": [...]}})")
+    return set(data)
+
+
+# ---------------------------------------------------------------- generation driver and storage
+
+def generate_pairs(model, triplets: Iterable[Triplet], out: str | os.PathLike, kind: str, negative: torch.Tensor,
+                   seed: int = 0, settings: SamplerSettings = SamplerSettings(),
+                   rope_offsets: Sequence[float] = (8.0,), decode: Callable | None = None,
+                   filters: FilterSettings = FilterSettings(), decisions: str | os.PathLike | None = None,
+                   progress: Callable[[int], None] | None = None) -> list[PairRecord]:
+    """Generate, filter and store pairs; returns every record (kept or not).
+
+    decode: latents [C, F, h, w] -> uint8 frames [T, H, W, 3]; with it (and a scene per triplet)
+    the automatic filter runs, without it every pair is kept. Pair files already in `out` are
+    reused, so an interrupted run resumes.
+    """
+    if kind not in ("consis", "realfake"):
+        raise ConfigError(f"pair kind must be 'consis' or 'realfake'; got {kind!r}")
+    out = Path(out)
+    (out / "pairs").mkdir(parents=True, exist_ok=True)
+    rejected = read_decisions(decisions)
+    records = []
+    for n, t in enumerate(triplets):
+        pid = f"{kind}-{t.id}"
+        pair_seed = int(seed) * 1_000_003 + n
+        file = out / "pairs" / f"{pid}.safetensors"
+        if file.is_file():
+            sd = load_state_dict(file)
+            winner, loser = sd["winner"], sd["loser"]
+        else:
+            if kind == "consis":
+                shape = t.latents.shape if t.latents is not None else None
+                if shape is None:
+                    raise InputError(f"triplet {t.id}: the latent shape comes from its clip latents; none given")
+                winner, loser = consis_pair(model, t, negative, shape, pair_seed, rope_offsets, settings)
+            else:
+                winner, loser = realfake_pair(model, t, negative, pair_seed, settings)
+            tensors = {"winner": winner.contiguous(), "loser": loser.contiguous(),
+                       "context": t.context.float().contiguous()}
+            if t.refs is not None:
+                tensors["refs"] = t.refs.float().contiguous()
+            save_state_dict(tensors, file)
+        metrics = {}
+        if decode is not None and t.scene is not None:
+            metrics = pair_metrics(decode(winner), decode(loser), t.scene)
+        kept, reason = judge(metrics, filters)
+        if pid in rejected:
+            kept, reason = False, "rejected in manual review"
+        records.append(PairRecord(id=pid, kind=kind, source=t.id, seed=pair_seed, caption=t.caption,
+                                  rope_offsets=list(rope_offsets) if kind == "consis" else None,
+                                  metrics=metrics, kept=kept, reason=reason))
+        if progress is not None:
+            progress(n + 1)
+    write_records(out, records)
+    return records
+
+
+def write_records(out: Path, records: Sequence[PairRecord]) -> None:
+    with atomic_path(out / PAIRS_FILE) as tmp:
+        tmp.write_text("".join(json.dumps(asdict(r), sort_keys=True) + "\n" for r in records), encoding="utf-8")
+
+
+def read_records(out: str | os.PathLike) -> list[PairRecord]:
+    path = Path(out) / PAIRS_FILE
+    if not path.is_file():
+        raise InputError(f"{path} does not exist: the pair folder is incomplete; generate the pairs first")
+    return [PairRecord(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def load_pairs(out: str | os.PathLike, decisions: str | os.PathLike | None = None) -> list[dict[str, torch.Tensor]]:
+    """The kept pairs' tensors (winner, loser, context, refs?), manual rejections applied again."""
+    out = Path(out)
+    rejected = read_decisions(decisions)
+    pairs = []
+    for r in read_records(out):
+        if r.kept and r.id not in rejected:
+            sd = load_state_dict(out / "pairs" / f"{r.id}.safetensors")
+            sd["id"] = r.id
+            pairs.append(sd)
+    if not pairs:
+        raise InputError(f"no pairs are left in {out} after filtering; loosen the filter thresholds or generate more")
+    return pairs
