@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from ..errors import ConfigError
 from .base import MAX_SUBJECTS, Backend, BackendError, Captioner, Rewrite, check_inputs, validate_prompt
 from .cache import RewriteCache, cache_key, default_cache_dir
-from .offline import OfflineBackend, OfflineRewriter
+from .offline import OfflineBackend, rewriter_for
 from .style_guide import StyleGuide, generic_style_guide, resolve_style_guide, spriteworld_style_guide
 
 BACKENDS = ("offline", "http", "transformers")
@@ -72,7 +72,7 @@ def rewrite(subject_labels: Sequence[str] | None, user_prompt: str, backend: str
     labels, prompt = check_inputs(subject_labels, user_prompt, n_references)
     guide = resolve_style_guide(style_guide, bundle)
     engine = make_backend(backend, **backend_options) if isinstance(backend, str) else backend
-    offline = OfflineRewriter(guide).rewrite(labels, prompt)
+    offline = rewriter_for(guide).rewrite(labels, prompt)
     warnings: list[str] = []
     ref_lines = list(offline.ref_lines)
     if captioner is not None and images is not None:
@@ -80,7 +80,7 @@ def rewrite(subject_labels: Sequence[str] | None, user_prompt: str, backend: str
     if engine.name == "offline" and ref_lines == list(offline.ref_lines):
         return offline
     if engine.name == "offline":
-        return OfflineRewriter(guide).rewrite(labels, prompt, ref_lines)
+        return rewriter_for(guide).rewrite(labels, prompt, ref_lines)
     store = RewriteCache(cache) if isinstance(cache, (str, bytes)) or hasattr(cache, "__fspath__") else \
         (RewriteCache() if cache is True else cache or None)
     key = cache_key(engine.name, engine.model, labels, prompt, guide.hash, ref_lines)
@@ -93,7 +93,7 @@ def rewrite(subject_labels: Sequence[str] | None, user_prompt: str, backend: str
     except BackendError as e:
         note = f"the {engine.name} rewrite backend failed ({e}); used the offline rewrite instead"
         log.warning("%s", note)
-        fallback = OfflineRewriter(guide).rewrite(labels, prompt, ref_lines)
+        fallback = rewriter_for(guide).rewrite(labels, prompt, ref_lines)
         return Rewrite(fallback.prompt, fallback.ref_lines, fallback.video_line, "offline (fallback)",
                        tuple(warnings) + (note,) + fallback.warnings)
     if warnings:

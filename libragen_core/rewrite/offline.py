@@ -86,7 +86,19 @@ class OfflineBackend:
 
     def rewrite(self, labels: Sequence[str], user_prompt: str, style_guide: StyleGuide,
                 ref_lines: Sequence[str] | None = None) -> Rewrite:
-        return OfflineRewriter(style_guide).rewrite(labels, user_prompt, ref_lines)
+        return rewriter_for(style_guide).rewrite(labels, user_prompt, ref_lines)
+
+
+_REWRITERS: dict[str, OfflineRewriter] = {}
+
+
+def rewriter_for(guide: StyleGuide) -> OfflineRewriter:
+    """One compiled rewriter per guide content (building the SpriteWorld patterns takes ~10 ms)."""
+    if guide.hash not in _REWRITERS:
+        if len(_REWRITERS) > 8:
+            _REWRITERS.clear()
+        _REWRITERS[guide.hash] = OfflineRewriter(guide)
+    return _REWRITERS[guide.hash]
 
 
 class OfflineRewriter:

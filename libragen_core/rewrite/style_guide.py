@@ -25,7 +25,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -125,6 +125,7 @@ def _base(name: str, closed: bool) -> dict:
             "clause_join": [" while ", " and "]}
 
 
+@lru_cache(maxsize=1)
 def spriteworld_style_guide() -> StyleGuide:
     """The embedded model's guide, built from the SpriteWorld caption module (its closed grammar)."""
     from ..spriteworld.captions import (
@@ -225,6 +226,7 @@ def spriteworld_style_guide() -> StyleGuide:
     return StyleGuide(data, "spriteworld (built in)")
 
 
+@lru_cache(maxsize=1)
 def generic_style_guide() -> StyleGuide:
     """Fallback for real Wan models: subjects from labels, motion verbs kept, camera terms canonical."""
     data = _base("generic", False) | {
