@@ -6,8 +6,8 @@ import json
 import pytest
 
 from libragen_core.batch.manifest import DONE, FAILED, PENDING, RUNNING, Manifest
-from libragen_core.batch.outputs import default_file_mode
 from libragen_core.errors import InputError
+from libragen_core.io.atomic import default_file_mode
 
 
 def finished(m: Manifest, tmp_path, jid="a", fp="f1", data=b"12345"):

@@ -55,3 +55,14 @@ def test_mp4_bytes_do_not_depend_on_earlier_encodes(tmp_path):
     first = write_video(tmp_path / "a.mp4", clip).read_bytes()
     write_video(tmp_path / "other.mp4", _clip(t=33, h=64, w=64)[::-1].copy())
     assert write_video(tmp_path / "b.mp4", clip).read_bytes() == first
+
+
+def test_written_files_get_the_usual_permissions_not_private(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        out = write_video(tmp_path / "p.gif", _clip(t=2))
+    finally:
+        os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o644

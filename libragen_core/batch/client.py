@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import mimetypes
-import os
 import socket
 import ssl
 import time
@@ -24,7 +23,6 @@ import websocket
 
 from ..errors import Cancelled, InputError, LibraGenError
 from ..io.atomic import atomic_path
-from .outputs import default_file_mode
 
 UPLOAD_SUBFOLDER = "libragen_batch"
 FILE_KINDS_NOTE = "images, gifs, videos, audio: every list of {filename, subfolder, type} in a node's output"
@@ -236,7 +234,6 @@ class ComfyClient:
                     for chunk in resp.iter_content(1 << 20):
                         f.write(chunk)
                         size += len(chunk)
-                    os.chmod(tmp, default_file_mode())
             except requests.RequestException as e:
                 raise ServerDown(f"{self.url} dropped the download of {ref.filename}: {type(e).__name__}") from None
             except OSError as e:

@@ -4,7 +4,6 @@ which jobs are finished."""
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from pathlib import Path
@@ -13,7 +12,6 @@ from typing import Any
 from ..errors import InputError
 from ..io.atomic import atomic_path
 from .jobs import MANIFEST_NAME
-from .outputs import default_file_mode
 
 FORMAT = "libragen-batch-manifest"
 VERSION = 1
@@ -108,4 +106,3 @@ class Manifest:
         text = "{\n" + ",\n".join(head) + ',\n "jobs": {\n' + ",\n".join(jobs) + "\n }\n}\n"
         with atomic_path(self.path) as tmp:
             tmp.write_text(text, encoding="utf-8")
-            os.chmod(tmp, default_file_mode())

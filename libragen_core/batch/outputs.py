@@ -11,19 +11,6 @@ _ALLOWED = set(string.ascii_letters + string.digits + "._-+()")
 # Names Windows reserves regardless of extension; a studio may sync output folders to Windows.
 _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
 MAX_NAME = 150
-_MODE: list[int] = []
-
-
-def default_file_mode() -> int:
-    """0666 minus the umask: what a plain open() would give. Temp files from mkstemp are 0600,
-    which would hide a studio's renders from the rest of its group."""
-    if not _MODE:
-        mask = os.umask(0o022)
-        os.umask(mask)
-        _MODE.append(0o666 & ~mask)
-    return _MODE[0]
-
-
 def safe_filename(name: str, subfolder: str = "") -> str:
     """A file name that stays inside its folder whatever the server sent.
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +22,15 @@ def check_output_folder(path: str | os.PathLike) -> Path:
     return path
 
 
+@functools.cache
+def default_file_mode() -> int:
+    """0666 minus the umask: the mode a plain open() gives a new file."""
+    # read once: os.umask can only be read by setting it, which would race with other threads
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it over `path`, on error delete it.
@@ -32,6 +42,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp makes the file private (0600); the result should get the usual umask-based mode
+    os.chmod(tmp_path, default_file_mode())
     try:
         yield tmp_path
         os.replace(tmp_path, path)

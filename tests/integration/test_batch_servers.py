@@ -25,8 +25,8 @@ import requests
 from PIL import Image
 
 from libragen_core.batch.jobs import find_prompt_target, find_seed_target, load_workflow
-from libragen_core.batch.outputs import default_file_mode
 from libragen_core.errors import InputError
+from libragen_core.io.atomic import default_file_mode
 
 REPO = Path(__file__).resolve().parents[2]
 HARNESS = Path(os.environ.get("COMFYUI_HARNESS", REPO.parent / "shared" / "tools" / "comfyui-harness"))
