@@ -1,0 +1,157 @@
+"""Subject size and framing: is the subject big enough to learn from, and does it stay in view?
+
+Foreground blobs come from the clip's background model (analysis.Clip.foreground). Subjects
+that never move are part of that background, so when almost nothing moves the size is measured
+on the background model itself: regions that stand out from a wide median filter of it.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .analysis import Clip
+from .filters import FilterResult
+
+_CLOSE = np.ones((3, 3), np.uint8)
+
+
+def _blobs(mask: np.ndarray, min_area: int = 4):
+    m8 = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, _CLOSE)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(m8, connectivity=8)
+    keep = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_area]
+    return labels, stats, keep
+
+
+def moving_extent(clip: Clip) -> np.ndarray:
+    """[T] the largest foreground blob's bounding-box side per frame (px)."""
+    out = []
+    for m in clip.foreground:
+        _, st, keep = _blobs(m)
+        out.append(max((max(st[i, 2], st[i, 3]) for i in keep), default=0))
+    return np.asarray(out, np.float32)
+
+
+def static_extent(clip: Clip, level: float = 50.0) -> float:
+    """Largest standout region of the background model (px): sprites that never move, and props."""
+    bg = np.clip(np.median(clip.background, axis=0), 0, 255).astype(np.uint8)
+    k = max(5, (clip.short // 3) | 1)
+    smooth = cv2.medianBlur(bg, k).astype(np.float32)
+    salient = np.abs(bg.astype(np.float32) - smooth).max(axis=-1) > level
+    _, st, keep = _blobs(salient, min_area=6)
+    return float(max((max(st[i, 2], st[i, 3]) for i in keep), default=0))
+
+
+def subject_size(clip: Clip, min_moving_px: float = 3.0) -> tuple[float, str]:
+    """(typical diameter of the biggest subject as a fraction of the short side, how it was measured)."""
+    ext = moving_extent(clip)
+    moving = float(np.median(ext))
+    if clip.foreground.sum(axis=(1, 2)).mean() >= min_moving_px and moving > 0:
+        return moving / clip.short, "moving"
+    return max(moving, static_extent(clip)) / clip.short, "static"
+
+
+def _box_area(stat) -> int:
+    # fragmented foreground (slow movers half hidden in the median) keeps a stable box, not a stable pixel count
+    return int(stat[cv2.CC_STAT_WIDTH]) * int(stat[cv2.CC_STAT_HEIGHT])
+
+
+def leaving_score(clip: Clip, lookback: int = 4) -> float:
+    """The largest fraction of a subject lost at the frame edge (0 when nothing is cut).
+
+    Each blob that touches the border is followed back a few frames through the blobs it
+    overlaps most: a subject that walks out shrinks against the edge, one that only touches it
+    (or merges with and splits from a neighbour) keeps its area.
+    """
+    labels_t, stats_t = [], []
+    for m in clip.foreground:
+        labels, st, keep = _blobs(m)
+        mask = np.isin(labels, keep)
+        labels_t.append(np.where(mask, labels, 0))
+        stats_t.append(st)
+    best = 0.0
+    for t in range(1, len(labels_t)):
+        lab = labels_t[t]
+        border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+        for i in border[border > 0]:
+            blob = lab == i
+            if int(blob[0].sum() + blob[-1].sum() + blob[:, 0].sum() + blob[:, -1].sum()) < 3:
+                continue
+            area = _box_area(stats_t[t][i])
+            largest, cur = area, blob
+            for s in range(t - 1, max(-1, t - 1 - lookback), -1):
+                prev = labels_t[s][cur]
+                prev = prev[prev > 0]
+                if not len(prev):
+                    break
+                j = int(np.bincount(prev).argmax())
+                cur = labels_t[s] == j
+                largest = max(largest, _box_area(stats_t[s][j]))
+            if largest >= 16:
+                best = max(best, 1.0 - area / largest)
+    return best
+
+
+def _claimed(clip: Clip):
+    from ..errors import LibraGenError
+    from .tracks import claimed_subjects
+
+    try:
+        return claimed_subjects(clip.caption)[0]
+    except LibraGenError:
+        return []
+
+
+def color_size(clip: Clip) -> float | None:
+    """Largest median blob side of the subjects' claimed body colours (fraction of the short side)."""
+    from .tracks import color_track
+
+    sizes = [float(np.median(color_track(clip, s.color).extent)) for s in _claimed(clip)]
+    return max(sizes) / clip.short if sizes else None
+
+
+def measured_size(clip: Clip) -> tuple[float, str]:
+    size, how = subject_size(clip)
+    if how == "static":
+        by_color = color_size(clip)
+        if by_color is not None:
+            return by_color, "colour"
+    return size, how
+
+
+def check_too_small(clip: Clip, th: dict) -> FilterResult:
+    size, how = measured_size(clip)
+    bad = size < th["too_small"]
+    reason = (f"subject too small: the biggest one spans {size:.2f} of the frame's short side "
+              f"(measured on {how} pixels; minimum {th['too_small']:.2f})") if bad else ""
+    return FilterResult("too_small", not bad, size, th["too_small"], reason)
+
+
+def color_leaving(clip: Clip) -> float:
+    """Largest share of a claimed subject's colour that is gone at the end, lost next to the frame edge."""
+    from .tracks import color_track
+
+    subs = _claimed(clip)
+    colors = [s.color for s in subs]
+    H, W = clip.frames.shape[1:3]
+    best = 0.0
+    for s in subs:
+        if colors.count(s.color) > 1 or s.motion == "shrink":
+            continue
+        tr = color_track(clip, s.color)
+        peak = float(tr.count.max())
+        if peak < 8 or int(tr.count.argmax()) >= len(tr.count) - 2:
+            continue
+        last = np.nonzero(tr.count >= 0.2 * peak)[0][-1]
+        x, y = tr.screen[last]
+        if min(x, y, W - x, H - y) / clip.short < 0.2:
+            best = max(best, 1.0 - float(tr.count[-2:].mean()) / peak)
+    return best
+
+
+def check_leaves_frame(clip: Clip, th: dict) -> FilterResult:
+    by_color = color_leaving(clip)
+    by_blobs = leaving_score(clip)
+    score = by_color if by_color > 0 else by_blobs
+    bad = score >= th["leaves_frame"]
+    reason = f"subject leaves the frame: {score:.0%} of it is lost at the edge" if bad else ""
+    return FilterResult("leaves_frame", not bad, score, th["leaves_frame"], reason)
