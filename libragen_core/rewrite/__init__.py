@@ -53,6 +53,13 @@ def _describe(captioner: Captioner, images, labels: list[str], lines: list[str],
     return out
 
 
+def _with_warnings(result: Rewrite, warnings: Sequence[str]) -> Rewrite:
+    if not warnings:
+        return result
+    return Rewrite(result.prompt, result.ref_lines, result.video_line, result.backend_used,
+                   tuple(warnings) + result.warnings)
+
+
 def rewrite(subject_labels: Sequence[str] | None, user_prompt: str, backend: str | Backend = "offline",
             style_guide=None, *, n_references: int | None = None, captioner: Captioner | None = None,
             images=None, cache: RewriteCache | str | bool | None = None, bundle=None, **backend_options) -> Rewrite:
@@ -77,10 +84,10 @@ def rewrite(subject_labels: Sequence[str] | None, user_prompt: str, backend: str
     ref_lines = list(offline.ref_lines)
     if captioner is not None and images is not None:
         ref_lines = _describe(captioner, images, labels, ref_lines, warnings)
-    if engine.name == "offline" and ref_lines == list(offline.ref_lines):
-        return offline
     if engine.name == "offline":
-        return rewriter_for(guide).rewrite(labels, prompt, ref_lines)
+        if ref_lines != list(offline.ref_lines):
+            offline = rewriter_for(guide).rewrite(labels, prompt, ref_lines)
+        return _with_warnings(offline, warnings)
     store = RewriteCache(cache) if isinstance(cache, (str, bytes)) or hasattr(cache, "__fspath__") else \
         (RewriteCache() if cache is True else cache or None)
     key = cache_key(engine.name, engine.model, labels, prompt, guide.hash, ref_lines)
@@ -96,9 +103,7 @@ def rewrite(subject_labels: Sequence[str] | None, user_prompt: str, backend: str
         fallback = rewriter_for(guide).rewrite(labels, prompt, ref_lines)
         return Rewrite(fallback.prompt, fallback.ref_lines, fallback.video_line, "offline (fallback)",
                        tuple(warnings) + (note,) + fallback.warnings)
-    if warnings:
-        result = Rewrite(result.prompt, result.ref_lines, result.video_line, result.backend_used,
-                         tuple(warnings) + result.warnings)
+    result = _with_warnings(result, warnings)
     if store is not None:
         store.put(key, result)
     return result
