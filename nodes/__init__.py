@@ -25,6 +25,7 @@ _ensure_core()
 from .decode_nodes import LibraGenDecode  # noqa: E402
 from .lora_nodes import LibraGenLoraMerge  # noqa: E402
 from .model_nodes import LibraGenLoadModel  # noqa: E402
+from .rewrite_nodes import LibraGenPromptRewrite  # noqa: E402
 from .sampler_nodes import LibraGenSampler  # noqa: E402
 from .schedule_nodes import LibraGenCFGSchedule  # noqa: E402
 from .subject_nodes import LibraGenSubjectEncode  # noqa: E402
@@ -32,6 +33,7 @@ from .subject_nodes import LibraGenSubjectEncode  # noqa: E402
 _NODES = {
     "LibraGenLoadModel": (LibraGenLoadModel, "Load LibraGen Model"),
     "LibraGenSubjectEncode": (LibraGenSubjectEncode, "LibraGen Subject Encode"),
+    "LibraGenPromptRewrite": (LibraGenPromptRewrite, "LibraGen Prompt Rewrite"),
     "LibraGenCFGSchedule": (LibraGenCFGSchedule, "LibraGen CFG Schedule"),
     "LibraGenSampler": (LibraGenSampler, "LibraGen Dynamic CFG Sampler"),
     "LibraGenDecode": (LibraGenDecode, "LibraGen Decode"),

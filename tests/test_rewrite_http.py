@@ -210,6 +210,21 @@ def test_vision_captioner_sends_the_image_as_a_data_url(server):
     assert result.ref_lines == ("Ref 1: a blue star.",) and any("captioner failed" in w for w in result.warnings)
 
 
+def _pack_node():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    if "libragen_pack" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("libragen_pack", repo / "__init__.py",
+                                                      submodule_search_locations=[str(repo)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["libragen_pack"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["libragen_pack"].NODE_CLASS_MAPPINGS["LibraGenPromptRewrite"]
+
+
 def test_the_key_is_written_nowhere(server, tmp_path, caplog, capsys, monkeypatch):
     """Everything the rewriter writes or says, across success, retries and fallbacks: no key."""
     from libragen_core.cli import main
@@ -228,11 +243,26 @@ def test_the_key_is_written_nowhere(server, tmp_path, caplog, capsys, monkeypatc
                    "--url", server.url, "--model", "cli-model", "--style-guide", "spriteworld", "--cache-dir",
                    str(cache), "--out", str(out / "rewrite.json"), "--json"])
         assert rc == 0
+        # the node, as a saved API-format workflow would run it, with its output written out
+        node = _pack_node()
+        monkeypatch.setenv("LIBRAGEN_REWRITE_CACHE", str(tmp_path / "node_cache"))
+        inputs = {"prompt": PROMPT, "backend": "http", "style_guide": "spriteworld", "labels": "\n".join(LABELS),
+                  "endpoint_url": server.url, "endpoint_model": "node-model", "api_key_env": "LIBRAGEN_API_KEY",
+                  "timeout": 1.0, "retries": 0, "use_cache": True}
+        (out / "workflow_api.json").write_text(json.dumps({"1": {"class_type": "LibraGenPromptRewrite",
+                                                                 "inputs": inputs}}))
+        for script in ([(200, chat_reply(GOOD), 0, {})], [(503, b"", 0, {})]):
+            server.script = script
+            inputs["endpoint_model"] += "x"
+            shown = node().rewrite(**inputs)
+            (out / f"node_{len(server.requests)}.json").write_text(json.dumps(shown, ensure_ascii=False))
+        assert shown["result"][1].startswith("backend: offline (fallback)")
     captured = capsys.readouterr()
     assert len(server.requests) >= 5
     assert all(r["headers"].get("Authorization") == f"Bearer {KEY}" for r in server.requests)
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert any(p.suffix == ".json" for p in cache.rglob("*")) and (out / "rewrite.json").is_file()
+    assert list((tmp_path / "node_cache").rglob("*.json"))
     texts = [p.read_bytes().decode("utf-8", "replace") for p in written]
     texts += [caplog.text, captured.out, captured.err, *(repr(r) for r in results)]
     texts += [json.dumps(r.to_dict()) for r in results]

@@ -1,0 +1,108 @@
+"""The Prompt Rewrite node outside ComfyUI: labels from subjects or text, ui text for display,
+clear errors, and the models/LLM folder listing."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from libragen_core.conditioning.subjects import Subjects
+from libragen_core.errors import ConfigError, InputError
+from libragen_core.spriteworld.captions import caption_facts
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_pack():
+    if "libragen_pack" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("libragen_pack", REPO / "__init__.py",
+                                                      submodule_search_locations=[str(REPO)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["libragen_pack"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["libragen_pack"]
+
+
+pack = load_pack()
+Node = pack.NODE_CLASS_MAPPINGS["LibraGenPromptRewrite"]
+
+
+def subjects(*labels):
+    return Subjects(latents=torch.zeros(len(labels), 16, 1, 8, 8), labels=labels)
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIBRAGEN_REWRITE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LIBRAGEN_MODELS_DIR", str(tmp_path / "models"))
+
+
+def test_registered_with_the_pack_contract():
+    assert pack.NODE_DISPLAY_NAME_MAPPINGS["LibraGenPromptRewrite"] == "LibraGen Prompt Rewrite"
+    assert Node.CATEGORY.startswith("LibraGen/")
+    for section in Node.INPUT_TYPES().values():
+        for name, spec in section.items():
+            assert spec[1].get("tooltip"), name
+            assert "key" not in name or name == "api_key_env"
+
+
+def test_offline_rewrite_from_subject_labels_shows_on_the_node():
+    out = Node().rewrite("I want the star to weave to the right and the red one to rotate clockwise", "offline",
+                         "spriteworld", subjects=subjects("the blue star", "the red circle"))
+    prompt, report = out["result"]
+    assert out["ui"]["text"] == [prompt, report]
+    assert caption_facts(prompt)["motions"] == {0: "zigzag_right", 1: "spin_cw"}
+    assert report.startswith("backend: offline") and "warning: no background named" in report
+
+
+def test_default_subject_labels_count_as_unlabelled_and_label_text_overrides():
+    prompt = Node().rewrite("a dog runs on the beach", "offline", "generic", subjects=subjects("Ref 1"))["result"][0]
+    assert prompt == "Ref 1: a dog.\nVideo: Ref 1[the dog] runs on the beach."
+    prompt = Node().rewrite("the puppy runs", "offline", "generic", subjects=subjects("Ref 1"),
+                            labels="the puppy\n")["result"][0]
+    assert prompt.startswith("Ref 1: a puppy.")
+    with pytest.raises(InputError, match="labels has 2 lines but subjects holds 1"):
+        Node().rewrite("x", "offline", "generic", subjects=subjects("a"), labels="a\nb")
+    # no subjects: the label lines are the references
+    prompt = Node().rewrite("the cat watches the dog", "offline", "auto", labels="the dog\nthe cat")["result"][0]
+    assert "Ref 2[the cat] watches Ref 1[the dog]" in prompt
+
+
+def test_style_guide_auto_uses_the_connected_model(tmp_path):
+    from libragen_core.models.bundle import ModelBundle, ModelCard
+    from libragen_core.rewrite import spriteworld_style_guide
+
+    spriteworld_style_guide().save(tmp_path / "guide.json")
+    card = ModelCard(name="m", dit="d", vae="v", text_encoder="t", style_guide="guide.json")
+    model = pack.nodes.types.LibraGenModel(bundle=ModelBundle(None, None, None, card, tmp_path), name="m")
+    prompt = Node().rewrite("please have the star hop in place", "offline", "auto", model=model,
+                            labels="the blue star")["result"][0]
+    assert caption_facts(prompt)["motions"] == {0: "bounce"}
+
+
+def test_validation_never_echoes_a_pasted_key():
+    msg = Node.VALIDATE_INPUTS(backend="http", api_key_env="sk-live-abc123", endpoint_model="m")
+    assert isinstance(msg, str) and "NAME of an environment variable" in msg and "sk-live" not in msg
+    with pytest.raises(ConfigError) as e:
+        Node().rewrite("x", "http", "generic", labels="a", endpoint_model="m", api_key_env="sk-live-abc123")
+    assert "sk-live" not in str(e.value)
+    assert "models/LLM" in Node.VALIDATE_INPUTS(backend="transformers", llm="(none)")
+    assert "endpoint_model" in Node.VALIDATE_INPUTS(backend="http", endpoint_model=" ")
+    assert Node.VALIDATE_INPUTS(backend="offline") is True
+
+
+def test_llm_folders_are_listed_from_models_llm(tmp_path):
+    from libragen_pack.nodes import rewrite_nodes
+
+    folder = tmp_path / "models" / "LLM" / "tiny-chat"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (tmp_path / "models" / "LLM" / "not-a-model").mkdir()
+    assert rewrite_nodes.list_llms() == ["tiny-chat"]
+    assert rewrite_nodes.llm_path("tiny-chat") == folder.resolve()
+    assert "tiny-chat" in Node.INPUT_TYPES()["optional"]["llm"][0]
+    with pytest.raises(ConfigError, match="not found"):
+        rewrite_nodes.llm_path("../../etc")
