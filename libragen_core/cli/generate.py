@@ -42,6 +42,12 @@ def add_parser(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fps", type=float, help="frame rate of the written video")
     p.add_argument("--out", required=True, help="output video: .mp4, .webm, .webp or .gif")
+    rw = p.add_argument_group("prompt rewriting (see `libragen rewrite --help`)")
+    rw.add_argument("--rewrite", action="store_true",
+                    help="rewrite --prompt into the model's caption style (Ref lines + bound Video line) first")
+    from .rewrite import add_backend_options
+
+    add_backend_options(rw, prefix="rewrite-")
     p.set_defaults(run=run)
 
 
@@ -101,13 +107,23 @@ def run(args) -> int:
     bundle = _load_model(args)
     if not bundle.card.trained:
         print(f"note: {bundle.card.name}: untrained weights, the video will be noise", flush=True)
+    prompt = args.prompt
+    if args.rewrite:
+        from ..rewrite import rewrite
+        from .rewrite import backend_options, print_warnings
+
+        rewritten = rewrite(args.label, prompt, n_references=len(args.ref), bundle=bundle,
+                            style_guide=args.rewrite_style_guide, **backend_options(args, "rewrite-"))
+        print_warnings(rewritten)
+        prompt = rewritten.prompt
+        print(f"prompt ({rewritten.backend_used}):\n{prompt}", flush=True)
     steps = args.steps or bundle.card.defaults.steps
     with tqdm(total=steps, desc="sampling", unit="step") as bar:
         def progress(step, total, sigma, x0):
             bar.update(step - bar.n)
             bar.set_postfix(sigma=f"{sigma:.3f}")
 
-        result = generate(bundle, refs, args.prompt, negative=args.negative, frames=args.frames,
+        result = generate(bundle, refs, prompt, negative=args.negative, frames=args.frames,
                           height=args.height, width=args.width, steps=steps, shift=args.shift, solver=args.solver,
                           cfg=cfg, seed=args.seed, labels=args.label or None, callback=progress)
     write_video(out, result.frames, fps=args.fps or bundle.card.defaults.fps)
