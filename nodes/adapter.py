@@ -185,11 +185,20 @@ def _same_device(module: nn.Module, device: torch.device) -> None:
         module.to(device)
 
 
+_HOLDER_NAMES = {"dit": "LibraGenDiT", "vae": "LibraGenVAE", "text": "LibraGenTextEncoder"}
+
+
+@functools.cache
+def _holder_class(key: str) -> type:
+    # ComfyUI logs the class name of what it loads ("Requested to load LibraGenDiT")
+    return type(_HOLDER_NAMES.get(key, f"LibraGen_{key}"), (_Holder,), {})
+
+
 def _patcher(handles: dict, key: str, module: nn.Module):
     c = _comfy()
     if key not in handles:
         mm = c["mm"]
-        handles[key] = c["patcher"].ModelPatcher(_Holder(module), load_device=mm.get_torch_device(),
+        handles[key] = c["patcher"].ModelPatcher(_holder_class(key)(module), load_device=mm.get_torch_device(),
                                                  offload_device=mm.unet_offload_device())
     return handles[key]
 

@@ -90,7 +90,7 @@ def test_preview_map_is_the_least_squares_fit_and_makes_an_image(model):
     video = torch.randn(1, 16, 3, 8, 8)
     img = rgb.image(video)
     assert img.size == (64, 64) and img.mode == "RGB"
-    frame = torch.from_numpy(np.asarray(img.resize((8, 8), Image.NEAREST))).float() / 255
+    frame = torch.from_numpy(np.array(img.resize((8, 8), Image.NEAREST))).float() / 255
     torch.testing.assert_close(frame, rgb(video[0, :, 1]), atol=1 / 255 + 1e-6, rtol=0)
 
 

@@ -1,0 +1,298 @@
+"""Build the example workflows in both of ComfyUI's formats from one description each.
+
+    .venv/bin/python workflows/build.py           write workflows/<name>.json (UI: drag into ComfyUI)
+                                                  and workflows/api/<name>.json (API: POST /prompt)
+    .venv/bin/python workflows/build.py --check   exit 1 if the files on disk are not what this builds
+
+Widget order for our nodes comes from their INPUT_TYPES, so the UI files follow the node
+definitions; the few core nodes used are described in CORE below (the integration tests compare
+every UI file's widgets with a real server's /object_info).
+All examples run on the embedded model on a CPU: 64x64, 17 frames, a few steps. The reference
+images are examples/refs/*.png, to be copied into ComfyUI/input.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+# core node: (link inputs [(name, type, optional)], widgets [(name, default)], outputs [(name, type)])
+CORE = {
+    "LoadImage": ([], [("image", "red_circle.png"), ("upload", "image")], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
+    "EmptyImage": ([], [("width", 512), ("height", 512), ("batch_size", 1), ("color", 0)], [("IMAGE", "IMAGE")]),
+    "CreateVideo": ([("images", "IMAGE", False), ("audio", "AUDIO", True)], [("fps", 30.0)], [("VIDEO", "VIDEO")]),
+    "SaveVideo": ([("video", "VIDEO", False)], [("filename_prefix", "video/ComfyUI"), ("format", "auto"),
+                                                ("codec", "auto")], []),
+    "SaveAnimatedWEBP": ([("images", "IMAGE", False)], [("filename_prefix", "ComfyUI"), ("fps", 6.0),
+                                                         ("lossless", True), ("quality", 80),
+                                                         ("method", "default")], []),
+}
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
+# the frontend adds a "control after generate" widget behind these; saved as "fixed" so examples repeat
+CONTROL_VALUE = "fixed"
+
+
+def load_pack():
+    if "libragen_pack" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("libragen_pack", REPO / "__init__.py",
+                                                      submodule_search_locations=[str(REPO)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["libragen_pack"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["libragen_pack"]
+
+
+def node_spec(class_type: str):
+    """(link inputs, widgets with defaults and control flags, outputs) of a node type."""
+    if class_type in CORE:
+        links, widgets, outputs = CORE[class_type]
+        return links, [(n, d, False) for n, d in widgets], outputs
+    cls = load_pack().NODE_CLASS_MAPPINGS[class_type]
+    types = cls.INPUT_TYPES()
+    links, widgets = [], []
+    for section in ("required", "optional"):
+        for name, spec in types.get(section, {}).items():
+            kind, opts = spec[0], (spec[1] if len(spec) > 1 else {})
+            if isinstance(kind, list):
+                widgets.append((name, opts.get("default", kind[0]), False))
+            elif kind in WIDGET_TYPES:
+                widgets.append((name, opts.get("default"), bool(opts.get("control_after_generate"))))
+            else:
+                links.append((name, kind, section == "optional"))
+    return links, widgets, list(zip(cls.RETURN_NAMES, cls.RETURN_TYPES))
+
+
+def display_name(class_type: str) -> str:
+    return load_pack().NODE_DISPLAY_NAME_MAPPINGS.get(class_type, class_type)
+
+
+@dataclass
+class Node:
+    id: int
+    type: str
+    pos: tuple[int, int]
+    title: str | None
+    values: dict
+    inputs: dict = field(default_factory=dict)  # name -> (node id, slot)
+
+    def out(self, slot: int = 0) -> tuple[int, int]:
+        return (self.id, slot)
+
+
+class Graph:
+    def __init__(self, name: str, note: str):
+        self.name, self.note, self.nodes = name, note, []
+
+    def add(self, class_type: str, col: float, row: float, title: str | None = None, **kw) -> Node:
+        links, widgets, _ = node_spec(class_type)
+        link_names = {n for n, _, _ in links}
+        widget_names = {n for n, _, _ in widgets}
+        unknown = set(kw) - link_names - widget_names
+        if unknown:
+            raise SystemExit(f"{self.name}: {class_type} has no input(s) {sorted(unknown)}")
+        node = Node(len(self.nodes) + 1, class_type, (int(40 + col * 360), int(40 + row * 170)), title,
+                    {k: v for k, v in kw.items() if k in widget_names},
+                    {k: v for k, v in kw.items() if k in link_names})
+        self.nodes.append(node)
+        return node
+
+    # ---- API format
+    def api(self) -> dict:
+        out = {}
+        for node in self.nodes:
+            links, widgets, _ = node_spec(node.type)
+            inputs = {}
+            for name, default, _ in widgets:
+                if name == "upload":
+                    continue  # a frontend-only button
+                inputs[name] = node.values.get(name, default)
+            for name, (src, slot) in node.inputs.items():
+                inputs[name] = [str(src), slot]
+            out[str(node.id)] = {"class_type": node.type, "inputs": inputs,
+                                 "_meta": {"title": node.title or display_name(node.type)}}
+        return out
+
+    # ---- UI (litegraph) format
+    def ui(self) -> dict:
+        links, link_id = [], 0
+        outgoing: dict[tuple[int, int], list[int]] = {}
+        incoming: dict[tuple[int, str], int] = {}
+        by_id = {n.id: n for n in self.nodes}
+        for node in self.nodes:
+            in_links, _, _ = node_spec(node.type)
+            for name, kind, _ in in_links:
+                if name in node.inputs:
+                    src, slot = node.inputs[name]
+                    src_type = node_spec(by_id[src].type)[2][slot][1]
+                    if src_type != kind:
+                        raise SystemExit(f"{self.name}: {by_id[src].type}[{slot}] gives {src_type}, "
+                                         f"{node.type}.{name} takes {kind}")
+                    link_id += 1
+                    target_slot = [n for n, _, _ in in_links].index(name)
+                    links.append([link_id, src, slot, node.id, target_slot, kind])
+                    outgoing.setdefault((src, slot), []).append(link_id)
+                    incoming[(node.id, name)] = link_id
+        nodes = []
+        for order, node in enumerate(self.nodes):
+            in_links, widgets, outputs = node_spec(node.type)
+            values = []
+            for name, default, control in widgets:
+                values.append(node.values.get(name, default))
+                if control:
+                    values.append(CONTROL_VALUE)
+            entry = {
+                "id": node.id, "type": node.type, "pos": list(node.pos),
+                "size": [330, 46 + 26 * (len(values) + max(len(in_links), len(outputs)))],
+                "flags": {}, "order": order, "mode": 0,
+                "inputs": [{"name": n, "type": k, "link": incoming.get((node.id, n))} for n, k, _ in in_links],
+                "outputs": [{"name": n, "type": k, "links": outgoing.get((node.id, s), []), "slot_index": s}
+                            for s, (n, k) in enumerate(outputs)],
+                "properties": {"Node name for S&R": node.type},
+                "widgets_values": values,
+            }
+            if node.title:
+                entry["title"] = node.title
+            nodes.append(entry)
+        note_id = len(self.nodes) + 1
+        nodes.append({"id": note_id, "type": "Note", "pos": [40, -150], "size": [700, 120], "flags": {},
+                      "order": len(nodes), "mode": 0, "inputs": [], "outputs": [], "properties": {},
+                      "widgets_values": [self.note]})
+        return {"last_node_id": note_id, "last_link_id": link_id, "nodes": nodes, "links": links, "groups": [],
+                "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [60, 220]}}, "version": 0.4}
+
+
+# ---------------------------------------------------------------- the examples
+
+SMALL = {"frames": 17, "width": 64, "height": 64, "steps": 4, "shift": 3.0, "seed": 42}
+NEGATIVE = "blurry, static, distorted"
+
+
+def embedded_model(g: Graph) -> Node:
+    return g.add("LibraGenLoadModel", 0, 0)
+
+
+def single_subject() -> Graph:
+    g = Graph("single_subject", "LibraGen: one subject. Copy examples/refs/red_circle.png into ComfyUI/input. "
+                                "Embedded model (untrained placeholder until trained weights ship: its videos are "
+                                "noise), 64x64, 17 frames, CPU-friendly.")
+    model = embedded_model(g)
+    img = g.add("LoadImage", 0, 1.2, image="red_circle.png")
+    subj = g.add("LibraGenSubjectEncode", 1, 0.6, model=model.out(), image_1=img.out(0), mask_1=img.out(1),
+                 label_1="the red circle", width=64, height=64)
+    lat = g.add("LibraGenSampler", 2, 0, model=model.out(), subjects=subj.out(),
+                prompt="Video: Ref 1[the red circle] moves to the right across a green field.",
+                negative_prompt=NEGATIVE, **SMALL)
+    frames = g.add("LibraGenDecode", 3, 0, model=model.out(), latent=lat.out())
+    video = g.add("CreateVideo", 3, 1.2, images=frames.out(), fps=8.0)
+    g.add("SaveVideo", 4, 0, video=video.out(), filename_prefix="libragen/single_subject")
+    return g
+
+
+def three_subjects() -> Graph:
+    g = Graph("three_subjects", "LibraGen: three subjects with labels. Copy examples/refs/*.png into ComfyUI/input; "
+                                "the third subject is a plain green square made by EmptyImage.")
+    model = embedded_model(g)
+    a = g.add("LoadImage", 0, 1.2, image="red_circle.png")
+    b = g.add("LoadImage", 0, 3.0, image="blue_striped_star.png")
+    c = g.add("EmptyImage", 0, 4.8, width=40, height=40, batch_size=1, color=0x2E9D4A)
+    subj = g.add("LibraGenSubjectEncode", 1, 1.0, model=model.out(), image_1=a.out(0), image_2=b.out(0),
+                 image_3=c.out(0), label_1="the red circle", label_2="the blue striped star",
+                 label_3="the green square", width=64, height=64)
+    lat = g.add("LibraGenSampler", 2, 0, model=model.out(), subjects=subj.out(),
+                prompt="Video: Ref 1[the red circle] bounces while Ref 2[the blue striped star] spins and "
+                       "Ref 3[the green square] moves left.", negative_prompt=NEGATIVE, **SMALL)
+    frames = g.add("LibraGenDecode", 3, 0, model=model.out(), latent=lat.out())
+    video = g.add("CreateVideo", 3, 1.2, images=frames.out(), fps=8.0)
+    g.add("SaveVideo", 4, 0, video=video.out(), filename_prefix="libragen/three_subjects")
+    return g
+
+
+def static_vs_dynamic() -> Graph:
+    g = Graph("static_vs_dynamic_cfg", "LibraGen: the same seed and subject with static CFG (Phantom's 5.0 / 7.5) "
+                                       "and with a dynamic schedule (text guidance easing 9 -> 6, subject guidance "
+                                       "rising 2 -> 5 as sigma falls), saved side by side.")
+    model = embedded_model(g)
+    img = g.add("LoadImage", 0, 1.2, image="blue_striped_star.png")
+    subj = g.add("LibraGenSubjectEncode", 1, 0.6, model=model.out(), image_1=img.out(0),
+                 label_1="the blue striped star", width=64, height=64)
+    sched = g.add("LibraGenCFGSchedule", 1, 2.4, title="Dynamic CFG (custom cosine)", preset="custom",
+                  s_img_start=2.0, s_img_end=5.0, s_txt_start=9.0, s_txt_end=6.0, shape="cosine", axis="sigma")
+    prompt = "Video: Ref 1[the blue striped star] circles around the centre of a sandy beach."
+    static = g.add("LibraGenSampler", 2, 0, title="Static CFG (phantom)", model=model.out(), subjects=subj.out(),
+                   prompt=prompt, negative_prompt=NEGATIVE, cfg_preset="phantom", **SMALL)
+    dynamic = g.add("LibraGenSampler", 2, 2.4, title="Dynamic CFG", model=model.out(), subjects=subj.out(),
+                    cfg=sched.out(), prompt=prompt, negative_prompt=NEGATIVE, **SMALL)
+    for row, (name, lat) in enumerate((("static", static), ("dynamic", dynamic))):
+        frames = g.add("LibraGenDecode", 3, row * 2.4, model=model.out(), latent=lat.out())
+        g.add("SaveAnimatedWEBP", 4, row * 2.4, images=frames.out(), filename_prefix=f"libragen/cfg_{name}",
+              fps=8.0, lossless=False, quality=85)
+    return g
+
+
+def lora_merge() -> Graph:
+    g = Graph("lora_merge", "LibraGen: merge LoRAs (here one file at weight 0.8) into the model for this branch "
+                            "only; the loader's model is unchanged for other branches. Put a LoRA trained for the "
+                            "embedded model into models/loras as libragen_example_lora.safetensors (the "
+                            "integration tests make one), or pick your own files.")
+    model = embedded_model(g)
+    merged = g.add("LibraGenLoraMerge", 1, 0, model=model.out(), lora_1="libragen_example_lora.safetensors",
+                   weight_1=0.8, method="linear", strength=1.0)
+    img = g.add("LoadImage", 0, 1.8, image="red_circle.png")
+    subj = g.add("LibraGenSubjectEncode", 1, 3.2, model=model.out(), image_1=img.out(0),
+                 label_1="the red circle", width=64, height=64)
+    lat = g.add("LibraGenSampler", 2, 0, model=merged.out(0), subjects=subj.out(),
+                prompt="Video: Ref 1[the red circle] grows in the middle of a dark room.",
+                negative_prompt=NEGATIVE, **SMALL)
+    frames = g.add("LibraGenDecode", 3, 0, model=merged.out(0), latent=lat.out())
+    g.add("SaveAnimatedWEBP", 4, 0, images=frames.out(), filename_prefix="libragen/lora_merge", fps=8.0,
+          lossless=False, quality=85)
+    return g
+
+
+EXAMPLES = (single_subject, three_subjects, static_vs_dynamic, lora_merge)
+# what each API workflow should produce: (output file prefix, frames) per saved video
+EXPECTED_OUTPUTS = {
+    "single_subject": [("libragen/single_subject", 17)],
+    "three_subjects": [("libragen/three_subjects", 17)],
+    "static_vs_dynamic_cfg": [("libragen/cfg_static", 17), ("libragen/cfg_dynamic", 17)],
+    "lora_merge": [("libragen/lora_merge", 17)],
+}
+
+
+def render() -> dict[Path, str]:
+    files = {}
+    for make in EXAMPLES:
+        g = make()
+        files[HERE / f"{g.name}.json"] = json.dumps(g.ui(), indent=1) + "\n"
+        files[HERE / "api" / f"{g.name}.json"] = json.dumps(g.api(), indent=1) + "\n"
+    return files
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only compare with the files on disk")
+    args = parser.parse_args(argv)
+    files = render()
+    if args.check:
+        stale = [p for p, text in files.items() if not p.is_file() or p.read_text() != text]
+        for p in stale:
+            print(f"out of date: {p.relative_to(REPO)} (run workflows/build.py)")
+        return 1 if stale else 0
+    from libragen_core.io.atomic import atomic_path
+
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
+        print(path.relative_to(REPO))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
