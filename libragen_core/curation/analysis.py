@@ -75,6 +75,18 @@ class Clip:
         return self.f32 / self.gain[:, None, None, None]
 
     @cached_property
+    def blocks(self) -> np.ndarray:
+        """Normalised frames averaged over 2x2 blocks [T, H/2, W/2, 3].
+
+        H.264's 4:2:0 chroma keeps one colour per 2x2 block, so a sprite's fine pattern mixes its
+        two colours there; averaging luma over the same blocks makes every block such a mix.
+        """
+        f = self.normalized
+        T, H, W, _ = f.shape
+        f = f[:, : H // 2 * 2, : W // 2 * 2]
+        return f.reshape(T, H // 2, 2, W // 2, 2, 3).mean(axis=(2, 4))
+
+    @cached_property
     def camera(self) -> np.ndarray:
         """[T, 2] integer camera offset (x, y) per frame: screen = world - offset.
 

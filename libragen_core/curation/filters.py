@@ -33,7 +33,7 @@ THRESHOLDS: dict[str, float] = {
     "shot_cut": 2.2,  # largest frame change / second largest (HSV content score), with an absolute floor
     "shot_cut_floor": 18.0,  # the content score a cut must also reach
     "frozen": 6.0,  # still frame pairs at the end of a clip whose caption says something moves
-    "motion_extreme": 6.0,  # median flow speed of moving pixels, px per frame at 64 px
+    "motion_extreme": 11.0,  # median flow speed of moving pixels, px per frame at 64 px (clean max 7.3)
     "noise": 7.0,  # least median change between consecutive frames (levels)
     "blur": 0.16,  # high-frequency / mid-frequency energy
     "text_overlay": 50.0,  # static thin achromatic high-contrast pixels in the densest band

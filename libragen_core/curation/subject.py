@@ -105,7 +105,7 @@ def color_size(clip: Clip) -> float | None:
     """Largest median blob side of the subjects' claimed body colours (fraction of the short side)."""
     from .tracks import color_track
 
-    sizes = [float(np.median(color_track(clip, s.color).extent)) for s in _claimed(clip)]
+    sizes = [float(np.median(color_track(clip, s.color, s.color2).extent)) for s in _claimed(clip)]
     return max(sizes) / clip.short if sizes else None
 
 
@@ -137,7 +137,7 @@ def color_leaving(clip: Clip) -> float:
     for s in subs:
         if colors.count(s.color) > 1 or s.motion == "shrink":
             continue
-        tr = color_track(clip, s.color)
+        tr = color_track(clip, s.color, s.color2)
         peak = float(tr.count.max())
         if peak < 8 or int(tr.count.argmax()) >= len(tr.count) - 2:
             continue

@@ -16,11 +16,11 @@ import numpy as np
 
 from ..errors import InputError
 from ..spriteworld.captions import caption_facts, parse_caption
-from ..spriteworld.identity import COLORS, SHAPES
+from ..spriteworld.identity import COLORS, SHAPES, SIZES
 from ..spriteworld.motions import DIRECTIONS
 from .analysis import Clip
 
-COLOR_TOLERANCE = 42  # largest channel difference from the palette colour (H.264 + light changes)
+COLOR_TOLERANCE = 40  # largest channel difference from the palette colour (H.264 + light changes)
 DIRECTIONS_UNIT = {k: np.asarray(v) / np.hypot(*v) for k, v in DIRECTIONS.items()}
 _COLOR_WORD = re.compile(r"\b(" + "|".join(COLORS) + r")\b")
 _SHAPE_WORD = re.compile(r"\b(" + "|".join(SHAPES) + r")\b")
@@ -33,6 +33,7 @@ class ClaimedSubject:
     color2: str | None
     shape: str | None
     motion: str | None  # from caption_facts
+    size: float | None = None  # claimed diameter / short side (size class)
 
 
 def claimed_subjects(caption: str) -> tuple[list[ClaimedSubject], dict]:
@@ -46,17 +47,29 @@ def claimed_subjects(caption: str) -> tuple[list[ClaimedSubject], dict]:
         shape = _SHAPE_WORD.search(desc)
         if not colors:
             raise InputError(f"Ref {k} names no colour: {desc!r}")
+        size = next((SIZES[w] for w in desc.split()[:3] if w in SIZES), None)
         out.append(ClaimedSubject(k - 1, colors[0], colors[1] if len(colors) > 1 else None,
-                                  shape.group(1) if shape else None, facts["motions"].get(k - 1)))
+                                  shape.group(1) if shape else None, facts["motions"].get(k - 1), size))
     return out, facts
 
 
-def color_mask(clip: Clip, color: str) -> np.ndarray:
-    """bool [T, H, W]: pixels matching a palette colour after brightness normalisation, specks removed."""
-    rgb = np.asarray(COLORS[color], np.float32)
-    near = (np.abs(clip.normalized - rgb).max(axis=-1) <= COLOR_TOLERANCE).astype(np.uint8)
-    kernel = np.ones((2, 2), np.uint8)
-    return np.stack([cv2.morphologyEx(m, cv2.MORPH_OPEN, kernel) for m in near]).astype(bool)
+def color_mask(clip: Clip, color: str, color2: str | None = None) -> np.ndarray:
+    """bool [T, H, W]: pixels whose 2x2 block is the body colour, or a mix of it with the second colour."""
+    blocks = clip.blocks
+    c1 = np.asarray(COLORS[color], np.float32)
+    if color2 is None:
+        dist = np.abs(blocks - c1).max(axis=-1)
+    else:
+        c2 = np.asarray(COLORS[color2], np.float32)
+        d = c2 - c1
+        # mixes of more than half the second colour belong to that colour, not this subject's body
+        a = np.clip(((blocks - c1) @ d) / max(float(d @ d), 1.0), 0.0, 0.5)
+        dist = np.abs(blocks - (c1 + a[..., None] * d)).max(axis=-1)
+    near = (dist <= COLOR_TOLERANCE).astype(np.uint8)
+    T, H, W = clip.frames.shape[:3]
+    full = np.zeros((T, H, W), np.uint8)
+    full[:, : H // 2 * 2, : W // 2 * 2] = near.repeat(2, axis=1).repeat(2, axis=2)
+    return full.astype(bool)
 
 
 @dataclass
@@ -68,8 +81,8 @@ class Track:
     n_blobs: np.ndarray  # [T] separate blobs of at least min_blob pixels
 
 
-def color_track(clip: Clip, color: str, min_blob: int = 6, mask: np.ndarray | None = None) -> Track:
-    mask = color_mask(clip, color) if mask is None else mask
+def color_track(clip: Clip, color: str, color2: str | None = None, min_blob: int = 6, mask: np.ndarray | None = None) -> Track:
+    mask = color_mask(clip, color, color2) if mask is None else mask
     T = len(mask)
     count = mask.sum(axis=(1, 2)).astype(np.float32)
     center = np.full((T, 2), np.nan)
