@@ -153,8 +153,9 @@ function build() {
     const actions = el("div", {class: "actions"});
     const acc = el("button", {class: "acc", type: "button"}, "Accept");
     const rej = el("button", {class: "rej", type: "button"}, "Reject");
-    acc.addEventListener("click", () => { current = i; decide("accept"); });
-    rej.addEventListener("click", () => { current = i; decide("reject"); });
+    // stopPropagation: the card's own click handler would move the focus back to this card
+    acc.addEventListener("click", (e) => { e.stopPropagation(); current = i; decide("accept"); });
+    rej.addEventListener("click", (e) => { e.stopPropagation(); current = i; decide("reject"); });
     actions.append(acc, rej);
     card.append(top, img, cap, table, actions);
     card.addEventListener("click", () => { current = i; refresh(false); });
