@@ -1,0 +1,1 @@
+"""Shared training pieces: config, checkpoints, data, losses, EMA, logging, validation, loop."""

@@ -1,0 +1,343 @@
+"""SpriteWorld training data: clip sources, a deterministic resumable order, and a latent cache.
+
+Sources
+- `ProceduralClips`: renders clip i from `default_rng([seed, i])` with the scene sampler's
+  curriculum knobs (subjects, motions, sizes, simple backgrounds). Rendering takes milliseconds,
+  is lossless and needs no disk; the same (seed, i) always gives the same clip.
+- `ManifestClips`: a folder written by `libragen spriteworld dataset` (manifest.jsonl + clips).
+
+Bad entries (ManifestClips): an entry whose video is missing, empty, unreadable, of the wrong
+size/frame count, or whose caption is empty, is reported with its path and reason. With
+`on_bad="skip"` (the default) it is left out and counted; the run stops only when more than
+`max_bad_fraction` of the entries are bad (a broken dataset, not a few broken files). With
+`on_bad="fatal"` the first bad entry stops the run. Either way the error names the file.
+
+Latent cache (`LatentCache`): VAE latents of a source's first n clips, in safetensors shards
+(`shard-NNNNN.safetensors`: latents fp16 [k, C, f, h, w]; captions and clip indices in the
+shard's JSON metadata), each written atomically. `index.json` records the source settings and
+the VAE file's digest: a cache built with other settings or another VAE is never reused; a shard
+that cannot be read is reported and rebuilt.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from libragen_core.errors import CheckpointError, InputError
+from libragen_core.io.atomic import atomic_path
+from libragen_core.io.safetensors_file import read_header, save_state_dict
+
+SIMPLE_SCENE = {"background_kinds": ("plain", "gradient"), "p_camera": 0.0, "p_light": 0.0, "p_occluder": 0.0,
+                "p_props": 0.0}
+
+
+class BadEntryError(InputError):
+    """A dataset entry (clip or caption) cannot be used."""
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """What a procedural clip source draws (the curriculum knobs of sample_scene)."""
+
+    seed: int = 0
+    size: tuple[int, int] = (64, 64)
+    frames: int = 17
+    split: str = "train"
+    n_subjects: int = 1  # 0 = 1 to 3 at random (the sampler's default mix)
+    motions: tuple[str, ...] = ()  # () = every single-subject motion
+    sizes: tuple[str, ...] = ()  # identity size classes, () = all
+    shapes: tuple[str, ...] = ()
+    colors: tuple[str, ...] = ()
+    interactions: bool = False
+    simple: bool = True  # plain/gradient background, no props, pans, light changes or occluders
+    user_prompt_fraction: float = 0.0  # share of items captioned with a (train) user prompt instead
+
+    def scene_kwargs(self) -> dict:
+        from libragen_core.spriteworld.scene import INTERACTIONS
+
+        kw: dict = {"size": tuple(self.size), "n_frames": self.frames}
+        if self.motions:
+            kw["motions"] = tuple(self.motions)
+        kw["interactions"] = INTERACTIONS if self.interactions else ()
+        filt = {k: list(v) for k, v in (("sizes", self.sizes), ("shapes", self.shapes), ("colors", self.colors)) if v}
+        if filt:
+            kw["identity_filter"] = filt
+        if self.simple:
+            kw.update(SIMPLE_SCENE)
+        return kw
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Clip:
+    frames: np.ndarray  # uint8 [T, H, W, 3]
+    caption: str
+    index: int
+    scene: object | None = None
+
+
+class ProceduralClips:
+    def __init__(self, spec: ClipSpec):
+        self.spec = spec
+        self._kw = spec.scene_kwargs()
+
+    def scene(self, index: int):
+        from libragen_core.spriteworld.scene import sample_scene
+
+        rng = np.random.default_rng([self.spec.seed, index])
+        return sample_scene(rng, self.spec.n_subjects or None, self.spec.split, **self._kw), rng
+
+    def __getitem__(self, index: int) -> Clip:
+        from libragen_core.spriteworld.captions import scene_caption, user_prompts
+        from libragen_core.spriteworld.render import render_scene
+
+        scene, rng = self.scene(index)
+        caption = scene_caption(scene)
+        if self.spec.user_prompt_fraction > 0 and rng.random() < self.spec.user_prompt_fraction:
+            prompts = user_prompts(scene, "train")
+            caption = prompts[int(rng.integers(len(prompts)))]
+        return Clip(render_scene(scene).frames, caption, index, scene)
+
+    def settings(self) -> dict:
+        return {"source": "procedural", **asdict(self.spec)}
+
+
+class ManifestClips:
+    """Clips of a `libragen spriteworld dataset` folder, with the bad-entry rule of this module."""
+
+    def __init__(self, folder: str | os.PathLike, on_bad: str = "skip", max_bad_fraction: float = 0.01,
+                 size: Sequence[int] | None = None, frames: int | None = None):
+        from libragen_core.spriteworld.dataset import read_manifest
+
+        if on_bad not in ("skip", "fatal"):
+            raise InputError(f"on_bad must be 'skip' or 'fatal', got {on_bad!r}")
+        self.folder = Path(folder)
+        self.records = read_manifest(self.folder)
+        self.on_bad, self.max_bad_fraction = on_bad, max_bad_fraction
+        self.size, self.frames = (tuple(size) if size else None), frames
+        self.bad: list[tuple[str, str]] = []
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _check(self, rec: dict, frames: np.ndarray) -> str | None:
+        if frames.shape[0] == 0:
+            return "the video has no frames"
+        if self.frames is not None and frames.shape[0] != self.frames:
+            return f"{frames.shape[0]} frames, expected {self.frames}"
+        if self.size is not None and tuple(frames.shape[1:3]) != self.size:
+            return f"frame size {tuple(frames.shape[1:3])}, expected {self.size}"
+        if not str(rec.get("caption", "")).strip():
+            return "the caption is empty"
+        return None
+
+    def load(self, i: int) -> Clip | None:
+        """Clip i, or None when it is bad and on_bad='skip' (it is then recorded in self.bad)."""
+        from libragen_core.io.video import read_video
+
+        rec = self.records[i]
+        path = self.folder / str(rec.get("video", ""))
+        reason = None
+        frames = None
+        if not path.is_file():
+            reason = "the file is missing"
+        elif path.stat().st_size == 0:
+            reason = "the file is empty (0 bytes)"
+        else:
+            try:
+                frames, _ = read_video(path)
+            except Exception as e:  # noqa: BLE001 - any decoder failure makes the entry bad
+                reason = f"cannot be decoded ({type(e).__name__}: {e})"
+        if reason is None:
+            reason = self._check(rec, frames)
+        if reason is None:
+            return Clip(frames, rec["caption"], int(rec.get("index", i)))
+        self.report(path, reason)
+        return None
+
+    def report(self, path: Path, reason: str) -> None:
+        msg = f"bad dataset entry {path}: {reason}"
+        if self.on_bad == "fatal":
+            raise BadEntryError(msg + " (on_bad='fatal'; fix or delete the entry, or use on_bad='skip')")
+        self.bad.append((str(path), reason))
+        warnings.warn(msg + "; skipped", stacklevel=2)
+        if len(self.bad) > max(1, self.max_bad_fraction * len(self.records)):
+            raise BadEntryError(
+                f"{len(self.bad)} bad entries in {self.folder} (more than {self.max_bad_fraction:.0%} of "
+                f"{len(self.records)}); first: {self.bad[0][0]}: {self.bad[0][1]}. Regenerate the dataset."
+            )
+
+    def settings(self) -> dict:
+        manifest = self.folder / "manifest.jsonl"
+        digest = hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
+        return {"source": "manifest", "folder": str(self.folder.resolve()), "manifest": digest}
+
+
+def frames_to_tensor(frames: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
+    """uint8 [T, H, W, 3] (or a list of them) -> float [B, 3, T, H, W] in [-1, 1]."""
+    arr = frames if isinstance(frames, np.ndarray) else np.stack(frames)
+    if arr.ndim == 4:
+        arr = arr[None]
+    t = torch.from_numpy(np.ascontiguousarray(arr)).float()
+    return t.permute(0, 4, 1, 2, 3) / 127.5 - 1.0
+
+
+def tensor_to_frames(x: torch.Tensor) -> np.ndarray:
+    """[B, 3, T, H, W] in [-1, 1] -> uint8 [B, T, H, W, 3]."""
+    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
+
+
+# ---------------------------------------------------------------- deterministic order
+class EpochSampler:
+    """Batches of indices in a fresh permutation per epoch, from (seed, epoch) alone.
+
+    The state (epoch, position) goes into checkpoints, so a resumed run draws exactly the batches
+    the uninterrupted run would have drawn. The last incomplete batch of an epoch is dropped.
+    """
+
+    def __init__(self, n: int, batch: int, seed: int = 0):
+        if n < batch:
+            raise InputError(f"the dataset has {n} items, fewer than one batch of {batch}")
+        self.n, self.batch, self.seed = n, batch, seed
+        self.epoch, self.position = 0, 0
+
+    def _order(self) -> np.ndarray:
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+
+    def next(self) -> np.ndarray:
+        if self.position + self.batch > self.n:
+            self.epoch, self.position = self.epoch + 1, 0
+        idx = self._order()[self.position:self.position + self.batch]
+        self.position += self.batch
+        return idx
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "n": self.n, "batch": self.batch, "seed": self.seed}
+
+    def load_state_dict(self, sd: dict) -> None:
+        if (sd["n"], sd["batch"], sd["seed"]) != (self.n, self.batch, self.seed):
+            raise CheckpointError(f"the checkpoint's data order was for n={sd['n']} batch={sd['batch']} "
+                                  f"seed={sd['seed']}; this run has n={self.n} batch={self.batch} seed={self.seed}")
+        self.epoch, self.position = sd["epoch"], sd["position"]
+
+
+# ---------------------------------------------------------------- latent cache
+def file_digest(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+class LatentCache:
+    """Normalized VAE latents + captions of a source's first n items, in shards on disk."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.latents: torch.Tensor | None = None
+        self.captions: list[str] = []
+        self.indices: list[int] = []
+
+    def _shard(self, k: int) -> Path:
+        return self.folder / f"shard-{k:05d}.safetensors"
+
+    def build(self, source, n: int, encode: Callable[[torch.Tensor], torch.Tensor], vae_digest: str,
+              shard_size: int = 256, batch: int = 8, progress: bool = True) -> LatentCache:
+        """Encode items [0, n) of `source` (missing/invalid shards only), then load everything.
+
+        encode: pixels [B, 3, T, H, W] in [-1, 1] -> normalized latents.
+        Items for which a ManifestClips source returns None (bad entries) are left out.
+        """
+        from tqdm.auto import tqdm
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        settings = {"source": source.settings(), "n": n, "shard_size": shard_size, "vae": vae_digest}
+        index_file = self.folder / "index.json"
+        if index_file.is_file():
+            try:
+                old = json.loads(index_file.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                old = None
+            if old != settings:
+                # a cache of other data / another VAE: start over rather than mix
+                for p in self.folder.glob("shard-*.safetensors"):
+                    p.unlink()
+        with atomic_path(index_file) as tmp:
+            tmp.write_text(json.dumps(settings, indent=1), encoding="utf-8")
+        n_shards = (n + shard_size - 1) // shard_size
+        todo = [k for k in range(n_shards) if not self._valid(k)]
+        bar = tqdm(total=sum(min(shard_size, n - k * shard_size) for k in todo), desc="encoding latents",
+                   disable=not progress, unit="clip")
+        for k in todo:
+            lo, hi = k * shard_size, min(n, (k + 1) * shard_size)
+            lat, caps, idxs, pending = [], [], [], []
+            for i in range(lo, hi):
+                clip = source.load(i) if hasattr(source, "load") else source[i]
+                if clip is not None:
+                    pending.append(clip)
+                if len(pending) >= batch or (i == hi - 1 and pending):
+                    with torch.no_grad():
+                        px = frames_to_tensor(np.stack([c.frames for c in pending]))
+                        lat.append(encode(px).to(torch.float16).cpu())
+                    caps += [c.caption for c in pending]
+                    idxs += [c.index for c in pending]
+                    bar.update(len(pending))
+                    pending = []
+            if not lat:
+                continue
+            meta = {"captions": json.dumps(caps), "indices": json.dumps(idxs)}
+            save_state_dict({"latents": torch.cat(lat)}, self._shard(k), metadata=meta)
+        bar.close()
+        return self.load(n_shards)
+
+    def _valid(self, k: int) -> bool:
+        path = self._shard(k)
+        if not path.is_file():
+            return False
+        try:
+            read_header(path)
+            return True
+        except CheckpointError as e:
+            warnings.warn(f"latent cache shard {path} is damaged ({e}); rebuilding it", stacklevel=3)
+            path.unlink(missing_ok=True)
+            return False
+
+    def load(self, n_shards: int | None = None) -> LatentCache:
+        from safetensors import safe_open
+
+        paths = sorted(self.folder.glob("shard-*.safetensors"))
+        if n_shards is not None:
+            paths = [self._shard(k) for k in range(n_shards) if self._shard(k).is_file()]
+        if not paths:
+            raise CheckpointError(f"the latent cache {self.folder} holds no shards; build it first")
+        lats, self.captions, self.indices = [], [], []
+        for p in paths:
+            _, meta = read_header(p)
+            with safe_open(str(p), framework="pt") as f:
+                lats.append(f.get_tensor("latents"))
+            self.captions += json.loads(meta["captions"])
+            self.indices += json.loads(meta["indices"])
+        self.latents = torch.cat(lats)
+        return self
+
+    def __len__(self) -> int:
+        return 0 if self.latents is None else self.latents.shape[0]
+
+    def batch(self, idx: Sequence[int]) -> tuple[torch.Tensor, list[str]]:
+        idx = [int(i) for i in idx]
+        return self.latents[idx].float(), [self.captions[i] for i in idx]
+
+    def channel_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.latents.float().transpose(0, 1).flatten(1)
+        return x.mean(1), x.std(1)

@@ -1,0 +1,34 @@
+"""Initialisation for training a WanDiT from scratch (adaLN-Zero, as in the DiT paper).
+
+WanDiT.init_weights stays as it is (its layout must match real checkpoints, and tests rely on a
+fresh model giving non-trivial outputs). For training from scratch we re-initialise a fresh model
+so that every block starts as the identity: the residual gates of self-attention and the FFN are
+zero (their modulation offsets and the matching rows of time_projection), the cross-attention
+output projection is zero (it has no gate in Wan's block) and the output head is zero, so the
+initial velocity is 0 and gradients reach every block through clean residual paths.
+"""
+from __future__ import annotations
+
+import torch
+
+from libragen_core.models.wan_dit import WanDiT
+
+# positions inside a block's 6 modulation vectors: shift1, scale1, gate1, shift2, scale2, gate2
+_GATES = (2, 5)
+
+
+@torch.no_grad()
+def adaln_zero_init(model: WanDiT) -> WanDiT:
+    dim = model.config.dim
+    proj = model.time_projection[1]
+    for g in _GATES:
+        proj.weight[g * dim:(g + 1) * dim].zero_()
+        proj.bias[g * dim:(g + 1) * dim].zero_()
+    for blk in model.blocks:
+        blk.modulation.zero_()
+        torch.nn.init.zeros_(blk.cross_attn.o.weight)
+        torch.nn.init.zeros_(blk.cross_attn.o.bias)
+    model.head.modulation.zero_()
+    torch.nn.init.zeros_(model.head.head.weight)
+    torch.nn.init.zeros_(model.head.head.bias)
+    return model

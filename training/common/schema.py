@@ -1,0 +1,156 @@
+"""The schema of a training chain config (training/configs/*.toml), one dataclass per section.
+
+One file configures the whole chain (pretrain stages here; the SFT / merge / DPO stages add their
+own sections to `ChainConfig`). Every entry point loads the whole file, so a typo anywhere fails
+every stage up front. Paths are relative to the current directory (run from the repo root).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from libragen_core.errors import ConfigError
+
+from .data import ClipSpec
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    out: str = "runs/spriteworld"  # every stage writes under <out>/<stage>/
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, none on CPU
+    threads: int = 2  # torch CPU threads (0 = torch's default)
+    deterministic: bool = True  # deterministic algorithms (exact resume); slower on GPU
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    steps: int = 1000
+    batch: int = 16  # global batch (split across processes)
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup: int = 0
+    decay: Literal["constant", "cosine"] = "constant"
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0  # 0 = off
+    ema_decay: float = 0.0  # 0 = no EMA
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 20
+    validate_every: int = 0  # 0 = only at the end
+    gradient_checkpointing: bool = False
+    max_minutes: float = 0.0  # stop (with a checkpoint) after this wall time; 0 = no limit
+    debug_step_delay: float = 0.0  # seconds to sleep after each step: lets the resume test kill a run mid-way
+
+    def __post_init__(self):
+        for name in ("steps", "batch", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+@dataclass(frozen=True)
+class VAEStageConfig:
+    enabled: bool = True
+    dim: int = 8
+    num_res_blocks: int = 2
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, batch=8))
+    data: ClipSpec = field(default_factory=ClipSpec)
+    crop: int = 32  # training crops (pixels, square); 0 = whole frames
+    crop_frames: int = 5  # frames per training crop (4k+1); the causal VAE is the same at any length
+    l1: float = 1.0
+    l2: float = 1.0
+    edge: float = 0.5  # L1 of image gradients: keeps thin sprite details (stripes, eyes)
+    eval_clips: int = 12  # held-out clips for PSNR and the reconstruction sheet
+    stats_clips: int = 64  # clips whose latents give the per-channel mean / std
+
+    def __post_init__(self):
+        if (self.crop_frames - 1) % 4:
+            raise ConfigError(f"crop_frames must be 4k+1 (1, 5, 9, ...), got {self.crop_frames}")
+        if self.crop and self.crop % 8:
+            raise ConfigError(f"crop must be a multiple of 8, got {self.crop}")
+
+
+@dataclass(frozen=True)
+class DiTShape:
+    dim: int = 256
+    ffn_dim: int = 1024
+    num_heads: int = 2
+    num_layers: int = 4
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+
+
+@dataclass(frozen=True)
+class TextShape:
+    text_dim: int = 256
+    num_layers: int = 2
+    num_heads: int = 4
+    max_length: int = 64
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One curriculum phase: train on `clips` cached clips of `data` until step `until_step`."""
+
+    until_step: int
+    clips: int = 1024
+    data: ClipSpec = field(default_factory=ClipSpec)
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    prompts: int = 8  # motion-check prompts (single subject, straight moves), sampled from the EMA model
+    steps: int = 20
+    shift: float = 3.0
+    cfg: float = 4.0  # text guidance; 1 = none
+    solver: str = "euler"
+    seed: int = 1234
+
+
+@dataclass(frozen=True)
+class BaseStageConfig:
+    enabled: bool = True
+    vae: str = ""  # VAE file; "" = the vae stage's output (<out>/vae/vae.safetensors)
+    dit: DiTShape = field(default_factory=DiTShape)
+    text: TextShape = field(default_factory=TextShape)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-4, warmup=200, ema_decay=0.999))
+    phases: tuple[Phase, ...] = (Phase(until_step=1000),)
+    sigma_sampling: Literal["logit_normal", "shifted", "uniform"] = "logit_normal"
+    sigma_mean: float = 0.0
+    sigma_std: float = 1.0
+    sigma_shift: float = 3.0
+    caption_dropout: float = 0.1  # share of items trained with the empty prompt (for CFG)
+    text_lr_scale: float = 1.0
+    adaln_zero: bool = True
+    encode_batch: int = 8
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+
+    def __post_init__(self):
+        if not self.phases:
+            raise ConfigError("base.phases needs at least one [[base.phases]] entry")
+        ends = [p.until_step for p in self.phases]
+        if ends != sorted(ends) or len(set(ends)) != len(ends):
+            raise ConfigError(f"base.phases until_step values must increase, got {ends}")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    folder: str = ""  # "" = <out>/model
+    name: str = "libragen-sprite"
+    steps: int = 20
+    shift: float = 3.0
+    solver: str = "euler"
+    cfg: str = "libragen"
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    vae: VAEStageConfig = field(default_factory=VAEStageConfig)
+    base: BaseStageConfig = field(default_factory=BaseStageConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)

@@ -1,0 +1,391 @@
+"""Pretrain the SpriteWorld foundation model: VAE, then text encoder + base text-to-video DiT.
+
+    python -m training.pretrain --config training/configs/spriteworld.toml            # all enabled stages
+    python -m training.pretrain --config ... --stages vae
+    python -m training.pretrain --config ... --stages base,export --set base.optim.steps=4000
+
+Each stage writes under <run.out>/<stage>/ (checkpoints/, metrics.jsonl, tb/, sheets) and resumes
+from its newest checkpoint when re-run. `export` writes the model folder (model.json + weights)
+in the layout of the embedded model (libragen_core/assets/libragen-sprite/).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from libragen_core.errors import LibraGenError
+
+from .common.config import load_config, to_dict
+from .common.data import (
+    EpochSampler,
+    LatentCache,
+    ProceduralClips,
+    file_digest,
+    frames_to_tensor,
+    tensor_to_frames,
+)
+from .common.init import adaln_zero_init
+from .common.loop import TrainLoop, make_accelerator, seed_everything, setup_torch
+from .common.losses import flow_matching_loss, sample_sigmas
+from .common.schema import BaseStageConfig, ChainConfig, VAEStageConfig
+from .common.validation import STRAIGHT_MOVES, motion_check, save_contact_sheet, summarize
+
+STAGES = ("vae", "base", "export")
+
+
+# ================================================================ VAE
+def build_vae(sc: VAEStageConfig):
+    from libragen_core.models.wan_vae import VAEConfig, WanVAE
+
+    return WanVAE(VAEConfig(dim=sc.dim, num_res_blocks=sc.num_res_blocks))
+
+
+def vae_forward(vae, x: torch.Tensor, latent_noise: float = 0.0, generator=None) -> torch.Tensor:
+    z = vae.config.z_dim
+    mu = vae.conv1(vae.encoder(x))[:, :z]
+    if latent_noise > 0:
+        noise = torch.randn(mu.shape, generator=generator).to(mu)
+        mu = mu + noise * latent_noise * mu.detach().std()
+    return vae.decoder(vae.conv2(mu))
+
+
+def image_grad_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    dx = lambda t: t[..., :, 1:] - t[..., :, :-1]  # noqa: E731
+    dy = lambda t: t[..., 1:, :] - t[..., :-1, :]  # noqa: E731
+    return (dx(a) - dx(b)).abs().mean() + (dy(a) - dy(b)).abs().mean()
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
+
+
+def vae_eval(vae, sc: VAEStageConfig, folder: Path, step: int) -> dict:
+    """PSNR of full clips (streamed encode/decode, as at inference) on held-out identities + a sheet."""
+    clips = ProceduralClips(dataclasses.replace(sc.data, seed=sc.data.seed + 1_000_003, split="heldout"))
+    vae.eval()
+    rows, scores = [], []
+    with torch.no_grad():
+        for i in range(sc.eval_clips):
+            c = clips[i]
+            rec = tensor_to_frames(vae.decode_raw(vae.encode_raw(frames_to_tensor(c.frames))))[0]
+            scores.append(psnr(c.frames, rec))
+            if i < 4:
+                rows.append((c.frames, f"original {i}"))
+                rows.append((rec, f"reconstruction {i}: PSNR {scores[-1]:.1f} dB"))
+    vae.train()
+    save_contact_sheet(folder / "samples" / f"recon-{step:08d}.png", rows)
+    return {"psnr": float(np.mean(scores)), "psnr_min": float(np.min(scores))}
+
+
+def measure_latent_stats(vae, sc: VAEStageConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    clips = ProceduralClips(sc.data)
+    lats = []
+    with torch.no_grad():
+        for i in range(sc.stats_clips):
+            lats.append(vae.encode_raw(frames_to_tensor(clips[10_000_000 + i].frames)))
+    x = torch.cat(lats).transpose(0, 1).flatten(1)
+    return x.mean(1), x.std(1).clamp_min(1e-3)
+
+
+def run_vae(cfg: ChainConfig) -> Path:
+    from libragen_core.models.vae_checkpoint import save_vae
+
+    sc = cfg.vae
+    folder = Path(cfg.run.out) / "vae"
+    final = folder / "vae.safetensors"
+    seed_everything(cfg.run.seed)
+    vae = build_vae(sc)
+    clips = ProceduralClips(sc.data)
+    loop = TrainLoop(folder, "vae", sc.optim, cfg.run, {"vae": vae}, ema_modules=())
+    loop.resume()
+    dev = loop.device
+    b = sc.optim.batch
+    t_len = sc.data.frames
+    h, w = sc.data.size
+
+    def step_fn(step: int, gen: torch.Generator):
+        # clip indices follow from the step alone, so the data order needs no state
+        frames = np.stack([clips[step * b + j].frames for j in range(b)])
+        x = frames_to_tensor(frames)
+        if sc.crop and sc.crop < min(h, w) or sc.crop_frames < t_len:
+            crop = sc.crop or min(h, w)
+            out = []
+            for j in range(b):
+                t0 = int(torch.randint(0, t_len - sc.crop_frames + 1, (1,), generator=gen))
+                y0 = int(torch.randint(0, h - crop + 1, (1,), generator=gen))
+                x0 = int(torch.randint(0, w - crop + 1, (1,), generator=gen))
+                out.append(x[j, :, t0:t0 + sc.crop_frames, y0:y0 + crop, x0:x0 + crop])
+            x = torch.stack(out)
+        x = x.to(dev)
+        y = vae_forward(loop.wrapped["vae"], x, 0.0, gen)
+        l1 = (y - x).abs().mean()
+        l2 = (y - x).pow(2).mean()
+        edge = image_grad_l1(y, x)
+        loss = sc.l1 * l1 + sc.l2 * l2 + sc.edge * edge
+        return loss, {"l1": l1.item(), "l2": l2.item(), "edge": edge.item()}
+
+    def validate(step: int) -> dict:
+        return vae_eval(loop.acc.unwrap_model(loop.wrapped["vae"]), sc, folder, step)
+
+    loop.run(step_fn, validate)
+    if loop.step < sc.optim.steps:
+        print(f"[vae] stopped at step {loop.step} of {sc.optim.steps} (max_minutes); re-run to continue")
+    if loop.acc.is_main_process:
+        vae_m = loop.acc.unwrap_model(loop.wrapped["vae"])
+        mean, std = measure_latent_stats(vae_m.eval(), sc)
+        vae_m.set_latent_stats(mean, std)
+        save_vae(vae_m, final)
+        (folder / "latent_stats.json").write_text(json.dumps({"mean": mean.tolist(), "std": std.tolist()}, indent=1))
+        print(f"[vae] wrote {final} (latent mean {mean.mean():.3f}, std range {std.min():.3f}..{std.max():.3f})")
+    return final
+
+
+# ================================================================ base T2V (text encoder + DiT)
+def build_text(bc: BaseStageConfig):
+    from libragen_core.models.text_small import SmallTextConfig, SmallTextEncoder, WordTokenizer
+    from libragen_core.spriteworld.captions import caption_vocabulary
+
+    tok = WordTokenizer(caption_vocabulary()["words"])
+    t = bc.text
+    return SmallTextEncoder(SmallTextConfig(vocab_size=tok.vocab_size, text_dim=t.text_dim, num_layers=t.num_layers,
+                                            num_heads=t.num_heads, max_length=t.max_length), tok)
+
+
+def build_dit(bc: BaseStageConfig, z_dim: int):
+    from libragen_core.models.wan_dit import WanDiT, WanDiTConfig
+
+    d = bc.dit
+    dit = WanDiT(WanDiTConfig(dim=d.dim, ffn_dim=d.ffn_dim, num_heads=d.num_heads, num_layers=d.num_layers,
+                              in_dim=z_dim, out_dim=z_dim, text_dim=bc.text.text_dim, patch_size=d.patch_size))
+    return adaln_zero_init(dit) if bc.adaln_zero else dit
+
+
+def text_features(text_module, tokenizer_owner, prompts: list[str], device) -> torch.Tensor:
+    """Like SmallTextEncoder.encode (zero-padded to max_length) but through a (possibly wrapped) module."""
+    ids, mask = tokenizer_owner.tokenize(prompts)
+    hidden = text_module(ids.to(device), mask.to(device))
+    out = hidden.new_zeros((ids.shape[0], tokenizer_owner.max_length, hidden.shape[-1]))
+    out[:, : hidden.shape[1]] = hidden
+    return out.float()
+
+
+def vae_path(cfg: ChainConfig) -> Path:
+    return Path(cfg.base.vae) if cfg.base.vae else Path(cfg.run.out) / "vae" / "vae.safetensors"
+
+
+def build_caches(cfg: ChainConfig, vae, folder: Path, progress: bool = True) -> list[LatentCache]:
+    bc = cfg.base
+    digest = file_digest(vae_path(cfg))
+    caches = []
+    for i, ph in enumerate(bc.phases):
+        src = ProceduralClips(ph.data)
+        cache = LatentCache(folder / "cache" / f"phase{i}-{ph.data.key()}")
+        caches.append(cache.build(src, ph.clips, lambda px: vae.encode(px, chunked=False), digest,
+                                  batch=bc.encode_batch, progress=progress))
+    return caches
+
+
+class PhasedSampler:
+    def __init__(self, caches: list[LatentCache], batch: int, seed: int):
+        self.samplers = [EpochSampler(len(c), batch, seed + 101 * i) for i, c in enumerate(caches)]
+
+    def state_dict(self) -> dict:
+        return {"phases": [s.state_dict() for s in self.samplers]}
+
+    def load_state_dict(self, sd: dict) -> None:
+        for s, d in zip(self.samplers, sd["phases"]):
+            s.load_state_dict(d)
+
+
+def motion_prompts(bc: BaseStageConfig):
+    """Fixed validation scenes: one subject moving straight, from the first phase's look distribution."""
+    base = bc.phases[0].data
+    moves = tuple(m for m in (base.motions or tuple(STRAIGHT_MOVES)) if m in STRAIGHT_MOVES) or tuple(STRAIGHT_MOVES)
+    src = ProceduralClips(dataclasses.replace(base, seed=bc.validation.seed, n_subjects=1, motions=moves,
+                                              user_prompt_fraction=0.0))
+    return [src[i] for i in range(bc.validation.prompts)]
+
+
+def sample_t2v(dit, text, vae, prompts: list[str], frames: int, size, vc, seed: int) -> np.ndarray:
+    """T2V samples (uint8 [B, T, H, W, 3]) with text-only CFG of weight vc.cfg."""
+    from libragen_core.sampling.guidance import CFGSchedule, Constant
+    from libragen_core.sampling.sampler import sample
+
+    dev = next(dit.parameters()).device
+    with torch.no_grad():
+        ctx = text.encode(prompts, device=dev)
+        neg = text.encode([""] * len(prompts), device=dev)
+    shape = (len(prompts), dit.config.in_dim, *vae.latent_shape(frames, *size))
+    g = CFGSchedule(Constant(vc.cfg), Constant(vc.cfg))
+    lat = sample(dit, shape, ctx, neg, steps=vc.steps, shift=vc.shift, solver=vc.solver, cfg=g, seed=seed)
+    with torch.no_grad():
+        return tensor_to_frames(vae.decode(lat))
+
+
+def base_validate(dit, text, vae, ema, bc: BaseStageConfig, scenes, folder: Path, step: int, logger=None) -> dict:
+    from libragen_core.spriteworld.identity import COLORS
+
+    ctxs = [ema["dit"].applied(dit), ema["text"].applied(text)] if ema else []
+    for c in ctxs:
+        c.__enter__()
+    try:
+        text.eval()
+        prompts = [c.caption for c in scenes]
+        frames = scenes[0].frames
+        gen = sample_t2v(dit, text, vae, prompts, frames.shape[0], frames.shape[1:3], bc.validation, bc.validation.seed)
+        text.train()
+    finally:
+        for c in reversed(ctxs):
+            c.__exit__(None, None, None)
+    results, rows = [], []
+    for c, g in zip(scenes, gen):
+        spec = c.scene.subjects[0]
+        r = motion_check(g, COLORS[spec.identity.color], spec.motion)
+        results.append(r)
+        if len(rows) < 12:
+            rows.append((c.frames, "real: " + c.caption.split("Video: ")[-1]))
+            rows.append((g, f"generated step {step}: colour {'ok' if r.color_ok else 'NO'}, "
+                            f"direction {'ok' if r.direction_ok else 'NO'} (moved {r.displacement[0]:+.1f},"
+                            f"{r.displacement[1]:+.1f} px)"))
+    img = save_contact_sheet(folder / "samples" / f"t2v-{step:08d}.png", rows)
+    if logger is not None:
+        logger.image(step, "samples", img)
+    return summarize(results)
+
+
+def run_base(cfg: ChainConfig) -> Path:
+    from libragen_core.models.loading import save_dit
+    from libragen_core.models.vae_checkpoint import load_vae
+
+    bc = cfg.base
+    folder = Path(cfg.run.out) / "base"
+    vp = vae_path(cfg)
+    if not vp.is_file():
+        raise LibraGenError(f"the base stage needs a trained VAE at {vp}; run the vae stage first or set base.vae")
+    acc = make_accelerator(cfg.run)
+    vae = load_vae(vp, device=acc.device)
+    t0 = time.perf_counter()
+    caches = build_caches(cfg, vae, folder, progress=acc.is_main_process)
+    print(f"[base] latent caches ready in {time.perf_counter() - t0:.0f}s: {[len(c) for c in caches]} clips")
+    seed_everything(cfg.run.seed + 1)
+    text = build_text(bc)
+    dit = build_dit(bc, vae.config.z_dim)
+    sampler = PhasedSampler(caches, bc.optim.batch, cfg.run.seed)
+    groups = [{"params": list(dit.parameters())},
+              {"params": list(text.parameters()), "lr_scale": bc.text_lr_scale}]
+    loop = TrainLoop(folder, "base", bc.optim, cfg.run, {"dit": dit, "text": text}, param_groups=groups,
+                     ema_modules=("dit", "text"), data_state=sampler, accelerator=acc)
+    loop.resume()
+    dev = loop.device
+    rank, world = loop.acc.process_index, loop.acc.num_processes
+    scenes = motion_prompts(bc) if loop.acc.is_main_process else []
+
+    def phase_of(step: int) -> int:
+        for i, ph in enumerate(bc.phases):
+            if step < ph.until_step:
+                return i
+        return len(bc.phases) - 1
+
+    def step_fn(step: int, gen: torch.Generator):
+        p = phase_of(step)
+        idx = sampler.samplers[p].next()
+        lat, caps = caches[p].batch(idx)
+        b = lat.shape[0]
+        drop = torch.rand(b, generator=gen) < bc.caption_dropout
+        sig = sample_sigmas(b, bc.sigma_sampling, mean=bc.sigma_mean, std=bc.sigma_std, shift=bc.sigma_shift,
+                            generator=gen)
+        noise = torch.randn(lat.shape, generator=gen)
+        caps = ["" if d else c for d, c in zip(drop.tolist(), caps)]
+        mine = slice(rank, None, world)  # every process draws the global batch, then keeps its share
+        ctx = text_features(loop.wrapped["text"], text, caps[mine], dev)
+        loss = flow_matching_loss(loop.wrapped["dit"], lat[mine].to(dev), ctx, sig[mine].to(dev), noise[mine].to(dev))
+        return loss, {"phase": p}
+
+    def validate(step: int) -> dict:
+        return base_validate(dit, text, vae, loop.ema, bc, scenes, folder, step, loop.log)
+
+    for ph in bc.phases:
+        if loop.step < ph.until_step:
+            loop.run(step_fn, validate, until=ph.until_step)
+            if loop.step < min(ph.until_step, bc.optim.steps):
+                break  # max_minutes
+    if loop.acc.is_main_process:
+        ema = loop.ema
+        dit_out, text_out = folder / "dit.safetensors", folder / "text.safetensors"
+        if ema:
+            with ema["dit"].applied(dit), ema["text"].applied(text):
+                save_dit(dit, dit_out)
+                text.save(text_out)
+        else:
+            save_dit(dit, dit_out)
+            text.save(text_out)
+        print(f"[base] wrote {dit_out} and {text_out} (step {loop.step}{', EMA weights' if ema else ''})")
+    return folder
+
+
+# ================================================================ export
+def run_export(cfg: ChainConfig) -> Path:
+    from libragen_core.models.bundle import CARD_FILE, GenerationDefaults, ModelCard, load_model_folder
+    from libragen_core.models.text_small import vocab_path_for
+
+    ex = cfg.export
+    out = Path(ex.folder) if ex.folder else Path(cfg.run.out) / "model"
+    base = Path(cfg.run.out) / "base"
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(vae_path(cfg), out / "vae.safetensors")
+    shutil.copyfile(base / "dit.safetensors", out / "dit.safetensors")
+    shutil.copyfile(base / "text.safetensors", out / "text.safetensors")
+    shutil.copyfile(vocab_path_for(base / "text.safetensors"), out / "text.vocab.json")
+    d = cfg.base.phases[0].data
+    card = ModelCard(name=ex.name, dit="dit.safetensors", vae="vae.safetensors", text_encoder="text.safetensors",
+                     tokenizer="text.vocab.json", trained=True,
+                     defaults=GenerationDefaults(frames=d.frames, height=d.size[0], width=d.size[1], steps=ex.steps,
+                                                 shift=ex.shift, solver=ex.solver, cfg=ex.cfg, fps=8.0),
+                     notes=f"SpriteWorld base T2V model, pretrained by training/pretrain.py ({cfg.run.out})")
+    from libragen_core.io.atomic import atomic_path
+
+    with atomic_path(out / CARD_FILE) as tmp:
+        tmp.write_text(card.to_json(), encoding="utf-8")
+    load_model_folder(out)  # the folder must load the way the embedded model does
+    size = sum(p.stat().st_size for p in out.iterdir()) / 2**20
+    print(f"[export] wrote {out} ({size:.1f} MiB)")
+    return out
+
+
+# ================================================================ CLI
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.pretrain", description=__doc__.split("\n")[0])
+    p.add_argument("--config", required=True, help="training/configs/<name>.toml")
+    p.add_argument("--stages", default="", help=f"comma list of {', '.join(STAGES)} (default: the enabled ones + export)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set base.optim.steps=200 (repeatable)")
+    args = p.parse_args(argv)
+    try:
+        cfg = load_config(ChainConfig, args.config, args.set)
+        stages = [s.strip() for s in args.stages.split(",") if s.strip()] or (
+            [s for s in ("vae", "base") if getattr(cfg, s).enabled] + ["export"])
+        unknown = [s for s in stages if s not in STAGES]
+        if unknown:
+            raise LibraGenError(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
+        setup_torch(cfg.run)
+        Path(cfg.run.out).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.run.out) / "pretrain-config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+        for s in stages:
+            {"vae": run_vae, "base": run_base, "export": run_export}[s](cfg)
+    except LibraGenError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
