@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import ConfigError, InputError
 from ..spriteworld.identity import COLORS, Identity
 from ..spriteworld.render import render_identity
-from ..spriteworld.scene import Scene, frame_times
+from ..spriteworld.scene import Scene, frame_times, world_tracks
 
 # Colour tolerances (0-255 RGB distance): _SIGMA_COLOR for "this pixel has the identity's colour",
 # _SIGMA_POSE for the template fit. Rendered sprites use saturated colours at least ~60 apart.
@@ -166,7 +166,10 @@ def color_map(frames_f: np.ndarray, identity: Identity, gains: np.ndarray) -> np
     for c in pal:
         d2 = np.sum((frames_f - gains[:, None, None, None].astype(np.float32) * c) ** 2, axis=-1)
         np.maximum(out, np.exp(-d2 / (2 * _SIGMA_COLOR**2)), out=out)
-    return out
+    # A dark identity on a dark background (black on night blue) gives the whole background a
+    # weak response; the median pixel is background, so measure colour above that floor.
+    floor = np.median(out.reshape(len(out), -1), axis=1)[:, None, None]
+    return np.clip((out - floor) / np.maximum(1.0 - floor, 1e-3), 0.0, 1.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -195,18 +198,20 @@ def _blob_kernels(shape: str, d: float, angle: float) -> tuple[np.ndarray, np.nd
 
 
 def diameter_grid(short: int, lo: float = 0.1, hi: float = 0.85) -> np.ndarray:
+    """Proposal diameters in px, 1.12 apart, from lo to hi short sides."""
     n = int(np.floor(np.log(hi / lo) / np.log(1.12))) + 1
-    return short * lo * 1.12 ** np.arange(n)
+    return short * lo * 1.12 ** np.arange(max(n, 1))
 
 
-def proposals(cmap: np.ndarray, short: int, shape: str = "circle", k: int = 3) -> list[list[tuple[float, float, float]]]:
+def proposals(cmap: np.ndarray, short: int, shape: str = "circle", k: int = 3,
+              scale_range: tuple[float, float] = (0.1, 0.85)) -> list[list[tuple[float, float, float]]]:
     """Per frame, up to k (x, y, diameter) blobs of identity colour shaped like the subject, best first.
 
     Score = mean colour map inside the silhouette - mean in a band around it, over a grid of
     diameters and 12 angles; all frames are filtered at once, stacked with zero gaps.
     """
     cv2 = _cv2()
-    diam = diameter_grid(short)
+    diam = diameter_grid(short, *scale_range)
     T, H, W = cmap.shape
     gap = int(np.ceil(0.85 * short * 0.8)) + 4
     tall = np.zeros((T * (H + gap), W), np.float32)
@@ -298,7 +303,8 @@ def _centroid_offset(shape: str) -> float:
     return float(np.hypot(xx.mean() + 0.5 - 32, yy.mean() + 0.5 - 32) / 64)
 
 
-def _search(fr: _Frame, identity: Identity, x: float, y: float, d0: float, gain_range, short: int):
+def _search(fr: _Frame, identity: Identity, x: float, y: float, d0: float, gain_range, short: int,
+            d_range: tuple[float, float] = (0.0, np.inf)):
     """Pose search around one proposal: integer shifts, 7 diameters, all ANGLES at once.
 
     Returns (best similarity per angle [A], pose per angle [(x, y, d)]).
@@ -309,7 +315,7 @@ def _search(fr: _Frame, identity: Identity, x: float, y: float, d0: float, gain_
     by_step: dict[int, float] = {}
 
     def run(k: int) -> None:
-        d = _quantise_diameter(d0 * _SCALE_STEP**k, short)
+        d = _quantise_diameter(float(np.clip(d0 * _SCALE_STEP**k, *d_range)), short)
         if k in by_step or d in by_step.values():
             return
         by_step[k] = d
@@ -512,8 +518,14 @@ def _polish(frame_f, cmap, identity, pose, gain_range):
 # public
 
 
-def track_subject(frames, identity: Identity, light: np.ndarray | None = None, n_proposals: int = 3) -> Track:
-    """Pose and identity match of one subject in every frame. light: expected gain per frame."""
+def track_subject(frames, identity: Identity, light: np.ndarray | None = None, n_proposals: int = 3,
+                  scale_range: tuple[float, float] = (0.1, 0.85)) -> Track:
+    """Pose and identity match of one subject in every frame.
+
+    light: expected brightness factor per frame; scale_range: diameters searched, in short sides
+    (a prompt names the size class, so track_scene searches 0.6x..1.6x the sizes the scene asks for;
+    that keeps a fragment of a look-alike from passing for a hidden subject).
+    """
     frames = check_frames(frames)
     T, H, W, _ = frames.shape
     short = min(H, W)
@@ -522,7 +534,9 @@ def track_subject(frames, identity: Identity, light: np.ndarray | None = None, n
         raise InputError(f"light must hold one factor per frame ({T}); got shape {light.shape}")
     frames_f = frames.astype(np.float32)
     cmap = color_map(frames_f, identity, light)
-    props = proposals(cmap, short, identity.shape, n_proposals)
+    lo, hi = float(scale_range[0]), float(max(scale_range[1], scale_range[0] * 1.13))
+    props = proposals(cmap, short, identity.shape, n_proposals, (lo, hi))
+    d_range = (lo * short, hi * short)
     pad = int(np.ceil(0.85 * short * 1.1)) + 16
     observable = angle_observable(identity)
     cands: list[list[tuple[float, np.ndarray, list]]] = []
@@ -531,7 +545,7 @@ def track_subject(frames, identity: Identity, light: np.ndarray | None = None, n
         fr = _Frame(frames_f[t], cmap[t], pad)
         found = []
         for x, y, d0 in props[t]:
-            prof, where = _search(fr, identity, x, y, d0, gr, short)
+            prof, where = _search(fr, identity, x, y, d0, gr, short, d_range)
             # size-aware evidence ranks the proposals, at the few best angles of each
             ev = -np.inf
             for j in np.argsort(-prof)[:3]:
@@ -574,5 +588,7 @@ def track_scene(frames, scene: Scene) -> list[Track]:
     """Track every subject of the scene the video was asked to show (same order as scene.subjects)."""
     frames = check_frames(frames)
     light = expected_light(scene, frames.shape[0])
+    _, scales, _ = world_tracks(scene)
     with single_thread_blas():
-        return [track_subject(frames, s.identity, light) for s in scene.subjects]
+        return [track_subject(frames, s.identity, light, scale_range=(0.6 * float(scales[k].min()), 1.6 * float(scales[k].max())))
+                for k, s in enumerate(scene.subjects)]
