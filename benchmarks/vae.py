@@ -10,9 +10,14 @@ Random weights in the released layout (dim 96 unless --dim) are written once to 
 file; every measurement is one encode or decode in a FRESH child process that loads that file,
 so allocator caches never carry over and each side's peak memory is its own. Children run in
 alternating order (ours first, then theirs first) to spread out any load from other processes.
-Peak memory: on CUDA the allocator's peak during the call minus what was allocated before it;
-on CPU the rise of the process's peak RSS (VmHWM, reset through /proc/self/clear_refs just
-before the call) over the RSS before it. The outputs of both sides are compared too.
+Time: on CUDA wall time after a warm-up call; on CPU the process's CPU time (one thread by
+default), which measures the work done and, unlike wall time, hardly moves when other processes
+share the cores (wall time is reported too). Peak memory: on CUDA the allocator's peak during the
+call minus what was allocated before it; on CPU the rise of the process's peak RSS (VmHWM, reset
+through /proc/self/clear_refs just before the call) over the RSS before it, with glibc told to
+map every allocation over 64 KiB separately (MALLOC_MMAP_THRESHOLD_), so freed memory goes back
+to the system and one side's loading history (ComfyUI copies the weights, we assign them) cannot
+hide or inflate the other's peak. The outputs of both sides are compared too.
 """
 from __future__ import annotations
 
@@ -62,7 +67,8 @@ def child(args) -> None:
     cfg = json.loads(args.child)
     dtype = getattr(torch, DTYPES[cfg["dtype"]])
     device = torch.device(cfg["device"])
-    torch.set_num_threads(cfg["threads"]) if cfg["threads"] else None
+    if cfg["threads"]:
+        torch.set_num_threads(cfg["threads"])
     sd = load_file(cfg["weights"])
     if cfg["impl"] == "ours":
         sys.path.insert(0, str(REPO))
@@ -97,19 +103,21 @@ def child(args) -> None:
             with open("/proc/self/clear_refs", "w") as fh:
                 fh.write("5")  # reset VmHWM to the current RSS
             before = _rss_kb("VmRSS") * 1024
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = fn(inp)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        seconds = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        seconds = wall if device.type == "cuda" else cpu
         peak = (torch.cuda.max_memory_allocated() if device.type == "cuda" else _rss_kb("VmHWM") * 1024) - before
     save_file({"out": out.float().cpu().contiguous()}, cfg["out"])
-    print(json.dumps({"seconds": seconds, "peak_bytes": peak, "shape": list(out.shape)}))
+    print(json.dumps({"seconds": seconds, "wall": wall, "peak_bytes": peak, "shape": list(out.shape)}))
 
 
 def _run_child(cfg: dict) -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("COMFYUI_DIR"), str(REPO),
-                                                                      os.environ.get("PYTHONPATH")])))
+                                                                      os.environ.get("PYTHONPATH")])),
+               MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
     res = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(cfg)], capture_output=True, text=True,
                          env=env, cwd=os.environ.get("COMFYUI_DIR") or None)
     if res.returncode != 0:
@@ -126,7 +134,7 @@ def main() -> None:
     p.add_argument("--frames", default="17,33,65")
     p.add_argument("--ops", default="encode,decode")
     p.add_argument("--repeats", type=int, default=1, help="measurements per side (medians are reported)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads in each child (0: torch default)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads in each child (0: torch default)")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -169,6 +177,7 @@ def main() -> None:
                 row = {"op": op, "frames": f, "size": f"{h}x{w}", "max_abs_diff": diff}
                 for impl, rs in runs.items():
                     row[f"{impl}_s"] = statistics.median(x["seconds"] for x in rs)
+                    row[f"{impl}_wall_s"] = statistics.median(x["wall"] for x in rs)
                     row[f"{impl}_peak_mb"] = statistics.median(x["peak_bytes"] for x in rs) / 2**20
                 row["time_ratio"] = row["ours_s"] / row["comfy_s"]
                 row["mem_ratio"] = row["ours_peak_mb"] / max(row["comfy_peak_mb"], 1e-9)
@@ -177,8 +186,10 @@ def main() -> None:
                       f"comfy {row['comfy_s']:7.2f} s {row['comfy_peak_mb']:8.1f} MB | time x{row['time_ratio']:.2f} "
                       f"mem x{row['mem_ratio']:.2f} | max diff {diff:.2g}", flush=True)
     print()
-    print(f"| op | frames | size | ours s | ComfyUI s | time ratio | ours peak MB | ComfyUI peak MB | "
-          f"mem ratio | max abs diff |  ({args.device}, {args.dtype}, dim {args.dim})")
+    kind = "CPU s" if args.device == "cpu" else "s"
+    print(f"{args.device}, {args.dtype}, dim {args.dim}, threads {args.threads or 'default'}")
+    print(f"| op | frames | size | ours {kind} | ComfyUI {kind} | time ratio | ours peak MB | ComfyUI peak MB | "
+          f"mem ratio | max abs diff |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['op']} | {r['frames']} | {r['size']} | {r['ours_s']:.2f} | {r['comfy_s']:.2f} | "

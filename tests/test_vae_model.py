@@ -3,7 +3,13 @@ import pytest
 import torch
 
 from libragen_core.errors import ConfigError, InputError
-from libragen_core.models.wan_vae import WAN21_LATENTS_MEAN, WAN21_LATENTS_STD, VAEConfig, WanVAE
+from libragen_core.models.wan_vae import (
+    WAN21_LATENTS_MEAN,
+    WAN21_LATENTS_STD,
+    StreamState,
+    VAEConfig,
+    WanVAE,
+)
 
 
 def random_vae(dim: int = 8, seed: int = 0) -> WanVAE:
@@ -77,6 +83,24 @@ def test_streamed_equals_whole_sequence(vae):
     assert (y - y_whole).abs().max() < 1e-5
     assert [p.shape[2] for p in pieces] == [1, 4, 4, 4, 4]
     torch.testing.assert_close(torch.cat(pieces, 2), y, atol=0, rtol=0)
+
+
+def test_stream_cache_does_not_grow_with_frames(vae):
+    # what a stream keeps between chunks is a fixed number of frames per causal conv
+    x = video(21, size=16)
+    z = torch.randn(1, 16, 6, 2, 2)
+    enc, dec = StreamState(), StreamState()
+    enc_sizes, dec_sizes = [], []
+    with torch.no_grad():
+        vae.encoder(x[:, :, :1], enc)
+        for s in range(1, 21, 4):
+            vae.encoder(x[:, :, s:s + 4], enc)
+            enc_sizes.append(enc.nbytes())
+        for i in range(6):
+            vae.decoder(vae.conv2(z[:, :, i:i + 1]), dec)
+            dec_sizes.append(dec.nbytes())
+    assert len(set(enc_sizes[1:])) == 1 and enc_sizes[-1] > 0
+    assert len(set(dec_sizes[2:])) == 1 and dec_sizes[-1] > 0
 
 
 def test_encoder_is_causal(vae):

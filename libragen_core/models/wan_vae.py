@@ -114,6 +114,10 @@ class StreamState:
     def put(self, module: nn.Module, value) -> None:
         self._store[module] = value
 
+    def nbytes(self) -> int:
+        """Bytes held by the cached frames (constant once a stream is running)."""
+        return sum(v.numel() * v.element_size() for v in self._store.values() if isinstance(v, torch.Tensor))
+
     def seen(self, module: nn.Module) -> bool:
         """True from the second call on for `module` (marks it as seen)."""
         if module in self._store:
@@ -146,7 +150,20 @@ class CausalConv3d(nn.Conv3d):
             missing = self.context - (x.shape[2] - n)
             if missing:
                 x = F.pad(x, (0, 0, 0, 0, missing, 0))
+        if _use_onednn(x):
+            return torch.mkldnn_convolution(x.contiguous(), self.weight, self.bias, self.padding, self.stride,
+                                            self.dilation, self.groups)
         return super().forward(x)
+
+
+def _use_onednn(x: torch.Tensor) -> bool:
+    # On CPU, PyTorch sends small-batch 3D convs (N*C*T*H <= 20480: every first-frame chunk and
+    # the deep levels) to its im2col fallback, which is about 2x slower than oneDNN and allocates
+    # a C*27 x T*H*W column buffer, the largest single allocation of a streamed step. oneDNN
+    # computes the same convolution (differences ~1e-6 relative). Inference only: training keeps
+    # the default dispatch and its autograd formulas.
+    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) and not torch.is_grad_enabled()
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
 
 
 def _inplace() -> bool:
@@ -434,12 +451,14 @@ class WanVAE(nn.Module):
         return self.conv2.weight
 
     def _encode_mu(self, x: torch.Tensor, chunked: bool) -> torch.Tensor:
-        z = self.config.z_dim
+        z, p = self.config.z_dim, self._param()
         if not chunked:
-            return self.conv1(self.encoder(x))[:, :z]
+            return self.conv1(self.encoder(x.to(device=p.device, dtype=p.dtype)))[:, :z]
         state, t = StreamState(), self.config.time_factor
         bounds = [(0, 1)] + [(s, s + t) for s in range(1, x.shape[2], t)]
-        out = [self.conv1(self.encoder(x[:, :, a:b], state))[:, :z] for a, b in bounds]
+        # chunks move to the model's device one at a time: a long video can stay in CPU memory
+        out = [self.conv1(self.encoder(x[:, :, a:b].to(device=p.device, dtype=p.dtype), state))[:, :z]
+               for a, b in bounds]
         return torch.cat(out, dim=2)
 
     def encode_raw(self, x: torch.Tensor, *, chunked: bool = True, tile: int | None = None,
@@ -451,7 +470,6 @@ class WanVAE(nn.Module):
         pixels (multiples of 8), blended linearly in latent space.
         """
         self.check_video(x)
-        x = x.to(device=self._param().device, dtype=self._param().dtype)
         if tile is None:
             return self._encode_mu(x, chunked)
         from .vae_tiling import tiled_encode
