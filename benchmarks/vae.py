@@ -69,7 +69,9 @@ def child(args) -> None:
     device = torch.device(cfg["device"])
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
-    sd = load_file(cfg["weights"])
+    # cloned: safetensors may hand back file-backed pages that would only count as RSS when the
+    # measured call first touches them; both sides start with resident weights
+    sd = {k: v.clone() for k, v in load_file(cfg["weights"]).items()}
     if cfg["impl"] == "ours":
         sys.path.insert(0, str(REPO))
         from libragen_core.models.wan_vae import VAEConfig, WanVAE
