@@ -191,6 +191,19 @@ def test_bad_latents(vae):
         vae.decode(torch.zeros(16, 2, 4, 4))
 
 
+def test_bf16_close_to_fp32(vae):
+    import copy
+
+    half = copy.deepcopy(vae).to(torch.bfloat16)
+    x = video(5, size=16)
+    with torch.no_grad():
+        ref, low = vae.encode_raw(x), half.encode_raw(x)
+        y_ref, y_low = vae.decode_raw(ref, clamp=False), half.decode_raw(ref, clamp=False)
+    assert low.dtype == torch.bfloat16 and y_low.dtype == torch.bfloat16
+    assert (low.float() - ref).abs().max() < 0.05 * ref.abs().max()
+    assert (y_low.float() - y_ref).abs().max() < 0.05 * y_ref.abs().max()
+
+
 def test_gradients_flow_through_whole_sequence_path():
     v = random_vae(dim=4)
     x = video(5, size=16)

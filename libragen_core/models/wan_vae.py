@@ -162,7 +162,8 @@ def _use_onednn(x: torch.Tensor) -> bool:
     # a C*27 x T*H*W column buffer, the largest single allocation of a streamed step. oneDNN
     # computes the same convolution (differences ~1e-6 relative). Inference only: training keeps
     # the default dispatch and its autograd formulas.
-    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) and not torch.is_grad_enabled()
+    # float32 only: oneDNN's bf16 path needs CPU features PyTorch checks for separately
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
             and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
 
 
@@ -294,7 +295,7 @@ class Resample(nn.Module):
         if state is not None:
             state.put(self, seq[:, :, -1:].clone())
         if seq.shape[2] % 2 == 0:
-            raise InputError(
+            raise RuntimeError(
                 f"internal chunking error: temporal downsampling got {seq.shape[2]} frames with context; "
                 "stream chunks after the first frame must have an even length"
             )
