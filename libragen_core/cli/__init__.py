@@ -8,7 +8,7 @@ import sys
 from ..errors import LibraGenError
 
 # module name -> registered by its add_parser(); listed here so `libragen --help` shows all of them
-SUBCOMMANDS = ["generate", "inspect", "batch", "lora", "spriteworld", "rewrite", "curate"]
+SUBCOMMANDS = ["generate", "inspect", "batch", "lora", "spriteworld", "rewrite", "curate", "eval"]
 
 
 def build_parser() -> argparse.ArgumentParser:
