@@ -40,6 +40,7 @@ THRESHOLDS: dict[str, float] = {
     "too_small": 0.17,  # biggest subject's diameter / short side
     "leaves_frame": 0.5,  # fraction of a subject lost at the frame edge
     "caption": 1.0,  # claims of the caption that the frames contradict
+    "caption_appearance": 43.5,  # median colour difference of the best match of a described subject
 }
 
 
