@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 
 MODELS = ("embedded", "gt", "copy-paste")
 
@@ -28,6 +28,7 @@ def add_parser(sub) -> None:
     p.add_argument("--size", type=int, default=64, help="video height and width in pixels (default 64)")
     p.add_argument("--frames", type=int, default=17, help="frames per video, 4k+1 (default 17)")
     p.add_argument("--device", default="cpu", help="torch device for --model embedded (default cpu)")
+    p.add_argument("--cases", type=int, default=None, help="score only the first N cases (a quick check)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -50,6 +51,10 @@ def run(args) -> int:
     from ..eval.suite import build_suite
 
     cases = build_suite(args.suite, size=(args.size, args.size), n_frames=args.frames)
+    if args.cases is not None:
+        if args.cases < 1:
+            raise InputError(f"--cases must be at least 1; got {args.cases}")
+        cases = cases[: args.cases]
     if args.model == "gt":
         gen = GroundTruthGenerator(cases)
     elif args.model == "copy-paste":

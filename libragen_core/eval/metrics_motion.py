@@ -2,8 +2,8 @@
 
 Every motion class of SpriteWorld is a small parametric model of the trajectory (centre, log
 diameter, angle over normalised time t in [0, 1]), fitted to the track by weighted least squares
-with the class's minimum amplitude enforced (a "move left" must move at least 0.12 short sides,
-a "grow" must grow at least 1.3x, a "spin" must turn at least 180 degrees), so doing nothing never
+with the class's minimum amplitude enforced (a "move left" must move at least 0.18 short sides,
+a "grow" must grow at least 1.4x, a "spin" must turn at least 180 degrees), so doing nothing never
 fits a motion. Channels a class does not move must stay constant. The misfit is
 
     R = mean_w |P - P_hat|^2 / s_p^2 + mean_w (L - L_hat)^2 / s_l^2 + mean_w (A - A_hat)^2 / s_a^2
@@ -11,7 +11,7 @@ fits a motion. Channels a class does not move must stay constant. The misfit is
 (positions P in short-side units in WORLD coordinates: the scene's known camera pan is added
 back, so a pan is not mistaken for subject motion; L = log diameter; A = angle in degrees, left
 out when the sprite looks the same at every angle; weights = the tracker's per-frame identity
-match, so frames where the subject was not found count little), with s_p = 0.03, s_l = 0.08,
+match, so frames where the subject was not found count little), with s_p = 0.025, s_l = 0.06,
 s_a = 20 deg, and each frame's term capped at 16 (a frame where the subject was lost costs at
 most that much). The per-subject alignment score is exp(-R_true / 2) for the class the scene asks
 for, in 0..1 (1 = the track is that motion, within tracking noise). The classifier view picks the
@@ -28,14 +28,14 @@ from ..spriteworld.motions import DIRECTIONS, INTERACTIONS, MOTIONS, SINGLE_MOTI
 from ..spriteworld.scene import Scene, camera_offsets
 from .tracking import Track
 
-SIGMA_POS = 0.03
-SIGMA_LOGSCALE = 0.08
+SIGMA_POS = 0.025
+SIGMA_LOGSCALE = 0.06
 SIGMA_ANGLE = 20.0
-MIN_MOVE = 0.12
+MIN_MOVE = 0.18
 MIN_RADIUS = 0.07
-MIN_HOP = 0.08
+MIN_HOP = 0.15
 MIN_ZIG = 0.05
-MIN_LOG_GROWTH = float(np.log(1.3))
+MIN_LOG_GROWTH = float(np.log(1.4))
 MIN_TURN = 180.0
 RESIDUAL_CAP = 16.0
 
