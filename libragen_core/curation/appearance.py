@@ -150,3 +150,4 @@ def scale_evidence(clip: Clip, identity: Identity, jitter: float, factor: float 
                 best = min(best, d)
         out[name] = best
     return out
+

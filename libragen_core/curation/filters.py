@@ -37,8 +37,8 @@ THRESHOLDS: dict[str, float] = {
     "noise": 7.0,  # least median change between consecutive frames (levels)
     "blur": 0.16,  # high-frequency / mid-frequency energy
     "text_overlay": 50.0,  # static thin achromatic high-contrast pixels in the densest band
-    "too_small": 0.17,  # biggest subject's diameter / short side
-    "leaves_frame": 0.5,  # fraction of a subject lost at the frame edge
+    "too_small": 0.155,  # biggest subject's diameter / short side (upper quartile over frames)
+    "leaves_frame": 0.45,  # fraction of a subject lost at the frame edge (with the template track lost there)
     "caption": 1.0,  # claims of the caption that the frames contradict
     "caption_appearance": 43.5,  # median colour difference of the best match of a described subject
 }

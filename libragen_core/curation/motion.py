@@ -17,11 +17,15 @@ from .filters import FilterResult
 STILL_PIXELS = 2  # a frame pair is still when at most this many pixels change visibly
 
 
+STILL_BRIGHTNESS = 0.3  # and the mean brightness changes less than this (a light change moves it ~1-3 levels)
+
+
 def still_tail(clip: Clip) -> int:
     """How many frame pairs at the end of the clip are still."""
+    brightness = np.abs(np.diff(clip.gray.mean(axis=(1, 2))))
     n = 0
-    for changed in clip.changed_pixels[::-1]:
-        if changed > STILL_PIXELS:
+    for changed, light in zip(clip.changed_pixels[::-1], brightness[::-1]):
+        if changed > STILL_PIXELS or light >= STILL_BRIGHTNESS:
             break
         n += 1
     return n

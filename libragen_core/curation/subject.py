@@ -44,7 +44,8 @@ def static_extent(clip: Clip, level: float = 50.0) -> float:
 def subject_size(clip: Clip, min_moving_px: float = 3.0) -> tuple[float, str]:
     """(typical diameter of the biggest subject as a fraction of the short side, how it was measured)."""
     ext = moving_extent(clip)
-    moving = float(np.median(ext))
+    # the upper quartile: a shrinking or spinning sprite shows its full size only in some frames
+    moving = float(np.percentile(ext, 75))
     if clip.foreground.sum(axis=(1, 2)).mean() >= min_moving_px and moving > 0:
         return moving / clip.short, "moving"
     return max(moving, static_extent(clip)) / clip.short, "static"
@@ -149,9 +150,56 @@ def color_leaving(clip: Clip) -> float:
 
 
 def check_leaves_frame(clip: Clip, th: dict) -> FilterResult:
-    by_color = color_leaving(clip)
-    by_blobs = leaving_score(clip)
-    score = by_color if by_color > 0 else by_blobs
-    bad = score >= th["leaves_frame"]
-    reason = f"subject leaves the frame: {score:.0%} of it is lost at the edge" if bad else ""
-    return FilterResult("leaves_frame", not bad, score, th["leaves_frame"], reason)
+    """Two independent signs must agree: a described subject followed by its look is lost at the
+    edge (template_leaving), and a subject's pixels shrink against the edge (colour or blobs)."""
+    followed, who = template_leaving(clip, th["caption_appearance"])
+    shrink = max(color_leaving(clip), leaving_score(clip)) if followed else 0.0
+    bad = shrink >= th["leaves_frame"]
+    reason = f"subject leaves the frame: {who} is lost at the edge with {shrink:.0%} of it gone" if bad else ""
+    return FilterResult("leaves_frame", not bad, shrink, th["leaves_frame"], reason)
+
+
+def template_leaving(clip: Clip, max_distance: float = 43.5) -> tuple[float, str]:
+    """(1.0 when a described subject is followed to the frame edge and then lost, else 0.0; which one).
+
+    The subject is found by its rendered look (appearance.py) and followed frame by frame; a
+    template only matches where it fits wholly inside the frame, so a subject that is cut by
+    the edge is lost there, while one that merely touches the edge is still found.
+    """
+    from ..errors import LibraGenError
+    from ..spriteworld.captions import parse_caption
+    from ..spriteworld.identity import SIZES
+    from .appearance import best_jitter, identity_from_description, template_track
+
+    try:
+        refs = parse_caption(clip.caption).refs
+        looks = [identity_from_description(d) for _, d in sorted(refs.items())]
+    except LibraGenError:
+        return 0.0, ""
+    facts_motions = _claimed_motions(clip.caption)
+    H, W = clip.frames.shape[1:3]
+    for k, look in enumerate(looks):
+        if facts_motions.get(k) in ("grow", "shrink", "spin_cw", "spin_ccw"):
+            continue  # its look changes, so losing the template says nothing
+        dist, jitter, where = best_jitter(clip, look)
+        if dist > max_distance:
+            continue
+        diameter = SIZES[look.size] * jitter * clip.short
+        track = template_track(clip, look, jitter, where, (0.12 + 0.1 * SIZES[look.size]) * clip.short, max_distance)
+        seen = ~np.isnan(track[:, 0])
+        if seen[:3].sum() < 2 or seen[-2:].any():
+            continue
+        x, y = track[np.nonzero(seen)[0][-1]]
+        if min(x, y, W - x, H - y) <= 0.75 * diameter:
+            return 1.0, look.name
+    return 0.0, ""
+
+
+def _claimed_motions(caption: str) -> dict:
+    from ..errors import LibraGenError
+    from ..spriteworld.captions import caption_facts
+
+    try:
+        return caption_facts(caption)["motions"]
+    except LibraGenError:
+        return {}
