@@ -15,50 +15,18 @@ plus the false-reject rate on clean clips, clips per second and peak RSS.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from libragen_core.curation.filters import FILTER_KIND
+from libragen_core.curation.evaluate import load_run, score_run
 from libragen_core.curation.pipeline import curate_dataset
 from libragen_core.spriteworld.dataset import DEFECT_KINDS, write_dataset
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "curation.md"
 BEGIN, END = "<!-- curation-eval:begin -->", "<!-- curation-eval:end -->"
-
-
-def score(out_dir: Path) -> dict:
-    rows = []
-    for name in ("accepted.jsonl", "rejected.jsonl"):
-        with open(out_dir / name, encoding="utf-8") as f:
-            rows += [json.loads(line) for line in f if line.strip()]
-    kind_filter = {k: f for f, k in FILTER_KIND.items()}
-    table = {}
-    for kind in DEFECT_KINDS:
-        own = kind_filter[kind]
-        have = [r for r in rows if r["defect"]["kind"] == kind]
-        flagged = [r for r in rows if r["curation"].get("rejected_by") == own]
-        own_fail = [r for r in have if _fails(r, own)]
-        table[kind] = {
-            "n": len(have),
-            "recall_own": len(own_fail) / max(1, len(have)),
-            "recall_any": sum(r["curation"].get("rejected_by") is not None for r in have) / max(1, len(have)),
-            "precision": sum(r["defect"]["kind"] == kind for r in flagged) / max(1, len(flagged)),
-            "flagged": len(flagged),
-        }
-    clean = [r for r in rows if r["defect"]["kind"] == "none"]
-    false_rejects = [r for r in clean if r["curation"].get("rejected_by")]
-    return {"kinds": table, "n_clean": len(clean), "clean_false_reject": len(false_rejects) / max(1, len(clean)),
-            "clean_rejected_by": sorted(r["curation"]["rejected_by"] for r in false_rejects)}
-
-
-def _fails(rec: dict, filt: str) -> bool:
-    if rec["curation"].get("rejected_by") == filt:
-        return True
-    return any(reason.startswith(filt + ":") for reason in rec["curation"].get("reasons", []))
 
 
 def markdown(result: dict, seed: int, n: int, secs: float, rss_mb: float) -> str:
@@ -94,7 +62,7 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         curate_dataset(data, out, workers=args.workers, progress=False)
         secs = time.perf_counter() - start
-        result = score(out)
+        result = score_run(load_run(out))
     rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
     text = markdown(result, args.seed, n, secs, rss)
     print(text)

@@ -1,0 +1,36 @@
+"""The curation targets on a small fresh-seed set: recall >= 0.95 and precision >= 0.90 per defect.
+
+Seed 909 was used for nothing else (thresholds were calibrated on seed 101). Four clips per kind
+(36 in all) keep this to seconds; benchmarks/curation_eval.py measures 50 per kind.
+"""
+from __future__ import annotations
+
+import pytest
+
+from libragen_core.curation.evaluate import load_run, score_run
+from libragen_core.curation.pipeline import curate_dataset
+from libragen_core.spriteworld.dataset import write_dataset
+from libragen_core.spriteworld.defects import DEFECT_KINDS
+
+SEED = 909
+PER_KIND = 4
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    root = tmp_path_factory.mktemp("curation-accuracy")
+    write_dataset(root / "data", "defects", PER_KIND * (len(DEFECT_KINDS) + 1), SEED)
+    curate_dataset(root / "data", root / "out", review=False, progress=False)
+    return score_run(load_run(root / "out"))
+
+
+@pytest.mark.parametrize("kind", DEFECT_KINDS)
+def test_recall_and_precision_per_defect(scored, kind):
+    r = scored["kinds"][kind]
+    assert r["n"] == PER_KIND
+    assert r["recall_any"] >= 0.95, (kind, r)
+    assert r["precision"] >= 0.90, (kind, r)
+
+
+def test_clean_clips_mostly_kept(scored):
+    assert scored["clean_false_reject"] <= 0.25, scored
