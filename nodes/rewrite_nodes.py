@@ -32,8 +32,8 @@ def llm_roots() -> list[Path]:
     if adapter.in_comfyui():
         import folder_paths
 
-        if LLM_KIND not in folder_paths.folder_names_and_paths:
-            folder_paths.add_model_folder_path(LLM_KIND, os.path.join(folder_paths.models_dir, LLM_KIND))
+        # idempotent; keeps models/LLM even when extra_model_paths.yaml registered other LLM folders first
+        folder_paths.add_model_folder_path(LLM_KIND, os.path.join(folder_paths.models_dir, LLM_KIND))
         return [Path(p) for p in folder_paths.get_folder_paths(LLM_KIND)]
     root = os.environ.get(adapter.MODELS_DIR_ENV)
     return [Path(root) / LLM_KIND] if root else []
