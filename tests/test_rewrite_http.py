@@ -268,3 +268,12 @@ def test_the_key_is_written_nowhere(server, tmp_path, caplog, capsys, monkeypatc
     texts += [json.dumps(r.to_dict()) for r in results]
     for text in texts:
         assert KEY not in text and "SECRET" not in text
+
+
+def test_query_strings_never_show_in_messages(server):
+    server.script = [(500, b"", 0, {})]
+    result = rewrite(LABELS, PROMPT, backend="http", url=server.url + "?token=abc123", model="m", timeout=0.5,
+                     retries=0, style_guide="spriteworld")
+    assert result.backend_used == "offline (fallback)"
+    assert server.requests[0]["path"] == "/v1/chat/completions?token=abc123"
+    assert not any("abc123" in w for w in result.warnings)

@@ -195,3 +195,13 @@ def test_bundle_style_guide_is_used(tmp_path):
     # without the bundle: the generic guide keeps the user's own words (and no background)
     assert rewrite(["the blue star"], "make the star spin clockwise").video_line == \
         "Video: Ref 1[the star] spins clockwise."
+
+
+def test_a_prompt_already_in_libragen_format_passes_unchanged():
+    ready = "Ref 1: a blue star.\nVideo: Ref 1[the blue star] spins clockwise on a sky blue gradient."
+    r = rewrite(["the blue star"], ready, style_guide="spriteworld")
+    assert r.prompt == ready and r.backend_used.startswith("unchanged")
+    # the same text for two references is not complete, so it is rewritten (Ref 2 gets bound)
+    r = rewrite(["the blue star", "the red circle"], ready, style_guide="spriteworld")
+    assert r.backend_used == "offline"
+    validate_prompt(r.prompt, 2)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from .base import MAX_SUBJECTS, Backend, BackendError, Captioner, Rewrite, check_inputs, validate_prompt
 from .cache import RewriteCache, cache_key, default_cache_dir
 from .offline import OfflineBackend, rewriter_for
@@ -77,6 +77,11 @@ def rewrite(subject_labels: Sequence[str] | None, user_prompt: str, backend: str
     logged on the 'libragen.rewrite' logger.
     """
     labels, prompt = check_inputs(subject_labels, user_prompt, n_references)
+    try:  # already a LibraGen prompt for these references: nothing to rewrite
+        lines, video = validate_prompt(user_prompt.strip(), len(labels))
+        return Rewrite("\n".join([*lines, video]), lines, video, "unchanged (already LibraGen format)")
+    except InputError:
+        pass
     guide = resolve_style_guide(style_guide, bundle)
     engine = make_backend(backend, **backend_options) if isinstance(backend, str) else backend
     offline = rewriter_for(guide).rewrite(labels, prompt)

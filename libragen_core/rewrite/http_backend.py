@@ -64,6 +64,8 @@ class ChatClient:
     def __init__(self, url: str, model: str, api_key_env: str = KEY_ENV, timeout: float = 30.0, retries: int = 2,
                  backoff: float = 0.5, max_tokens: int = 256):
         self.url = endpoint_url(url)
+        # what messages, logs and cache keys show: no query string (some services put tokens there)
+        self.shown = urllib.parse.urlunsplit(urllib.parse.urlsplit(self.url)._replace(query=""))
         if not isinstance(model, str) or not model.strip():
             raise ConfigError("the http rewrite backend needs a model name (e.g. 'qwen2.5:7b-instruct' for Ollama)")
         if not api_key_env or not str(api_key_env).replace("_", "").isalnum():
@@ -97,7 +99,7 @@ class ChatClient:
                 retry_after = e.headers.get("Retry-After") if e.headers else None
                 e.close()
                 if status not in RETRY_STATUS:
-                    raise BackendError(f"{self.url} answered HTTP {status}; check the URL, model name and the "
+                    raise BackendError(f"{self.shown} answered HTTP {status}; check the URL, model name and the "
                                        f"{self.api_key_env} environment variable") from None
                 notes.append(f"attempt {attempt + 1}: HTTP {status}")
                 if retry_after:
@@ -118,24 +120,24 @@ class ChatClient:
             else:
                 return self._content(raw), notes
             if attempt < self.retries:
-                log.info("rewrite endpoint %s: %s; retrying in %.2f s", self.url, notes[-1], delay)
+                log.info("rewrite endpoint %s: %s; retrying in %.2f s", self.shown, notes[-1], delay)
                 time.sleep(delay)
-        raise BackendError(f"{self.url} gave no usable answer after {self.retries + 1} attempts: {'; '.join(notes)}")
+        raise BackendError(f"{self.shown} gave no usable answer after {self.retries + 1} attempts: {'; '.join(notes)}")
 
     def _content(self, raw: bytes) -> str:
         try:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
-            raise BackendError(f"{self.url} did not answer with JSON (starts {raw[:40]!r})") from None
+            raise BackendError(f"{self.shown} did not answer with JSON (starts {raw[:40]!r})") from None
         try:
             content = data["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
-            raise BackendError(f"{self.url} answered JSON without choices[0].message.content; is it an "
+            raise BackendError(f"{self.shown} answered JSON without choices[0].message.content; is it an "
                                "OpenAI-compatible /chat/completions endpoint?") from None
         if isinstance(content, list):  # some servers return content parts
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
         if not isinstance(content, str):
-            raise BackendError(f"{self.url} answered a non-text message content")
+            raise BackendError(f"{self.shown} answered a non-text message content")
         return content
 
 
@@ -145,7 +147,7 @@ class HTTPBackend:
     def __init__(self, url: str, model: str, api_key_env: str = KEY_ENV, timeout: float = 30.0, retries: int = 2,
                  backoff: float = 0.5):
         self.client = ChatClient(url, model, api_key_env, timeout, retries, backoff)
-        self.model = f"{self.client.model}@{self.client.url}"
+        self.model = f"{self.client.model}@{self.client.shown}"
 
     def rewrite(self, labels: Sequence[str], user_prompt: str, style_guide: StyleGuide,
                 ref_lines: Sequence[str]) -> Rewrite:
@@ -178,7 +180,7 @@ class HTTPCaptioner:
     def __init__(self, url: str, model: str, api_key_env: str = KEY_ENV, timeout: float = 60.0, retries: int = 2,
                  backoff: float = 0.5):
         self.client = ChatClient(url, model, api_key_env, timeout, retries, backoff, max_tokens=80)
-        self.model = f"{self.client.model}@{self.client.url}"
+        self.model = f"{self.client.model}@{self.client.shown}"
 
     def describe(self, image, k: int, label: str) -> str:
         hint = f" The user calls it {label!r}." if label else ""
