@@ -463,9 +463,12 @@ class OfflineRewriter:
             parse.warnings.append(f"no background named; used {background!r}")
         if background:
             text += f" on {background}"
-        for key in ("occluders", "camera", "light"):
-            for canon in (parse.extras.get(key) or [])[:1]:
-                text += f"; {canon}"
+        order = d.get("video_order") or ["clauses", "background", "occluder", "camera", "light"]
+        for key in order:
+            table = {"occluder": "occluders"}.get(key, key)
+            if table in ("occluders", "camera", "light"):
+                for canon in (parse.extras.get(table) or [])[:1]:
+                    text += f"; {canon}"
         return f"Video: {text.strip()}."
 
     # ------------------------------------------------------------------ open grammar

@@ -29,10 +29,18 @@ def system_prompt(guide: StyleGuide) -> str:
     ]
     if guide.closed:
         lines.append("The model only knows the phrases below: use them verbatim, one motion per subject.")
-        motions = [f"{name}: '{info['canonical']}'" for name, info in d.get("motions", {}).items()]
+        motions = []
+        for name, info in d.get("motions", {}).items():
+            if info.get("interaction") == "chase":
+                motions.append(f"{name}: 'Ref 2[..] {info['canonical']} Ref 1[..] <Ref 1's direction, e.g. to the "
+                               "left>'")
+            elif info.get("interaction"):
+                motions.append(f"{name}: 'Ref 1[..] and Ref 2[..] {info['canonical']}'")
+            else:
+                motions.append(f"{name}: '{info['canonical']}'")
         lines.append("Motions: " + _listing(motions))
         if d.get("backgrounds"):
-            lines.append("Backgrounds (after ' on '): " + _listing(d["backgrounds"]))
+            lines.append("Backgrounds (after ' on '): " + _listing(d["backgrounds"], 100))
         if d.get("props"):
             lines.append("Props (after the background, ' with a tree and a rock'): " + ", ".join(d["props"]))
         first, rest = d.get("clause_join", [" while ", " and "])
