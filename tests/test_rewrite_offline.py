@@ -205,3 +205,18 @@ def test_a_prompt_already_in_libragen_format_passes_unchanged():
     r = rewrite(["the blue star", "the red circle"], ready, style_guide="spriteworld")
     assert r.backend_used == "offline"
     validate_prompt(r.prompt, 2)
+
+
+@pytest.mark.parametrize("labels, prompt, video", [
+    (["a woman in red"], "make her dance in the rain", "Video: Ref 1[the woman in red] dances in the rain."),
+    (["my grandmother"], "she waves at the camera", "Video: Ref 1[my grandmother] waves at the camera."),
+    (["a red sneaker"], "show the sneaker rotating on a white table, close-up",
+     "Video: Ref 1[the sneaker] is rotating on a white table; a close-up shot."),
+    (["the robot"], "please have the robot walk to the left and then wave, slow motion",
+     "Video: Ref 1[the robot] walks to the left and then waves; slow motion."),
+    (["Anna", "Bob"], "Anna hugs Bob at the airport", "Video: Ref 1[Anna] hugs Ref 2[Bob] at the airport."),
+    (["the man", "the horse"], "A man rides a horse across a field at sunset, aerial shot",
+     "Video: Ref 1[the man] rides Ref 2[the horse] across a field at sunset; an aerial shot."),
+])
+def test_generic_requests_become_bound_statements(labels, prompt, video):
+    assert rewrite(labels, prompt).video_line == video

@@ -473,28 +473,37 @@ class OfflineRewriter:
 
     # ------------------------------------------------------------------ open grammar
 
-    def _statement(self, text: str, mention_ends: list[int], imperative: bool) -> str:
-        """'X should run' / 'X to run' / (make) 'X run' -> 'X runs'; 'X running' -> 'X is running'."""
+    def _statement(self, text: str, mention_ends: list[int], imperative: bool, progressive: bool) -> str:
+        """'X should run' / 'X to run' / (make) 'X run ... and then wave' -> 'X runs ... and then waves';
+        (show) 'X running' -> 'X is running'."""
         from ..spriteworld.captions import conjugate
 
         out, pos = [], 0
         for end in mention_ends:
-            m = re.match(r"(\s+)(should|to|will|must|would|could)?(\s*)([a-z]+)\b", text[end:])
+            m = re.match(r"(\s+)(should|to|must|would|could)?(\s*)([a-z]+)\b", text[end:])
             if not m:
                 continue
             verb = m.group(4)
-            if m.group(2) in ("should", "to", "must", "would", "could") or (imperative and not verb.endswith(("s", "ed", "ing"))):
+            modal = m.group(2) is not None
+            if modal or (imperative and not verb.endswith(("s", "ed", "ing"))):
                 new = " " + conjugate(verb)[0]
-            elif verb.endswith("ing") and imperative:
-                new = " is " + verb
-            else:
+                tail_end = end + m.end()
+                # "... and then wave" belongs to the same request
+                nxt = re.search(r"\b(and then|then)\s+([a-z]+)\b", text[tail_end:tail_end + 80])
+                out.append(text[pos:end] + new)
+                pos = tail_end
+                if nxt and not nxt.group(2).endswith(("s", "ed", "ing")) and nxt.group(2) not in _STOP:
+                    out.append(text[pos:pos + nxt.start(2)] + conjugate(nxt.group(2))[0])
+                    pos += nxt.end(2)
                 continue
-            out.append(text[pos:end] + new)
-            pos = end + m.end()
+            if verb.endswith("ing") and (imperative or progressive):
+                out.append(text[pos:end] + " is " + verb)
+                pos = end + m.end()
         out.append(text[pos:])
         return "".join(out)
 
-    def _open_video(self, prompt: str, kept: str, binds: list[str], parse: _Parse, imperative: bool) -> str:
+    def _open_video(self, prompt: str, kept: str, binds: list[str], parse: _Parse, imperative: bool,
+                    progressive: bool) -> str:
         # the original characters (case, any script) minus what was taken out (request words, camera terms)
         text = "".join(" " if lc == " " and not c.isspace() else c for c, lc in zip(prompt, kept))
         # replace mentions, last first, so earlier offsets stay valid
@@ -503,6 +512,10 @@ class OfflineRewriter:
         replace = {}
         for m in order:
             if m.subject is not None and m.subject not in first_seen and not m.pronoun:
+                first_seen.add(m.subject)
+                replace[m.start] = (m.end, f"Ref {m.subject + 1}[{binds[m.subject]}]")
+        for m in order:  # a subject named only by a pronoun ("make her dance"): bind the first one
+            if m.pronoun and m.subject is not None and m.subject not in first_seen:
                 first_seen.add(m.subject)
                 replace[m.start] = (m.end, f"Ref {m.subject + 1}[{binds[m.subject]}]")
         for m in order:
@@ -517,7 +530,7 @@ class OfflineRewriter:
             pos = end
         pieces.append(text[pos:])
         body = "".join(pieces)
-        body = self._statement(body, ends, imperative)
+        body = self._statement(body, ends, imperative, progressive)
         body = re.sub(r"\s+", " ", body)
         body = re.sub(r"\s+([,.;:!?])", r"\1", body)
         body = re.sub(r"(?:,\s*)+(?=,|$)", "", body).strip(" ,;.!?")
@@ -546,8 +559,10 @@ class OfflineRewriter:
         prompt = prompt.strip()
         low = _lower(prompt)
         stripped = self._strip_prefixes(low)
-        imperative = stripped != low and not re.match(r"\s*(?:can you|could you)?\s*make it so", low) and \
-            not re.match(r"\s*(?:a video|a clip|video|show|animate|create|generate)", low)
+        progressive = bool(re.match(r"\s*(?:please\s+)?(?:show|animate)\b", low))
+        imperative = stripped != low and not progressive and \
+            not re.match(r"\s*(?:can you|could you)?\s*make it so", low) and \
+            not re.match(r"\s*(?:a video|a clip|video|create|generate)", low)
         low = self._take_extras(stripped.rstrip(" ?!.") + " " * (len(stripped) - len(stripped.rstrip(" ?!."))),
                                 parse)
         kept = low
@@ -569,7 +584,7 @@ class OfflineRewriter:
             if leftover:
                 parse.warnings.append(f"not in {self.guide.name}'s vocabulary, left out: {' '.join(leftover[:12])}")
         else:
-            video = self._open_video(prompt, kept, binds, parse, imperative)
+            video = self._open_video(prompt, kept, binds, parse, imperative, progressive)
         return assemble(lines, video, NAME, parse.warnings)
 
     def _blank_verbs(self, low: str, verbs: list[_Verb]) -> str:
