@@ -153,8 +153,9 @@ class OfflineRewriter:
         if self.guide.closed and words:
             color = next((w for w in words if self.categories.get(w) == "color"), None)
             noun = next((w for w in reversed(words) if w in self.nouns), None)
-            if color and noun:
-                return f"the {color} {noun}"
+            template = self.guide.data["subjects"].get("binding_template", "the {color} {noun}")
+            if color and noun and "{label" not in template:
+                return template.format(color=color, noun=noun)
         if not self.guide.closed and mention is not None and not mention.pronoun:
             text = _sanitize_label(mention.text)
             first, _, rest = text.partition(" ")
