@@ -111,7 +111,8 @@ def check_frames(frames) -> np.ndarray:
 # templates
 
 
-@lru_cache(maxsize=20000)
+# bounded caches: a template is up to ~60x60x3 float32 (43 kB)
+@lru_cache(maxsize=4096)
 def template(identity: Identity, diameter: float, angle: float, fx: float = 0.0, fy: float = 0.0):
     """(rgb float32 [n, n, 3] zero outside, mask bool [n, n], centre (cx, cy) in the window).
 
@@ -128,7 +129,7 @@ def template(identity: Identity, diameter: float, angle: float, fx: float = 0.0,
     return rgb, mask, (cx, cy)
 
 
-@lru_cache(maxsize=20000)
+@lru_cache(maxsize=4096)
 def _band(identity: Identity, diameter: float, angle: float, width: int = 2) -> np.ndarray:
     """Ring of pixels just outside the silhouette, as float32 weights."""
     cv2 = _cv2()
@@ -268,7 +269,7 @@ class _Frame:
         return v.reshape((2 * radius + 1) ** 2, *v.shape[2:])
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=96)
 def _stack(identity: Identity, diameter: float):
     """Templates at every angle of ANGLES for one diameter: rgb [A, n, n, 3], mask, band, centre."""
     rgbs, masks, bands = [], [], []
