@@ -200,7 +200,7 @@ def three_subjects() -> Graph:
     model = embedded_model(g)
     a = g.add("LoadImage", 0, 1.2, image="red_circle.png")
     b = g.add("LoadImage", 0, 3.0, image="blue_striped_star.png")
-    c = g.add("EmptyImage", 0, 4.8, width=40, height=40, batch_size=1, color=0x2E9D4A)
+    c = g.add("EmptyImage", 1, 4.3, width=40, height=40, batch_size=1, color=0x2E9D4A)
     subj = g.add("LibraGenSubjectEncode", 1, 1.0, model=model.out(), image_1=a.out(0), image_2=b.out(0),
                  image_3=c.out(0), label_1="the red circle", label_2="the blue striped star",
                  label_3="the green square", width=64, height=64)
@@ -221,16 +221,16 @@ def static_vs_dynamic() -> Graph:
     img = g.add("LoadImage", 0, 1.2, image="blue_striped_star.png")
     subj = g.add("LibraGenSubjectEncode", 1, 0.6, model=model.out(), image_1=img.out(0),
                  label_1="the blue striped star", width=64, height=64)
-    sched = g.add("LibraGenCFGSchedule", 1, 2.4, title="Dynamic CFG (custom cosine)", preset="custom",
+    sched = g.add("LibraGenCFGSchedule", 1, 3.2, title="Dynamic CFG (custom cosine)", preset="custom",
                   s_img_start=2.0, s_img_end=5.0, s_txt_start=9.0, s_txt_end=6.0, shape="cosine", axis="sigma")
     prompt = "Video: Ref 1[the blue striped star] circles around the centre of a sandy beach."
     static = g.add("LibraGenSampler", 2, 0, title="Static CFG (phantom)", model=model.out(), subjects=subj.out(),
                    prompt=prompt, negative_prompt=NEGATIVE, cfg_preset="phantom", **SMALL)
-    dynamic = g.add("LibraGenSampler", 2, 2.4, title="Dynamic CFG", model=model.out(), subjects=subj.out(),
+    dynamic = g.add("LibraGenSampler", 2, 3.0, title="Dynamic CFG", model=model.out(), subjects=subj.out(),
                     cfg=sched.out(), prompt=prompt, negative_prompt=NEGATIVE, **SMALL)
     for row, (name, lat) in enumerate((("static", static), ("dynamic", dynamic))):
-        frames = g.add("LibraGenDecode", 3, row * 2.4, model=model.out(), latent=lat.out())
-        g.add("SaveAnimatedWEBP", 4, row * 2.4, images=frames.out(), filename_prefix=f"libragen/cfg_{name}",
+        frames = g.add("LibraGenDecode", 3, row * 3.0, model=model.out(), latent=lat.out())
+        g.add("SaveAnimatedWEBP", 4, row * 3.0, images=frames.out(), filename_prefix=f"libragen/cfg_{name}",
               fps=8.0, lossless=False, quality=85)
     return g
 

@@ -1,0 +1,191 @@
+"""One real ComfyUI server (started with the shared harness) for the node-pack integration tests.
+
+Both test_nodes_server.py and test_workflows_server.py use the same server: it starts on first
+use and is stopped when the pytest session ends (config cleanup), also after failures. The harness
+runs in a private DIR whose ComfyUI/ and venv/ link to the configured checkout (as the batch tests
+do), on a free port: other sessions start servers from the same checkout at the same time, and a
+shared DIR/port would mix up their pid files, logs and outputs. Log, pid file and outputs are
+DIR/server-PORT.log, DIR/server-PORT.pid, DIR/output-PORT/.
+The example inputs (examples/refs/*.png, uploaded) and a LoRA for the embedded model (written into
+models/loras, removed at the end) are put in place before the tests run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+HARNESS = Path(os.environ.get("COMFYUI_HARNESS", REPO.parent / "shared" / "tools" / "comfyui-harness"))
+EXAMPLE_LORA = "libragen_example_lora.safetensors"
+INPUT_IMAGES = ("red_circle.png", "blue_striped_star.png")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_port() -> int:
+    wanted = os.environ.get("LIBRAGEN_COMFY_PORT")
+    if wanted and _port_free(int(wanted)):
+        return int(wanted)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_example_lora(path: Path, seed: int = 0) -> Path:
+    """A small real LoRA (ComfyUI Wan naming) for the embedded model's DiT shapes."""
+    from libragen_core.lora import LoraFactors, LoraWeights, save_lora
+    from libragen_core.models.bundle import PLACEHOLDER_DIT as c
+
+    g = torch.Generator().manual_seed(seed)
+    shapes = {"blocks.0.self_attn.q": (c.dim, c.dim), "blocks.1.cross_attn.k": (c.dim, c.dim),
+              "blocks.2.ffn.0": (c.ffn_dim, c.dim), "blocks.3.self_attn.o": (c.dim, c.dim)}
+    factors = {name: LoraFactors(down=torch.randn(4, n_in, generator=g) * 0.1,
+                                 up=torch.randn(n_out, 4, generator=g) * 0.1, alpha=4.0)
+               for name, (n_out, n_in) in shapes.items()}
+    return save_lora(LoraWeights(factors=factors), path)
+
+
+@dataclass
+class Server:
+    dir: Path
+    comfy_dir: Path
+    port: int
+    created: list[Path] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.dir / f"output-{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / f"server-{self.port}.log"
+
+    def pid(self) -> int:
+        return int((self.dir / f"server-{self.port}.pid").read_text().strip())
+
+    def get(self, path: str, **kw) -> requests.Response:
+        return requests.get(self.url + path, timeout=30, **kw)
+
+    def post(self, path: str, **kw) -> requests.Response:
+        return requests.post(self.url + path, timeout=30, **kw)
+
+    def submit(self, workflow: dict, client_id: str | None = None) -> requests.Response:
+        return self.post("/prompt", json={"prompt": workflow, "client_id": client_id or uuid.uuid4().hex})
+
+    def wait(self, prompt_id: str, timeout: float = 240) -> dict:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            history = self.get(f"/history/{prompt_id}").json()
+            if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
+                if history[prompt_id]["status"].get("status_str") in ("success", "error"):
+                    return history[prompt_id]
+            time.sleep(0.5)
+        raise AssertionError(f"prompt {prompt_id} did not finish in {timeout} s; server log: {self.log}")
+
+    def run(self, workflow: dict, timeout: float = 240) -> dict:
+        r = self.submit(workflow)
+        assert r.status_code == 200, f"the server refused the workflow: {r.text[:3000]}"
+        return self.wait(r.json()["prompt_id"], timeout)
+
+    def running(self) -> bool:
+        queue = self.get("/queue").json()
+        return bool(queue.get("queue_running"))
+
+    def stop(self) -> None:
+        try:
+            pid = self.pid()
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):
+                os.kill(pid, 0)
+                time.sleep(0.1)
+            os.kill(pid, signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+        for path in self.created:
+            path.unlink(missing_ok=True)
+        if not os.environ.get("LIBRAGEN_KEEP_COMFY_DIR"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def progress(self, client_id: str, prompt_id: str, node: str, at_least: int = 1, timeout: float = 180) -> None:
+        """Block until the websocket reports node `node` of the prompt at step >= at_least."""
+        import websocket
+
+        ws = websocket.create_connection(f"ws://127.0.0.1:{self.port}/ws?clientId={client_id}", timeout=timeout)
+        try:
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                msg = ws.recv()
+                if not isinstance(msg, str):
+                    continue  # binary preview frames
+                data = json.loads(msg)
+                d = data.get("data", {})
+                if (data.get("type") == "progress" and d.get("prompt_id") == prompt_id and d.get("node") == node
+                        and d.get("value", 0) >= at_least):
+                    return
+        finally:
+            ws.close()
+        raise AssertionError(f"no progress from node {node} of prompt {prompt_id} in {timeout} s")
+
+
+_SERVER: Server | None = None
+
+
+def shared_server(comfyui, config) -> Server:
+    """Start the server once per pytest session; stopped by config cleanup."""
+    global _SERVER
+    if _SERVER is not None:
+        return _SERVER
+    import pytest
+
+    if not HARNESS.exists():
+        pytest.skip(f"the ComfyUI harness is not at {HARNESS}; set COMFYUI_HARNESS")
+    comfy_dir = Path(comfyui.dir).resolve()
+    private = Path(tempfile.mkdtemp(prefix="libragen-comfy-"))
+    (private / "ComfyUI").symlink_to(comfy_dir)
+    (private / "venv").symlink_to(Path(comfyui.python).parents[1])
+    server = Server(dir=private, comfy_dir=comfy_dir, port=pick_port())
+    lora = comfy_dir / "models" / "loras" / EXAMPLE_LORA
+    if not lora.exists():
+        lora.parent.mkdir(parents=True, exist_ok=True)
+        write_example_lora(lora)
+        server.created.append(lora)
+    config.add_cleanup(server.stop)
+    # the harness' output goes to a file: a pipe would stay open in the detached server
+    harness_log = server.dir / "harness.txt"
+    with open(harness_log, "w") as log:
+        rc = subprocess.run(["bash", str(HARNESS), "serve", str(server.dir), str(REPO), str(server.port)],
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=300).returncode
+    assert rc == 0, f"ComfyUI did not start:\n{harness_log.read_text()[-3000:]}"
+    for name in INPUT_IMAGES:
+        with open(REPO / "examples" / "refs" / name, "rb") as fh:
+            r = server.post("/upload/image", files={"image": (name, fh, "image/png")}, data={"overwrite": "true"})
+        assert r.ok, r.text
+    _SERVER = server
+    return server
+
+
+def load_json(path: Path) -> dict:
+    return json.loads(path.read_text())
