@@ -57,3 +57,11 @@ def test_cli_eval_one_case(tmp_path, capsys):
     assert (out / "results.json").is_file() and (out / "contact_sheet.png").is_file()
     assert "| all |" in capsys.readouterr().out
     assert main(["eval", "--model", "gt", "--cases", "0", "--out", str(out)]) == 2
+
+
+def test_inpair_references_mode():
+    cases = build_suite("small")[:1]
+    cp = run_eval(CopyPasteGenerator(), cases, model_name="copy-paste", progress=False, ref_kind="inpair")
+    assert cp["references"] == "inpair" and cp["aggregates"]["all"]["copy_paste"] > 0.9
+    with pytest.raises(InputError, match="unknown reference kind"):
+        run_eval(CopyPasteGenerator(), cases, progress=False, ref_kind="mask")

@@ -28,6 +28,9 @@ def add_parser(sub) -> None:
     p.add_argument("--size", type=int, default=64, help="video height and width in pixels (default 64)")
     p.add_argument("--frames", type=int, default=17, help="frames per video, 4k+1 (default 17)")
     p.add_argument("--device", default="cpu", help="torch device for --model embedded (default cpu)")
+    p.add_argument("--refs", choices=("cross", "inpair"), default="cross",
+                   help="references given to the model: cross = the identity on white (default); inpair = crops of the "
+                        "true clip's last frame (where copy-paste shows)")
     p.add_argument("--cases", type=int, default=None, help="score only the first N cases (a quick check)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -61,7 +64,7 @@ def run(args) -> int:
         gen = CopyPasteGenerator()
     else:
         gen = _embedded_generator(args.device)
-    results = run_eval(gen, cases, model_name=args.model, progress=not args.no_progress)
+    results = run_eval(gen, cases, model_name=args.model, progress=not args.no_progress, ref_kind=args.refs)
     paths = write_report(results, cases, args.out)
     sys.stdout.write(markdown_table(results))
     for kind, path in paths.items():

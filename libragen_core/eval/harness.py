@@ -81,8 +81,24 @@ def reference_flow(case: EvalCase) -> float:
     return _REFERENCE_FLOW[key]
 
 
-def evaluate_clip(frames, case: EvalCase) -> dict:
-    """Every metric of one video against its case: per subject and a summary (all 0..1, 1 = best)."""
+REF_KINDS = ("cross", "inpair")
+
+
+def case_references(case: EvalCase, ref_kind: str = "cross") -> tuple[list, list, list]:
+    """(images, masks, source boxes or None) of the references a generator gets for this case."""
+    if ref_kind == "cross":
+        return case.refs, case.ref_masks, [None] * case.n_subjects
+    if ref_kind == "inpair":
+        return case.inpair_refs, case.inpair_masks, case.inpair_boxes
+    raise InputError(f"unknown reference kind {ref_kind!r}; choose one of {', '.join(REF_KINDS)}")
+
+
+def evaluate_clip(frames, case: EvalCase, ref_kind: str = "cross") -> dict:
+    """Every metric of one video against its case: per subject and a summary (all 0..1, 1 = best).
+
+    ref_kind: which references the video was generated from ("cross": on white, "inpair": crops
+    of the true clip's last frame); copy-paste is measured against those.
+    """
     frames = check_frames(frames)
     T, H, W, _ = frames.shape
     if (H, W) != tuple(case.scene.size) or T != case.scene.n_frames:
@@ -92,10 +108,11 @@ def evaluate_clip(frames, case: EvalCase) -> dict:
     fid = subject_fidelity(tracks)
     mot = motion_alignment(tracks, case.scene)
     K = case.n_subjects
+    refs, masks, sources = case_references(case, ref_kind)
     cps = []
     for k in range(K):
-        boxes = placements(case.refs[k].shape[:2], (H, W), k, K)
-        cps.append(copy_paste_score(frames[0], case.refs[k], case.ref_masks[k], boxes))
+        boxes = placements(refs[k].shape[:2], (H, W), k, K, sources[k])
+        cps.append(copy_paste_score(frames[0], refs[k], masks[k], boxes))
     smooth = motion_smoothness(frames)
     dyn = dynamic_degree(frames, reference_flow(case))
     real = realness(frames)
@@ -137,10 +154,16 @@ def aggregate(rows: list[dict]) -> dict:
     return groups
 
 
-def run_eval(generator, cases: list[EvalCase], *, model_name: str = "model", progress: bool | Callable = True) -> dict:
-    """Generate and score every (case, prompt kind); returns the JSON-ready results."""
+def run_eval(generator, cases: list[EvalCase], *, model_name: str = "model", progress: bool | Callable = True,
+             ref_kind: str = "cross") -> dict:
+    """Generate and score every (case, prompt kind); returns the JSON-ready results.
+
+    ref_kind "cross" gives the generator the on-white references (the default, what users give);
+    "inpair" gives it crops of the true clip, the setting in which copy-paste shows up.
+    """
     rows = []
     cache: dict[str, dict] = {}  # identical videos (a baseline ignores the prompt) are scored once
+    case_references(cases[0], ref_kind) if cases else None  # a wrong ref_kind fails before any generation
     jobs = [(c, kind) for c in cases for kind in PROMPT_KINDS]
     bar = None
     if progress is True:
@@ -151,12 +174,13 @@ def run_eval(generator, cases: list[EvalCase], *, model_name: str = "model", pro
     for i, (case, kind) in enumerate(jobs):
         H, W = case.scene.size
         g0 = time.perf_counter()
-        frames = generator.generate([r.copy() for r in case.refs], case.prompts[kind], case.seed, case.scene.n_frames, H, W)
+        refs = case_references(case, ref_kind)[0]
+        frames = generator.generate([r.copy() for r in refs], case.prompts[kind], case.seed, case.scene.n_frames, H, W)
         gen_s = time.perf_counter() - g0
         frames = check_frames(frames)
         key = hashlib.sha256(frames.tobytes()).hexdigest() + case.id
         if key not in cache:
-            cache[key] = evaluate_clip(frames, case)
+            cache[key] = evaluate_clip(frames, case, ref_kind)
         rows.append({"case": case.id, "prompt_kind": kind, "prompt": case.prompts[kind], "identity_split": case.identity_split,
                      "n_subjects": case.n_subjects, "generate_s": round(gen_s, 3), "metrics": cache[key], "_frames": frames})
         if bar is not None:
@@ -167,6 +191,7 @@ def run_eval(generator, cases: list[EvalCase], *, model_name: str = "model", pro
         bar.close()
     return {
         "model": model_name,
+        "references": ref_kind,
         "n_cases": len(cases),
         "n_videos": len(rows),
         "seconds": round(time.perf_counter() - t0, 2),

@@ -27,7 +27,8 @@ def results_json(results: dict) -> str:
 def markdown_table(results: dict) -> str:
     cols = list(SUMMARY_METRICS) + ["copy_paste_rate", "n"]
     head = "| split | " + " | ".join(_LABELS.get(c, c) for c in cols) + " |"
-    lines = [f"### {results['model']}: {results['n_cases']} cases, {results['n_videos']} videos", "", head,
+    lines = [f"### {results['model']}: {results['n_cases']} cases, {results['n_videos']} videos, "
+             f"{results.get('references', 'cross')} references", "", head,
              "|" + "---|" * (len(cols) + 1)]
     agg = results["aggregates"]
     groups = [("all", agg["all"])]
@@ -57,7 +58,8 @@ def contact_sheet(results: dict, cases: list[EvalCase], cell: int = 96, n_frames
         if row is None:
             continue
         y = i * (cell + text_h)
-        for k, ref in enumerate(case.refs):
+        refs = case.inpair_refs if results.get("references") == "inpair" else case.refs
+        for k, ref in enumerate(refs):
             sheet.paste(Image.fromarray(ref).resize((cell, cell), Image.NEAREST), (k * cell, y))
         frames = row["_frames"]
         idx = np.linspace(0, len(frames) - 1, n_frames).round().astype(int)
