@@ -104,6 +104,7 @@ def test_interrupt_during_sampling_then_the_next_prompt_runs(server):
     assert server.post("/interrupt").ok
     entry = server.wait(prompt_id, timeout=120)
     stopped_after = time.monotonic() - started
+    print(f"interrupt: prompt ended {stopped_after:.2f} s after POST /interrupt")
     assert entry["status"]["status_str"] == "error"
     assert "execution_interrupted" in messages(entry), entry["status"]
     assert stopped_after < 30, f"the interrupt took {stopped_after:.0f} s (one step should be well under that)"
@@ -235,3 +236,44 @@ def test_in_comfyui_progress_previews_memory_manager_and_interrupt(comfyui):
     assert result["interrupted"] and result["unchanged"]
     assert "LibraGenVAE" not in result["after_offload"]  # "offload after use" gave it back
     assert result["shape"] == [1, 16, 2, 8, 8]
+
+
+CORE_DECODE = r"""
+import importlib.util, json, sys, tempfile, warnings
+from pathlib import Path
+import torch
+warnings.simplefilter("ignore")
+import comfy.cli_args
+comfy.cli_args.args.cpu = True
+import folder_paths
+import nodes as core_nodes  # ComfyUI's own nodes.py
+from libragen_core.models.wan_vae import VAEConfig, WanVAE, save_vae
+spec = importlib.util.spec_from_file_location("libragen_pack", REPO_DIR + "/__init__.py",
+                                              submodule_search_locations=[REPO_DIR])
+pack = importlib.util.module_from_spec(spec); sys.modules["libragen_pack"] = pack; spec.loader.exec_module(pack)
+N = pack.NODE_CLASS_MAPPINGS
+folder = Path(tempfile.mkdtemp())
+torch.manual_seed(0)
+save_vae(WanVAE(VAEConfig.wan21()).eval(), folder / "wan_vae_random.safetensors")
+folder_paths.add_model_folder_path("vae", str(folder))
+model = N["LibraGenLoadModel"]().load("(embedded) libragen-sprite", "wan_vae_random.safetensors", "(embedded)")[0]
+latent = N["LibraGenSampler"]().sample(model, "a dot", "", frames=5, width=64, height=64, steps=1, shift=3.0,
+                                       solver="euler", seed=2, cfg_preset="none")[0]
+ours = N["LibraGenDecode"]().decode(model, latent)[0]
+vae = core_nodes.VAELoader().load_vae("wan_vae_random.safetensors")[0]
+theirs = core_nodes.VAEDecode().decode(vae, latent)[0]
+theirs = theirs.reshape(-1, *theirs.shape[-3:])
+print(json.dumps({"ours": list(ours.shape), "theirs": list(theirs.shape),
+                  "diff": float((ours - theirs).abs().max()), "range": float(ours.std())}))
+"""
+
+
+def test_core_vae_decode_reads_the_sampler_latent(comfyui):
+    # the LATENT convention end to end: our sampler's output through ComfyUI's VAELoader +
+    # VAEDecode (a random Wan2.1-layout VAE: ComfyUI only builds the released dim-96 layout)
+    out = comfyui.run(CORE_DECODE.replace("REPO_DIR", repr(str(REPO))), timeout=400)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"core VAEDecode vs LibraGen Decode on the sampler LATENT: max abs diff {result['diff']:.3g}")
+    assert result["ours"] == result["theirs"] == [5, 64, 64, 3]
+    assert result["range"] > 1e-3  # not a blank video
+    assert result["diff"] < 1e-3, result
