@@ -103,7 +103,7 @@ def model_mtime(kind: str, name: str) -> float:
     try:
         return model_path(kind, name).stat().st_mtime
     except (CheckpointError, OSError):
-        return float("nan")  # never equal to itself: the loader re-runs and reports the problem
+        return float("nan")  # a missing file: the loader runs and names the problem
 
 
 # ---------------------------------------------------------------- progress, previews, interrupts
