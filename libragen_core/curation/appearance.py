@@ -20,6 +20,8 @@ from ..spriteworld.render import render_identity
 from .analysis import Clip
 
 BLUR = 1.0
+QUANTILE = 0.4  # of the sprite pixels' colour differences: up to ~half may be hidden by an occluder
+PHASES = ((0.0, 0.0), (0.5, 0.0), (0.0, 0.5), (0.5, 0.5))
 _NOUN_TO_PATTERN = {v: k for k, v in PATTERN_NOUNS.items()}
 _DESC = re.compile(
     r"^an? (?P<size>" + "|".join(SIZES) + r") (?P<color>" + "|".join(COLORS) + r") (?P<shape>" + "|".join(SHAPES)
@@ -38,17 +40,22 @@ def identity_from_description(desc: str) -> Identity:
     return Identity(m.group("shape"), m.group("color"), m.group("color2"), _NOUN_TO_PATTERN[m.group("noun")], mark, m.group("size"))
 
 
-def templates(identity: Identity, short: int, jitters=(0.9, 1.0, 1.1)):
-    """(rgb float32 [h, w, 3], mask uint8 [h, w]) crops of the identity at its size class times each jitter."""
+def templates(identity: Identity, short: int, jitters=(0.9, 1.0, 1.1), phases=None):
+    """(rgb float32 [h, w, 3], mask uint8 [h, w]) crops of the identity at its size class times
+    each jitter, and at sub-pixel phases (a sprite's pixel pattern depends on where its centre
+    falls inside a pixel)."""
+    phases = PHASES if phases is None else phases
     out = []
     for j in jitters:
-        img, mask = render_identity(identity, short, scale=SIZES[identity.size] * j, center=(0.5, 0.5))
-        ys, xs = np.nonzero(mask)
-        if len(xs) == 0:
-            continue
-        box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
-        # blur both sides: nearest-neighbour sprites at another sub-pixel offset differ at every edge
-        out.append((cv2.GaussianBlur(img.astype(np.float32), (0, 0), BLUR)[box], mask[box].astype(np.uint8)))
+        for dx, dy in phases:
+            img, mask = render_identity(identity, short, scale=SIZES[identity.size] * j,
+                                        center=(0.5 + dx / short, 0.5 + dy / short))
+            ys, xs = np.nonzero(mask)
+            if len(xs) == 0:
+                continue
+            box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+            # blur both sides: nearest-neighbour sprites at another sub-pixel offset differ at every edge
+            out.append((cv2.GaussianBlur(img.astype(np.float32), (0, 0), BLUR)[box], mask[box].astype(np.uint8)))
     return out
 
 
@@ -104,7 +111,7 @@ def _scores(img: np.ndarray, tpl: np.ndarray, mask: np.ndarray, candidates: int,
         if not np.isfinite(sq[y, x]):
             break
         diff = np.abs(img[y : y + th, x : x + tw] - tpl).max(axis=-1)[inside]
-        out.append((float(np.median(diff)), (x + tw / 2.0, y + th / 2.0)))
+        out.append((float(np.quantile(diff, QUANTILE)), (x + tw / 2.0, y + th / 2.0)))
         sq[max(0, y - 2) : y + 3, max(0, x - 2) : x + 3] = np.inf
     return out
 
@@ -116,18 +123,19 @@ def _blurred(clip: Clip, t: int) -> np.ndarray:
 def best_jitter(clip: Clip, identity: Identity, jitters=(0.9, 1.0, 1.1)) -> tuple[float, float, tuple]:
     """(distance, jitter, centre) of the best-matching size at frame 0 or 1."""
     best = (np.inf, 1.0, (np.nan, np.nan))
-    for j, (tpl, mask) in zip(jitters, templates(identity, clip.short, jitters)):
-        for t in (0, 1):
-            if t < len(clip.frames):
-                for d, c in _scores(_blurred(clip, t), tpl, mask, 3):
-                    if d < best[0]:
-                        best = (d, j, c)
+    for j in jitters:
+        for tpl, mask in templates(identity, clip.short, (j,)):
+            for t in (0, 1):
+                if t < len(clip.frames):
+                    for d, c in _scores(_blurred(clip, t), tpl, mask, 3):
+                        if d < best[0]:
+                            best = (d, j, c)
     return best
 
 
 def template_track(clip: Clip, identity: Identity, jitter: float, start, reach: float, max_distance: float):
     """Screen centres [T, 2] of the subject, matched frame by frame near its last position (nan when lost)."""
-    ((tpl, mask),) = templates(identity, clip.short, (jitter,))
+    ((tpl, mask),) = templates(identity, clip.short, (jitter,), phases=((0.0, 0.0),))
     T = len(clip.frames)
     centres = np.full((T, 2), np.nan)
     prev = start
@@ -143,11 +151,12 @@ def scale_evidence(clip: Clip, identity: Identity, jitter: float, factor: float 
     """Best distance at the end of the clip for the start size, the size x factor and / factor."""
     out = {}
     for name, j in (("same", jitter), ("bigger", jitter * factor), ("smaller", jitter / factor)):
-        ((tpl, mask),) = templates(identity, clip.short, (j,))
+        ((tpl, mask),) = templates(identity, clip.short, (j,), phases=((0.0, 0.0),))
         best = np.inf
         for t in frames:
             for d, _ in _scores(_blurred(clip, t % len(clip.frames)), tpl, mask, 3):
                 best = min(best, d)
         out[name] = best
     return out
+
 

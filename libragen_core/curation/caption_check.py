@@ -73,15 +73,20 @@ def motion_contradiction(clip: Clip, k: int, look: Identity, motion: str | None,
     dist = float(np.hypot(*D))
     pts = world[seen]
     wander = float(np.linalg.norm(pts - a, axis=1).max())
+    off = _off_line(pts, a, b)
     if motion.startswith("move_"):
         u = DIRECTIONS_UNIT[motion[5:]]
         along = float(D @ u)
         if along < 0.06 * S or (dist >= 0.12 * S and along < 0.5 * dist):
             return f"{name} should move {motion[5:].replace('_', '-')} but moved ({D[0]:+.0f}, {D[1]:+.0f}) px"
+        if off > 0.06 * S:
+            return f"{name} should move in a straight line but strays {off:.0f} px from it"
     elif motion.startswith("zigzag_"):
         sign = -1.0 if motion.endswith("left") else 1.0
         if sign * D[0] < 0.06 * S or abs(D[1]) > 0.15 * S:
             return f"{name} should zig-zag {motion[7:]} but moved ({D[0]:+.0f}, {D[1]:+.0f}) px"
+        if off < 0.04 * S:
+            return f"{name} should zig-zag but moves in a straight line (within {off:.0f} px)"
     elif motion.startswith(("circle_", "bounce", "spin_")):
         if dist > 0.2 * S:
             return f"{name} should {motion.split('_')[0]} and come back but ends {dist:.0f} px away"
@@ -89,6 +94,8 @@ def motion_contradiction(clip: Clip, k: int, look: Identity, motion: str | None,
             return f"{name} should bounce but never rises"
         if motion.startswith("circle_") and wander < 0.08 * S:
             return f"{name} should circle but stays within {wander:.0f} px"
+        if motion.startswith("spin_") and wander > 0.12 * S:
+            return f"{name} should spin in place but wanders {wander:.0f} px"
         if motion.startswith("spin_"):
             turn = _rotation(clip, _subject_pixels(clip, look, screen, seen))
             want = 1.0 if motion.endswith("_cw") else -1.0
@@ -98,6 +105,15 @@ def motion_contradiction(clip: Clip, k: int, look: Identity, motion: str | None,
         if dist > 0.12 * S or wander > 0.15 * S:
             return f"{name} should stay still but moves up to {wander:.0f} px"
     return ""
+
+
+def _off_line(pts: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """Largest distance of the path from the straight line through its ends (px)."""
+    d = b - a
+    n = float(np.hypot(*d))
+    if n < 1e-6:
+        return float(np.linalg.norm(pts - a, axis=1).max())
+    return float(np.abs((pts[:, 0] - a[0]) * d[1] - (pts[:, 1] - a[1]) * d[0]).max() / n)
 
 
 def _subject_pixels(clip: Clip, look: Identity, screen: np.ndarray, seen: np.ndarray) -> np.ndarray:
@@ -112,7 +128,7 @@ def _subject_pixels(clip: Clip, look: Identity, screen: np.ndarray, seen: np.nda
     return out
 
 
-def caption_contradictions(clip: Clip, max_distance: float = 43.5) -> list[str]:
+def caption_contradictions(clip: Clip, max_distance: float = 40.0) -> list[str]:
     try:
         facts = caption_facts(clip.caption)
         refs = parse_caption(clip.caption).refs

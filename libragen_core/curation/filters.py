@@ -40,7 +40,7 @@ THRESHOLDS: dict[str, float] = {
     "too_small": 0.155,  # biggest subject's diameter / short side (upper quartile over frames)
     "leaves_frame": 0.45,  # fraction of a subject lost at the frame edge (with the template track lost there)
     "caption": 1.0,  # claims of the caption that the frames contradict
-    "caption_appearance": 43.5,  # median colour difference of the best match of a described subject
+    "caption_appearance": 40.0,  # 40th-percentile colour difference of the best match of a described subject
 }
 
 

@@ -119,11 +119,32 @@ def measured_size(clip: Clip) -> tuple[float, str]:
     return size, how
 
 
+def described_looks(clip: Clip) -> list:
+    from ..errors import LibraGenError
+    from ..spriteworld.captions import parse_caption
+    from .appearance import identity_from_description
+
+    try:
+        return [identity_from_description(d) for _, d in sorted(parse_caption(clip.caption).refs.items())]
+    except LibraGenError:
+        return []
+
+
 def check_too_small(clip: Clip, th: dict) -> FilterResult:
+    """Too small when the moving subjects are tiny, or when they are smaller than 0.6 of every
+    described size class and no described subject is found at its class size (appearance.py)."""
+    from ..spriteworld.identity import SIZES
+    from .appearance import best_jitter
+
     size, how = measured_size(clip)
     bad = size < th["too_small"]
+    if not bad:
+        looks = described_looks(clip)
+        if looks and size < 0.6 * max(SIZES[lk.size] for lk in looks):
+            if all(best_jitter(clip, lk)[0] > th["caption_appearance"] for lk in looks):
+                bad, how = True, f"{how} pixels; no described subject appears at its size class"
     reason = (f"subject too small: the biggest one spans {size:.2f} of the frame's short side "
-              f"(measured on {how} pixels; minimum {th['too_small']:.2f})") if bad else ""
+              f"(measured on {how}; minimum {th['too_small']:.2f})") if bad else ""
     return FilterResult("too_small", not bad, size, th["too_small"], reason)
 
 
@@ -159,7 +180,7 @@ def check_leaves_frame(clip: Clip, th: dict) -> FilterResult:
     return FilterResult("leaves_frame", not bad, shrink, th["leaves_frame"], reason)
 
 
-def template_leaving(clip: Clip, max_distance: float = 43.5) -> tuple[float, str]:
+def template_leaving(clip: Clip, max_distance: float = 40.0) -> tuple[float, str]:
     """(1.0 when a described subject is followed to the frame edge and then lost, else 0.0; which one).
 
     The subject is found by its rendered look (appearance.py) and followed frame by frame; a
