@@ -45,6 +45,7 @@ ANGLES = np.arange(0.0, 360.0, 10.0)
 _SCALE_STEP = 1.06
 _TURN_COST = 0.0015  # Viterbi cost per degree turned between frames (a spin turns ~22 deg/frame)
 _GAIN_SLACK = (0.8, 1.2)
+_WEAK_MATCH = 0.85  # frames below this identity match get a second search around their neighbours' poses
 _JUMP_COST = 150.0  # evidence units (about one good detection at 64 px) per short side jumped  # per-frame gain allowed around the expected light factor
 
 
@@ -495,7 +496,7 @@ def frame_identity_scores(frame_f: np.ndarray, cmap: np.ndarray, identity: Ident
     return colour * (1 - leak), colour, leak, g
 
 
-def _polish(frame_f, cmap, identity, pose, gain_range):
+def _polish(frame_f, cmap, identity, pose, gain_range, d_range=(0.0, np.inf)):
     """Coordinate ascent on sub-pixel offset, angle and diameter of the identity score."""
     x, y, d, a = pose
     best = frame_identity_scores(frame_f, cmap, identity, x, y, d, a, gain_range)
@@ -509,6 +510,8 @@ def _polish(frame_f, cmap, identity, pose, gain_range):
             if s[0] > best[0]:
                 best, a = s, a + da
         for f in (1 / 1.03, 1.03):
+            if not d_range[0] <= d * f <= d_range[1]:
+                continue
             s = frame_identity_scores(frame_f, cmap, identity, x, y, d * f, a, gain_range)
             if s[0] > best[0]:
                 best, d = s, d * f
@@ -540,37 +543,46 @@ def track_subject(frames, identity: Identity, light: np.ndarray | None = None, n
     d_range = (lo * short, hi * short)
     pad = int(np.ceil(0.85 * short * 1.1)) + 16
     observable = angle_observable(identity)
-    cands: list[list[tuple[float, np.ndarray, list]]] = []
-    for t in range(T):
-        gr = (light[t] * _GAIN_SLACK[0], light[t] * _GAIN_SLACK[1])
+    gains = [(light[t] * _GAIN_SLACK[0], light[t] * _GAIN_SLACK[1]) for t in range(T)]
+
+    def candidates(t: int, props_t) -> list[tuple[float, np.ndarray, list]]:
         fr = _Frame(frames_f[t], cmap[t], pad)
         found = []
-        for x, y, d0 in props[t]:
-            prof, where = _search(fr, identity, x, y, d0, gr, short, d_range)
+        for x, y, d0 in props_t:
+            prof, where = _search(fr, identity, x, y, d0, gains[t], short, d_range)
             # size-aware evidence ranks the proposals, at the few best angles of each
             ev = -np.inf
             for j in np.argsort(-prof)[:3]:
                 if where[j] is not None:
-                    ev = max(ev, _evidence(frames_f[t], cmap[t], identity, (*where[j], float(ANGLES[j])), gr))
+                    ev = max(ev, _evidence(frames_f[t], cmap[t], identity, (*where[j], float(ANGLES[j])), gains[t]))
             if np.isfinite(ev):
                 found.append((ev, np.maximum(prof, 0.0), where))
-        if not found:  # nothing fits inside the frame: report the frame centre
-            found.append((0.0, np.zeros(len(ANGLES)), [(W / 2, H / 2, 0.3 * short)] * len(ANGLES)))
-        cands.append(found)
-    chosen = _viterbi_candidates(cands, short)
-    profiles = np.stack([cands[t][chosen[t]][1] for t in range(T)])
-    wheres = [cands[t][chosen[t]][2] for t in range(T)]
-    idx = _viterbi_angles(profiles) if observable else np.argmax(profiles, axis=1)
-    poses = []
-    for t in range(T):
-        w = wheres[t][idx[t]]
-        poses.append((w[0], w[1], w[2], float(ANGLES[idx[t]])))
-    out = {k: np.zeros(T) for k in ("x", "y", "d", "a", "g", "m", "c", "l")}
-    for t in range(T):
-        gr = (light[t] * _GAIN_SLACK[0], light[t] * _GAIN_SLACK[1])
-        (x, y, d, a), (m, c, leak, g) = _polish(frames_f[t], cmap[t], identity, poses[t], gr)
-        for key, v in zip("xydagmcl", (x, y, d, a, g, m, c, leak)):
-            out[key][t] = v
+        return found
+
+    def solve(cands) -> dict:
+        chosen = _viterbi_candidates(cands, short)
+        profiles = np.stack([cands[t][chosen[t]][1] for t in range(T)])
+        idx = _viterbi_angles(profiles) if observable else np.argmax(profiles, axis=1)
+        out = {k: np.zeros(T) for k in ("x", "y", "d", "a", "g", "m", "c", "l")}
+        for t in range(T):
+            w = cands[t][chosen[t]][2][idx[t]]
+            (x, y, d, a), (m, c, leak, g) = _polish(frames_f[t], cmap[t], identity, (w[0], w[1], w[2], float(ANGLES[idx[t]])),
+                                                     gains[t], d_range)
+            for key, v in zip("xydagmcl", (x, y, d, a, g, m, c, leak)):
+                out[key][t] = v
+        return out
+
+    fallback = (0.0, np.zeros(len(ANGLES)), [(W / 2, H / 2, 0.3 * short)] * len(ANGLES))
+    cands = [candidates(t, props[t]) or [fallback] for t in range(T)]
+    out = solve(cands)
+    # Second pass: a frame that matched poorly also tries its well-matched neighbours' poses
+    # (a proposal can latch onto part of the subject and suppress the whole one nearby).
+    weak = [t for t in range(T) if out["m"][t] < _WEAK_MATCH]
+    for t in weak:
+        extra = [(out["x"][u], out["y"][u], out["d"][u]) for u in (t - 1, t + 1) if 0 <= u < T and out["m"][u] >= _WEAK_MATCH]
+        cands[t] = [c for c in cands[t] if c is not fallback] + candidates(t, extra) or [fallback]
+    if weak:
+        out = solve(cands)
     angles = _unwrap(out["a"]) if observable else np.zeros(T)
     return Track(
         centers=np.stack([out["x"], out["y"]], axis=1),
