@@ -39,7 +39,8 @@ def encode_prompts(bundle: ModelBundle, prompts: Sequence[str]) -> torch.Tensor:
 def encode_subjects(bundle: ModelBundle, images, height: int, width: int, masks=None,
                     labels: Sequence[str] | None = None) -> Subjects:
     """1 to 4 reference images -> white-padded frames -> one latent frame each (METHOD.md 1)."""
-    pixels = prepare_references(images, height, width, masks=masks, device=bundle.device)
+    # prepared where the VAE lives: the DiT may sit on another device (ComfyUI offloading)
+    pixels = prepare_references(images, height, width, masks=masks, device=next(bundle.vae.parameters()).device)
     labels = tuple(labels or ())
     if len(labels) > pixels.shape[0]:
         raise InputError(f"{len(labels)} labels were given for {pixels.shape[0]} reference images; "
