@@ -1,0 +1,151 @@
+"""Post-training stages end to end at tiny size: SFT x2 -> merge -> DPO x2 -> merge -> final folder."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from libragen_core.errors import ConfigError  # noqa: E402
+from libragen_core.lora import load_lora, merged_state_dict  # noqa: E402
+from libragen_core.models.bundle import ModelCard, load_model_folder  # noqa: E402
+from libragen_core.models.loading import save_dit  # noqa: E402
+from libragen_core.models.text_small import SmallTextConfig, SmallTextEncoder, WordTokenizer  # noqa: E402
+from libragen_core.models.vae_checkpoint import save_vae  # noqa: E402
+from libragen_core.models.wan_dit import WanDiT, WanDiTConfig  # noqa: E402
+from libragen_core.models.wan_vae import VAEConfig, WanVAE  # noqa: E402
+from libragen_core.pipeline import generate  # noqa: E402
+from libragen_core.spriteworld.captions import caption_vocabulary  # noqa: E402
+from training.common.config import from_dict, load_config  # noqa: E402
+from training.pipeline import run_pipeline  # noqa: E402
+from training.post_config import PostChainConfig  # noqa: E402
+
+
+def _tiny_model_folder(folder: Path) -> None:
+    """A random model folder in the layout pretrain's export writes (no pretraining needed)."""
+    torch.manual_seed(0)
+    folder.mkdir(parents=True)
+    tok = WordTokenizer(caption_vocabulary()["words"])
+    SmallTextEncoder(SmallTextConfig(vocab_size=tok.vocab_size, text_dim=16, num_layers=1, num_heads=2,
+                                     max_length=48), tok).save(folder / "text.safetensors")
+    vae = WanVAE(VAEConfig(dim=4, num_res_blocks=1))
+    save_vae(vae, folder / "vae.safetensors")
+    save_dit(WanDiT(WanDiTConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=1, in_dim=16, out_dim=16, text_dim=16)),
+             folder / "dit.safetensors")
+    card = ModelCard(name="tiny", dit="dit.safetensors", vae="vae.safetensors", text_encoder="text.safetensors",
+                     tokenizer="text.vocab.json")
+    (folder / "model.json").write_text(card.to_json())
+
+
+DATA = {"size": [32, 32], "frames": 5}
+OPTIM = {"steps": 2, "batch": 2, "log_every": 1, "checkpoint_every": 1}
+
+
+def _config(tmp: Path) -> dict:
+    stage_sft = {"clips": 2, "data": DATA, "lora": {"rank": 2, "alpha": 2.0}, "optim": OPTIM,
+                 "validation": {"clips": 0}}
+    stage_dpo = {"pairs": 2, "lora": {"rank": 2, "alpha": 2.0}, "optim": OPTIM, "sampler": {"steps": 2, "solver": "euler"},
+                 "validation": {"clips": 0}}
+    return {
+        "run": {"out": str(tmp / "run"), "threads": 2},
+        "export": {"folder": str(tmp / "base_model")},
+        "sft_in": stage_sft, "sft_cross": stage_sft,
+        "merge_sft": {"method": "concat", "weight": 0.25, "sweep": [0.0, 1.0]},
+        "dpo_consis": {**stage_dpo, "data": {**DATA, "seed": 200}, "rope_offset": 6.0, "filter": {"auto": False}},
+        "dpo_realfake": {**stage_dpo, "data": {**DATA, "seed": 300}, "sft_weight": 0.1,
+                         "filter": {"auto": True, "min_identity_margin": -1.0, "max_motion_gap": -1.0}},
+        "merge_dpo": {"method": "concat", "weight": 0.25},
+    }
+
+
+@pytest.mark.slow
+def test_tiny_chain_produces_a_loadable_model_folder(tmp_path, capsys):
+    _tiny_model_folder(tmp_path / "base_model")
+    cfg = from_dict(PostChainConfig, _config(tmp_path))
+    out = run_pipeline(cfg, start="sft_in")
+    run = tmp_path / "run"
+    assert out == run / "final"
+    state = json.loads((run / "pipeline.json").read_text())
+    assert state["done"] == ["sft_in", "sft_cross", "merge_sft", "dpo_consis", "dpo_realfake", "merge_dpo", "final"]
+
+    # LoRA files in ComfyUI's Wan naming
+    sft_in = load_lora(run / "sft_in" / "lora.safetensors")
+    sft_cross = load_lora(run / "sft_cross" / "lora.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(run / "sft_in" / "lora.safetensors"), "pt") as f:
+        assert all(k.startswith("diffusion_model.blocks.0.") for k in f.keys())
+    # merge: dW = a dW_cross + (1 - a) dW_in, exact; the sweep's ends are the single LoRAs
+    merged = load_lora(run / "merge_sft" / "lora.safetensors")
+    for name in sft_in.layer_names():
+        want = 0.25 * sft_cross.delta(name) + 0.75 * sft_in.delta(name)
+        torch.testing.assert_close(merged.delta(name), want, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(load_lora(run / "merge_sft" / "sweep" / "a0.00.safetensors").delta(name),
+                                   sft_in.delta(name))
+        assert float(sft_in.delta(name).abs().max()) > 0  # two optimizer steps moved lora_B off zero
+
+    # DPO stages: pairs stored, metrics logged, LoRAs written
+    recs = [json.loads(line) for line in (run / "dpo_consis" / "pairs" / "pairs.jsonl").read_text().splitlines()]
+    assert [r["rope_offsets"] for r in recs] == [[6.0], [6.0]]
+    rf = [json.loads(line) for line in (run / "dpo_realfake" / "pairs" / "pairs.jsonl").read_text().splitlines()]
+    assert all({"identity_winner", "identity_loser", "motion_gap"} <= set(r["metrics"]) for r in rf)
+    logged = [json.loads(line) for line in (run / "dpo_realfake" / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [r for r in logged if "loss" in r]
+    assert {"implicit_acc", "inside", "reward_margin", "sft_winner"} <= set(train_lines[-1])
+    dpo_c, dpo_r = (load_lora(run / s / "lora.safetensors") for s in ("dpo_consis", "dpo_realfake"))
+
+    # final = base + a (cross + consis) + (1 - a) (in + realfake), folded into the DiT
+    bundle = load_model_folder(run / "final")
+    from libragen_core.io.safetensors_file import load_state_dict
+
+    base_sd = load_state_dict(tmp_path / "base_model" / "dit.safetensors")
+    final_lora = load_lora(run / "final.lora.safetensors")
+    expect = merged_state_dict(base_sd, final_lora)
+    got = bundle.dit.state_dict()
+    for k, v in expect.items():
+        torch.testing.assert_close(got[k], v, rtol=0, atol=1e-6)
+    name = sft_in.layer_names()[0]
+    total = 0.25 * (sft_cross.delta(name) + dpo_c.delta(name)) + 0.75 * (sft_in.delta(name) + dpo_r.delta(name))
+    torch.testing.assert_close(final_lora.delta(name), total, rtol=1e-5, atol=1e-7)
+    frames = generate(bundle, [], "Video: a red circle moves left.", frames=5, height=32, width=32, steps=2, cfg="none").frames
+    assert frames.shape == (5, 32, 32, 3)
+
+    # rerun: every stage is skipped
+    capsys.readouterr()
+    run_pipeline(cfg)
+    printed = capsys.readouterr().out
+    assert printed.count("finished earlier, skipped") == 7 and "running" not in printed
+
+
+def test_config_errors_name_the_key(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[sft_in.lora]\nrnak = 4\n")
+    with pytest.raises(ConfigError, match=r"\[sft_in.lora\] unknown key 'rnak' \(did you mean 'rank'\?\)"):
+        load_config(PostChainConfig, bad)
+    bad.write_text("[merge_sft]\nweight = 1.5\n")
+    with pytest.raises(ConfigError, match=r"merge_sft.*weight a is in \[0, 1\]"):
+        load_config(PostChainConfig, bad)
+    bad.write_text("[dpo_consis]\nbeta = -3\n")
+    with pytest.raises(ConfigError, match=r"dpo_consis.*beta must be positive"):
+        load_config(PostChainConfig, bad)
+    bad.write_text("[dpo_realfake.filter]\ndecisions = 3\n")
+    with pytest.raises(ConfigError, match=r"dpo_realfake.filter.decisions must be a string"):
+        load_config(PostChainConfig, bad)
+    bad.write_text("[merge_dpo]\nmethod = 'svd'\n")
+    with pytest.raises(ConfigError, match="needs rank"):
+        load_config(PostChainConfig, bad)
+    with pytest.raises(ConfigError, match="not a stage"):
+        run_pipeline(from_dict(PostChainConfig, {"run": {"out": str(tmp_path)}}), start="sft")
+
+
+def test_sft_stage_refuses_a_missing_base(tmp_path):
+    from libragen_core.errors import CheckpointError
+    from training.sft import run_sft
+
+    cfg = from_dict(PostChainConfig, {"run": {"out": str(tmp_path / "run")}, "export": {"folder": str(tmp_path / "x")}})
+    with pytest.raises(CheckpointError, match="training.pretrain"):
+        run_sft(cfg, "sft_in")

@@ -1,0 +1,150 @@
+"""The DPO stage both pipelines share: fold the starting SFT LoRA into the base, build and filter
+pairs, train a DPO LoRA with the Flow-DPO loss (training/flow_dpo.py) against the folded model.
+
+Consis-DPO starts from the cross-pair SFT model and uses cross-pair triplets; Real-Fake DPO starts
+from the in-pair SFT model and uses in-pair triplets (their real clips are the winners). Outputs
+under <run.out>/<stage>/: pairs/ (pair files + pairs.jsonl), checkpoints/, metrics.jsonl,
+samples/, lora.safetensors (ComfyUI Wan format), DONE.json.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from libragen_core.errors import ConfigError, InputError
+from libragen_core.lora import (
+    add_lora,
+    extract_lora,
+    load_lora,
+    lora_trainable_parameters,
+    merge_lora_into,
+    save_lora,
+)
+
+from .common.data import EpochSampler, tensor_to_frames
+from .common.loop import TrainLoop, make_accelerator
+from .common.losses import sample_sigmas
+from .flow_dpo import DPOBatch, flow_dpo_backward
+from .pairs import FilterSettings, SamplerSettings, Triplet, generate_pairs, load_pairs
+from .post_common import (
+    encode_text,
+    heldout_triplets,
+    is_done,
+    load_base,
+    loop_loss,
+    mark_done,
+    stage_folder,
+    vae_digest,
+    validate_s2v,
+)
+from .post_config import DPOStageConfig, PostChainConfig
+from .triplets import ProceduralTriplets, TripletCache
+
+# stage -> (pair kind, triplet kind, SFT stage it starts from)
+DPO_STAGES = {"dpo_consis": ("consis", "cross_pair", "sft_cross"),
+              "dpo_realfake": ("realfake", "in_pair", "sft_in")}
+ADAPTER = "dpo"
+
+
+def lora_path(cfg: PostChainConfig, stage: str) -> Path:
+    return stage_folder(cfg, stage) / "lora.safetensors"
+
+
+def filter_settings(dc: DPOStageConfig) -> FilterSettings:
+    f = dc.filter
+    return FilterSettings(min_identity_margin=None if f.min_identity_margin < 0 else f.min_identity_margin,
+                          max_motion_gap=None if f.max_motion_gap < 0 else f.max_motion_gap)
+
+
+def stack_pairs(pairs: list[dict]) -> dict[str, torch.Tensor]:
+    """Kept pairs -> winner/loser [N, C, f, h, w], context [N, L, D], refs [N, C, R, h, w] or absent."""
+    out = {k: torch.stack([p[k].float() for p in pairs]) for k in ("winner", "loser", "context")}
+    with_refs = ["refs" in p for p in pairs]
+    if any(with_refs):
+        if not all(with_refs) or len({tuple(p["refs"].shape) for p in pairs}) != 1:
+            raise InputError("all pairs of a DPO stage must have the same number of references")
+        out["refs"] = torch.stack([p["refs"].float().squeeze(2).transpose(0, 1) for p in pairs])  # [N, C, R, h, w]
+    return out
+
+
+def run_dpo(cfg: PostChainConfig, stage: str) -> Path:
+    from .sft import lora_path as sft_lora
+
+    kind, triplet_kind, start = DPO_STAGES[stage]
+    dc: DPOStageConfig = getattr(cfg, stage)
+    folder = stage_folder(cfg, stage)
+    out = lora_path(cfg, stage)
+    if is_done(folder):
+        print(f"[{stage}] already finished ({out}); delete {folder / 'DONE.json'} to redo")
+        return out
+    if dc.split_backward and cfg.run.mixed_precision == "fp16":
+        raise ConfigError(f"[{stage}] split_backward does its own backward passes, which fp16 loss scaling "
+                          "does not see; use run.mixed_precision = 'bf16' or 'no'")
+    start_file = sft_lora(cfg, start)
+    if not start_file.is_file():
+        raise InputError(f"[{stage}] starts from the {start} LoRA {start_file}; run `python -m training.sft "
+                         f"--stage {start}` first")
+    acc = make_accelerator(cfg.run)
+    bundle = load_base(cfg, acc.device)
+    dit = bundle.dit
+    # the reference model = base with the SFT LoRA folded in; the DPO adapter goes on top of it
+    merge_lora_into(dit, load_lora(start_file))
+
+    cache = TripletCache.build(folder / "cache", ProceduralTriplets(dc.data, triplet_kind), dc.pairs,
+                               lambda px: bundle.vae.encode(px, chunked=False), vae_digest(cfg))
+    negative = encode_text(bundle, [""])
+    triplets = (Triplet(id=f"{i:06d}", context=encode_text(bundle, [cache.captions[i]])[0],
+                        refs=cache.subjects_latents(i).to(acc.device), latents=cache.latents[i].float().to(acc.device),
+                        caption=cache.captions[i], scene=cache.scenes[i]) for i in range(len(cache)))
+
+    def decode(lat: torch.Tensor):
+        with torch.no_grad():
+            return tensor_to_frames(bundle.vae.decode(lat[None].to(acc.device)))[0]
+
+    s = dc.sampler
+    records = generate_pairs(dit, triplets, folder / "pairs", kind, negative, seed=cfg.run.seed,
+                             settings=SamplerSettings(s.steps, s.shift, s.solver, s.cfg), rope_offsets=(dc.rope_offset,),
+                             decode=decode if dc.filter.auto else None, filters=filter_settings(dc),
+                             decisions=dc.filter.decisions or None)
+    kept = sum(r.kept for r in records)
+    print(f"[{stage}] {kept} of {len(records)} pairs kept")
+    data = stack_pairs(load_pairs(folder / "pairs", dc.filter.decisions or None))
+    n = data["winner"].shape[0]
+    if n < dc.optim.batch:
+        raise InputError(f"[{stage}] only {n} pairs are left after filtering, fewer than one batch ({dc.optim.batch}); "
+                         "generate more pairs, loosen the filter or lower the batch")
+
+    add_lora(dit, rank=dc.lora.rank, alpha=dc.lora.alpha, targets=dc.lora.targets, adapter_name=ADAPTER,
+             dropout=dc.lora.dropout)
+    trainable = lora_trainable_parameters(dit, ADAPTER)
+    sampler = EpochSampler(n, dc.optim.batch, cfg.run.seed + 29)
+    loop = TrainLoop(folder, stage, dc.optim, cfg.run, {"dit": dit}, data_state=sampler, accelerator=acc)
+    loop.resume()
+    dev = loop.device
+    items = heldout_triplets(dc.data, triplet_kind, dc.validation) if dc.validation.clips else []
+
+    def step_fn(step: int, gen: torch.Generator):
+        idx = torch.as_tensor(sampler.next())
+        batch = DPOBatch(winner=data["winner"][idx].to(dev), loser=data["loser"][idx].to(dev),
+                         context=data["context"][idx].to(dev),
+                         refs=data["refs"][idx].to(dev) if "refs" in data else None)
+        b = batch.winner.shape[0]
+        sigma = sample_sigmas(b, dc.sigma_sampling, shift=dc.sigma_shift, generator=gen).to(dev)
+        eps = torch.randn(batch.winner.shape, generator=gen).to(dev)  # one eps per pair: shared by both sides
+        stats = flow_dpo_backward(loop.wrapped["dit"], batch, eps, sigma, dc.beta, dc.sft_weight, dc.split_backward)
+        return loop_loss(stats.loss, trainable), stats.scalars()
+
+    def validate(step: int) -> dict:
+        return validate_s2v(dit, bundle, items, dc.validation, folder, step, stage, loop.log) if items else {}
+
+    loop.run(step_fn, validate)
+    if loop.step < dc.optim.steps:
+        print(f"[{stage}] stopped at step {loop.step} of {dc.optim.steps} (max_minutes); re-run to continue")
+        return out
+    save_lora(extract_lora(dit, ADAPTER), out, method=stage.replace("_", "-"), base_model="libragen-sprite",
+              metadata={"steps": str(loop.step), "beta": repr(dc.beta), "starts_from": start_file.name,
+                        "pairs": str(n)})
+    mark_done(folder, {"lora": str(out), "steps": loop.step, "pairs_kept": n, "pairs_total": len(records)})
+    print(f"[{stage}] wrote {out}")
+    return out

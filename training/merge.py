@@ -1,0 +1,124 @@
+"""Merge the SFT LoRAs, and the DPO models, with one weight a (METHOD.md 3-4).
+
+    python -m training.merge --config training/configs/spriteworld.toml              # merge_sft and merge_dpo
+    python -m training.merge --config ... --stage merge_sft --set merge_sft.sweep=[0,0.25,0.5,0.75,1]
+    python -m training.merge --cross a.safetensors --in-pair b.safetensors --weight 0.3 --out m.safetensors
+
+SFT:  dW = a * dW_cross + (1 - a) * dW_in                    (-> <out>/merge_sft/lora.safetensors)
+
+DPO: the two DPO LoRAs start from different SFT models (Consis-DPO from the cross-pair one,
+Real-Fake from the in-pair one), so each is only meaningful on top of its own SFT. The final
+model merges the two whole post-trained models the way the SFT LoRAs were merged:
+
+    dW = a * (dW_cross + dW_consis) + (1 - a) * (dW_in + dW_realfake)
+
+which, with the same a, is the merged SFT plus a * dW_consis + (1 - a) * dW_realfake. The methods
+are libragen_core.lora.merge_loras': `concat`/`linear` are exact (rank = sum of ranks), `svd`
+truncates the exact sum to `rank`, `ties`/`dare` prune per layer. `sweep` writes one file per
+weight into sweep/ for the ablation table.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from libragen_core.errors import ConfigError, InputError, LibraGenError
+from libragen_core.lora import load_lora, merge_loras, save_lora
+
+from .post_common import is_done, mark_done, stage_folder, stage_main
+from .post_config import MergeStageConfig, PostChainConfig
+
+
+def merge_weighted(side_a: Sequence, side_b: Sequence, a: float, mc: MergeStageConfig):
+    """a * sum(side_a) + (1 - a) * sum(side_b) for LoraWeights lists; returns the MergeResult.
+    A side weighted 0 is left out, so a = 0 or 1 gives exactly the other side (not an empty layer)."""
+    loras, weights = [], []
+    for side, w in ((side_a, a), (side_b, 1.0 - a)):
+        if w != 0.0:
+            loras += list(side)
+            weights += [w] * len(side)
+    return merge_loras(loras, weights, mc.method, rank=mc.rank or None, density=mc.density,
+                       drop_rate=mc.drop_rate, seed=mc.seed)
+
+
+def write_merge(side_a: Sequence[str | os.PathLike], side_b: Sequence[str | os.PathLike], a: float,
+                mc: MergeStageConfig, out: str | os.PathLike, label: str) -> Path:
+    la, lb = [load_lora(p) for p in side_a], [load_lora(p) for p in side_b]
+    result = merge_weighted(la, lb, a, mc)
+    meta = {"merge_weight": repr(a), "merge_error": f"{result.total_rel_error:.3g}",
+            "merge_a": ",".join(Path(p).name for p in side_a), "merge_b": ",".join(Path(p).name for p in side_b)}
+    return save_lora(result.lora, out, method=f"{label}:{mc.method}", base_model="libragen-sprite", metadata=meta)
+
+
+def sweep_names(weights: Sequence[float]) -> list[str]:
+    return [f"a{w:.2f}.safetensors" for w in weights]
+
+
+def run_merge_stage(cfg: PostChainConfig, stage: str) -> Path:
+    """merge_sft or merge_dpo from the finished SFT / DPO stages of the same run."""
+    from .dpo import lora_path as dpo_lora
+    from .sft import lora_path as sft_lora
+
+    mc = getattr(cfg, stage)
+    folder = stage_folder(cfg, stage)
+    out = folder / "lora.safetensors"
+    if is_done(folder):
+        print(f"[{stage}] already finished ({out})")
+        return out
+    if stage == "merge_sft":
+        side_a, side_b = [sft_lora(cfg, "sft_cross")], [sft_lora(cfg, "sft_in")]
+    elif stage == "merge_dpo":
+        side_a = [sft_lora(cfg, "sft_cross"), dpo_lora(cfg, "dpo_consis")]
+        side_b = [sft_lora(cfg, "sft_in"), dpo_lora(cfg, "dpo_realfake")]
+    else:
+        raise ValueError(f"unknown merge stage {stage!r}")
+    missing = [str(p) for p in (*side_a, *side_b) if not Path(p).is_file()]
+    if missing:
+        raise InputError(f"[{stage}] needs {', '.join(missing)}; run the stages that write them first")
+    folder.mkdir(parents=True, exist_ok=True)
+    label = "sft-merge" if stage == "merge_sft" else "dpo-merge"
+    write_merge(side_a, side_b, mc.weight, mc, out, label)
+    if mc.sweep:
+        (folder / "sweep").mkdir(exist_ok=True)
+        for w, name in zip(mc.sweep, sweep_names(mc.sweep)):
+            write_merge(side_a, side_b, w, mc, folder / "sweep" / name, label)
+    mark_done(folder, {"lora": str(out), "weight": mc.weight, "method": mc.method, "sweep": list(mc.sweep)})
+    print(f"[{stage}] wrote {out}" + (f" and {len(mc.sweep)} sweep files" if mc.sweep else ""))
+    return out
+
+
+def main(argv=None) -> int:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--stage", choices=["merge_sft", "merge_dpo", "both"], default="both")
+    pre.add_argument("--cross", nargs="+")
+    pre.add_argument("--in-pair", dest="in_pair", nargs="+")
+    pre.add_argument("--weight", type=float, default=0.5)
+    pre.add_argument("--method", default="concat")
+    pre.add_argument("--rank", type=int, default=0)
+    pre.add_argument("--out")
+    known, rest = pre.parse_known_args(argv)
+    if known.cross or known.in_pair:  # direct file merge, no config
+        try:
+            if not (known.cross and known.in_pair and known.out):
+                raise ConfigError("a direct merge needs --cross FILE.. --in-pair FILE.. --out FILE")
+            mc = MergeStageConfig(method=known.method, weight=known.weight, rank=known.rank)
+            print(write_merge(known.cross, known.in_pair, mc.weight, mc, known.out, "merge"))
+        except LibraGenError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
+    stages = ["merge_sft", "merge_dpo"] if known.stage == "both" else [known.stage]
+
+    def run(cfg: PostChainConfig):
+        for s in stages:
+            if getattr(cfg, s).enabled:
+                run_merge_stage(cfg, s)
+
+    return stage_main("python -m training.merge", __doc__, run, rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

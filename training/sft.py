@@ -1,0 +1,111 @@
+"""Subject-injection SFT: one LoRA on in-pair or on cross-pair triplets (METHOD.md 3).
+
+    python -m training.sft --config training/configs/spriteworld.toml                  # both LoRAs
+    python -m training.sft --config ... --stage sft_cross --set sft_cross.optim.steps=50
+
+References go in as at inference (white-padded, VAE-encoded, appended after the video latents
+with RoPE positions F, F+1, ...); the loss covers the video frames only. Reference dropout
+(zeroed reference slots) and text dropout (the empty prompt's features) train the null and
+ref-only branches that dynamic CFG combines. The LoRA is written in ComfyUI's native Wan format
+to <run.out>/<stage>/lora.safetensors; the stage resumes from its newest checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from libragen_core.lora import add_lora, extract_lora, save_lora
+
+from .common.data import EpochSampler
+from .common.loop import TrainLoop, make_accelerator
+from .common.losses import sample_sigmas
+from .flow_dpo import condition_dropout, sft_loss
+from .post_common import (
+    encode_text,
+    heldout_triplets,
+    is_done,
+    load_base,
+    mark_done,
+    stage_folder,
+    stage_main,
+    vae_digest,
+    validate_s2v,
+)
+from .post_config import PostChainConfig
+from .triplets import ProceduralTriplets, TripletCache
+
+SFT_STAGES = {"sft_in": "in_pair", "sft_cross": "cross_pair"}
+ADAPTER = "sft"
+
+
+def lora_path(cfg: PostChainConfig, stage: str) -> Path:
+    return stage_folder(cfg, stage) / "lora.safetensors"
+
+
+def run_sft(cfg: PostChainConfig, stage: str) -> Path:
+    if stage not in SFT_STAGES:
+        raise ValueError(f"unknown SFT stage {stage!r}")
+    kind = SFT_STAGES[stage]
+    sc = getattr(cfg, stage)
+    folder = stage_folder(cfg, stage)
+    out = lora_path(cfg, stage)
+    if is_done(folder):
+        print(f"[{stage}] already finished ({out}); delete {folder / 'DONE.json'} to redo")
+        return out
+    acc = make_accelerator(cfg.run)
+    bundle = load_base(cfg, acc.device)
+    dit = bundle.dit
+    cache = TripletCache.build(folder / "cache", ProceduralTriplets(sc.data, kind), sc.clips,
+                               lambda px: bundle.vae.encode(px, chunked=False), vae_digest(cfg))
+    add_lora(dit, rank=sc.lora.rank, alpha=sc.lora.alpha, targets=sc.lora.targets, adapter_name=ADAPTER,
+             dropout=sc.lora.dropout)
+    null_context = encode_text(bundle, [""])
+    sampler = EpochSampler(len(cache), sc.optim.batch, cfg.run.seed + 11)
+    loop = TrainLoop(folder, stage, sc.optim, cfg.run, {"dit": dit}, data_state=sampler, accelerator=acc)
+    loop.resume()
+    dev = loop.device
+    items = heldout_triplets(sc.data, kind, sc.validation) if sc.validation.clips else []
+
+    def step_fn(step: int, gen: torch.Generator):
+        x0, refs, caps = cache.batch(sampler.next())
+        ctx = encode_text(bundle, caps).to(dev)
+        refs, ctx, drop_r, drop_t = condition_dropout(refs, ctx, null_context, sc.ref_dropout, sc.text_dropout, gen)
+        b = x0.shape[0]
+        sigma = sample_sigmas(b, sc.sigma_sampling, shift=sc.sigma_shift, generator=gen)
+        eps = torch.randn(x0.shape, generator=gen)
+        loss = sft_loss(loop.wrapped["dit"], x0.to(dev), eps.to(dev), sigma.to(dev), ctx, refs.to(dev))
+        return loss, {"ref_dropped": float(drop_r.float().mean()), "text_dropped": float(drop_t.float().mean())}
+
+    def validate(step: int) -> dict:
+        return validate_s2v(dit, bundle, items, sc.validation, folder, step, stage, loop.log) if items else {}
+
+    loop.run(step_fn, validate)
+    if loop.step < sc.optim.steps:
+        print(f"[{stage}] stopped at step {loop.step} of {sc.optim.steps} (max_minutes); re-run to continue")
+        return out
+    save_lora(extract_lora(dit, ADAPTER), out, method=f"sft-{kind.replace('_', '-')}", base_model="libragen-sprite",
+              metadata={"steps": str(loop.step)})
+    mark_done(folder, {"lora": str(out), "steps": loop.step, "kind": kind})
+    print(f"[{stage}] wrote {out}")
+    return out
+
+
+def main(argv=None) -> int:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--stage", choices=[*SFT_STAGES, "both"], default="both")
+    known, rest = pre.parse_known_args(argv)
+    stages = list(SFT_STAGES) if known.stage == "both" else [known.stage]
+
+    def run(cfg: PostChainConfig):
+        for s in stages:
+            if getattr(cfg, s).enabled:
+                run_sft(cfg, s)
+
+    return stage_main("python -m training.sft", __doc__, run, rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
