@@ -115,7 +115,7 @@ class ValidationConfig:
 @dataclass(frozen=True)
 class BaseStageConfig:
     enabled: bool = True
-    vae: str = ""  # VAE file; "" = the vae stage's output (<out>/vae/vae.safetensors)
+    vae: str = ""  # VAE file; "" = the vae stage's output; "pool" = fixed pooling stand-in (DiT diagnosis)
     dit: DiTShape = field(default_factory=DiTShape)
     text: TextShape = field(default_factory=TextShape)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-4, warmup=200, ema_decay=0.999))
