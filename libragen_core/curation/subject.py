@@ -139,10 +139,12 @@ def check_too_small(clip: Clip, th: dict) -> FilterResult:
     size, how = measured_size(clip)
     bad = size < th["too_small"]
     if not bad:
+        # a wrong caption changes one subject; when none of several described subjects appears at
+        # its size class, or the only one is missing and what moves is much smaller, they shrank
         looks = described_looks(clip)
-        if looks and size < 0.6 * max(SIZES[lk.size] for lk in looks):
-            if all(best_jitter(clip, lk)[0] > th["caption_appearance"] for lk in looks):
-                bad, how = True, f"{how} pixels; no described subject appears at its size class"
+        small = looks and (len(looks) >= 2 or size < 0.6 * max(SIZES[lk.size] for lk in looks))
+        if small and all(best_jitter(clip, lk)[0] > th["caption_appearance"] for lk in looks):
+            bad, how = True, f"{how} pixels; no described subject appears at its size class"
     reason = (f"subject too small: the biggest one spans {size:.2f} of the frame's short side "
               f"(measured on {how}; minimum {th['too_small']:.2f})") if bad else ""
     return FilterResult("too_small", not bad, size, th["too_small"], reason)
