@@ -70,7 +70,7 @@ def test_tiny_chain_produces_a_loadable_model_folder(tmp_path, capsys):
     run = tmp_path / "run"
     assert out == run / "final"
     state = json.loads((run / "pipeline.json").read_text())
-    assert state["done"] == ["sft_in", "sft_cross", "merge_sft", "dpo_consis", "dpo_realfake", "merge_dpo", "final"]
+    assert state["done"] == ["vae", "base", "export", "sft_in", "sft_cross", "merge_sft", "dpo_consis", "dpo_realfake", "merge_dpo", "final"]
 
     # LoRA files in ComfyUI's Wan naming
     sft_in = load_lora(run / "sft_in" / "lora.safetensors")
@@ -118,7 +118,7 @@ def test_tiny_chain_produces_a_loadable_model_folder(tmp_path, capsys):
     capsys.readouterr()
     run_pipeline(cfg)
     printed = capsys.readouterr().out
-    assert printed.count("finished earlier, skipped") == 7 and "running" not in printed
+    assert printed.count("finished earlier, skipped") == 10 and "running" not in printed
 
 
 def test_config_errors_name_the_key(tmp_path):

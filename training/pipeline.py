@@ -4,7 +4,8 @@
         -> dpo_consis (from the cross-pair SFT) + dpo_realfake (from the in-pair SFT) -> merge_dpo -> final
 
     python -m training.pipeline --config training/configs/spriteworld.toml
-    python -m training.pipeline --config ... --from sft_in          # redo from a stage on
+    python -m training.pipeline --config ... --from sft_in          # (re)do from a stage on; the
+                                                                    # earlier ones count as done
     python -m training.pipeline --config ... --until merge_sft
 
 A finished stage is recorded in <run.out>/pipeline.json and skipped on rerun (the post-training
@@ -119,8 +120,8 @@ def run_pipeline(cfg: PostChainConfig, start: str | None = None, until: str | No
     lo = STAGES.index(start) if start else 0
     hi = STAGES.index(until) if until else len(STAGES) - 1
     state = read_state(cfg)
-    if start:  # redo from here on: forget later stages' completion
-        state["done"] = [s for s in state["done"] if STAGES.index(s) < lo]
+    if start:  # earlier stages count as finished (their outputs are given); redo from here on
+        state["done"] = list(STAGES[:lo])
         for s in STAGES[lo:]:
             (stage_folder(cfg, s) / "DONE.json").unlink(missing_ok=True)
         write_state(cfg, state)
