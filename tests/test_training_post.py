@@ -149,3 +149,14 @@ def test_sft_stage_refuses_a_missing_base(tmp_path):
     cfg = from_dict(PostChainConfig, {"run": {"out": str(tmp_path / "run")}, "export": {"folder": str(tmp_path / "x")}})
     with pytest.raises(CheckpointError, match="training.pretrain"):
         run_sft(cfg, "sft_in")
+
+
+def test_shipped_post_config_layers_over_the_pretrain_config():
+    from training.post_common import load_layered
+
+    files = [ROOT / "training/configs/spriteworld.toml", ROOT / "training/configs/spriteworld-post.toml"]
+    cfg = load_layered(files, ["dpo_consis.beta=1000"])
+    assert cfg.base.dit.dim == 256 and cfg.sft_in.data.seed == cfg.sft_cross.data.seed  # same clips, other refs
+    assert cfg.dpo_consis.beta == 1000.0 and cfg.merge_sft.sweep == (0.0, 0.25, 0.5, 0.75, 1.0)
+    with pytest.raises(ConfigError, match=r"\+ .*unknown key 'betta'"):
+        load_layered(files, ["dpo_consis.betta=1000"])

@@ -127,17 +127,56 @@ def validate_s2v(dit, bundle, items, vc: PostValidation, folder: Path, step: int
 
 # ---------------------------------------------------------------- CLI
 
+def _deep_merge(into: dict, more: dict) -> dict:
+    for k, v in more.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _deep_merge(into[k], v)
+        else:
+            into[k] = v
+    return into
+
+
+def load_layered(paths, overrides=()) -> PostChainConfig:
+    """PostChainConfig from one or more TOML files merged in order (tables merge key by key,
+    other values are replaced), then `section.key=value` overrides; strict as load_config."""
+    import tomllib
+
+    from libragen_core.errors import ConfigError
+
+    from .common.config import apply_override, from_dict
+
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    if len(paths) == 1:
+        return load_config(PostChainConfig, paths[0], overrides)
+    data: dict = {}
+    for path in paths:
+        try:
+            _deep_merge(data, tomllib.loads(Path(path).read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    source = " + ".join(str(p) for p in paths)
+    for item in overrides:
+        apply_override(data, item, source)
+    return from_dict(PostChainConfig, data, source)
+
+
+
 def stage_main(prog: str, doc: str, run: Callable[[PostChainConfig], object], argv=None) -> int:
     """`python -m training.<stage> --config X.toml [--set k=v ...] [--force]`."""
     from .common.loop import setup_torch
 
     p = argparse.ArgumentParser(prog=prog, description=doc.strip().split("\n")[0])
-    p.add_argument("--config", required=True, help="training/configs/<name>.toml")
+    p.add_argument("--config", required=True, action="append",
+                   help="training/configs/<name>.toml; repeat to layer files (later ones win key by key), e.g. "
+                        "--config training/configs/spriteworld.toml --config training/configs/spriteworld-post.toml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set sft_in.optim.steps=50 (repeatable)")
     args = p.parse_args(argv)
     try:
-        cfg = load_config(PostChainConfig, args.config, args.set)
+        cfg = load_layered(args.config, args.set)
         setup_torch(cfg.run)
         Path(cfg.run.out).mkdir(parents=True, exist_ok=True)
         (Path(cfg.run.out) / f"{prog.rsplit('.', 1)[-1]}-config.json").write_text(json.dumps(to_dict(cfg), indent=1))
