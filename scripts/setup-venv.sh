@@ -11,6 +11,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
   # pinned first: an unpinned torch (or one pulled in by peft/kornia) would fetch CUDA wheels
   .venv/bin/python -m pip install -q torch==2.13.0
-  .venv/bin/python -m pip install -q -e ".[text,train,curate,test]"
+  .venv/bin/python -m pip install -q -e ".[text,train,eval,curate,test]"
   echo "$want" >"$stamp"
 fi
