@@ -120,7 +120,9 @@ def flow_dpo_backward(model: nn.Module, batch: DPOBatch, eps: torch.Tensor, sigm
     every adapter disabled: fold the SFT LoRA into the base before adding the DPO adapter.
 
     split=True back-propagates the winner and the loser halves one after the other (peak memory
-    of one half); split=False builds one joint graph (the plain form; same gradients).
+    of one half); split=False builds one joint graph (the plain form; same gradients). The split
+    form runs the loser's policy forward twice (once without a graph, for inside); with LoRA
+    dropout > 0 the two passes draw different masks, so keep adapter dropout at 0 for exactness.
     """
     if beta <= 0:
         raise ConfigError(f"dpo beta must be positive (published values span 100 to 5000); got {beta}")

@@ -175,6 +175,10 @@ def generate_pairs(model, triplets: Iterable[Triplet], out: str | os.PathLike, k
     out = Path(out)
     (out / "pairs").mkdir(parents=True, exist_ok=True)
     rejected = read_decisions(decisions)
+    try:  # metrics of pairs measured before (a resumed stage does not decode and track them again)
+        earlier = {r.id: r for r in read_records(out)}
+    except InputError:
+        earlier = {}
     records = []
     for n, t in enumerate(triplets):
         pid = f"{kind}-{t.id}"
@@ -198,7 +202,10 @@ def generate_pairs(model, triplets: Iterable[Triplet], out: str | os.PathLike, k
             save_state_dict(tensors, file)
         metrics = {}
         if decode is not None and t.scene is not None:
-            metrics = pair_metrics(decode(winner), decode(loser), t.scene)
+            if pid in earlier and earlier[pid].metrics and file.is_file():
+                metrics = earlier[pid].metrics
+            else:
+                metrics = pair_metrics(decode(winner), decode(loser), t.scene)
         kept, reason = judge(metrics, filters)
         if pid in rejected:
             kept, reason = False, "rejected in manual review"
