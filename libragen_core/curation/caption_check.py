@@ -63,9 +63,16 @@ def motion_contradiction(clip: Clip, k: int, look: Identity, motion: str | None,
     reach = (0.12 + 0.1 * SIZES[look.size]) * S
     screen = template_track(clip, look, jitter, start, reach, max_distance)
     seen = ~np.isnan(screen[:, 0])
-    if seen.mean() < 0.6 or not seen[:3].any() or not seen[-3:].any():
-        return ""  # hidden or lost too often to judge
     world = screen + clip.camera
+    if motion.startswith(("move_", "zigzag_")) and seen[:6].all() and not seen[-3:].any():
+        # lost before the end (its look changed: it shrinks or spins); a mover covers at least a
+        # third of its path in the first six frames, this one stayed put there
+        u = DIRECTIONS_UNIT[motion[5:]] if motion.startswith("move_") else np.array([1.0 if motion.endswith("right") else -1.0, 0.0])
+        early = float((world[5] - world[0]) @ u)
+        if early < 0.02 * S:
+            return f"{name} should {motion.split('_')[0]} {motion.split('_', 1)[1].replace('_', '-')} but stays put for six frames, then its look changes"
+    if seen.mean() < 0.3 or not seen[:3].any() or not seen[-3:].any():
+        return ""  # hidden or lost too often to judge
     idx = np.nonzero(seen)[0]
     a = world[idx[:2]].mean(axis=0)
     b = world[idx[-2:]].mean(axis=0)
