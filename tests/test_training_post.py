@@ -160,3 +160,30 @@ def test_shipped_post_config_layers_over_the_pretrain_config():
     assert cfg.dpo_consis.beta == 1000.0 and cfg.merge_sft.sweep == (0.0, 0.25, 0.5, 0.75, 1.0)
     with pytest.raises(ConfigError, match=r"\+ .*unknown key 'betta'"):
         load_layered(files, ["dpo_consis.betta=1000"])
+
+
+def test_triplets_from_a_dataset_folder(tmp_path):
+    import numpy as np
+
+    from libragen_core.spriteworld.dataset import write_dataset
+    from training.triplets import ManifestTriplets, ProceduralTriplets, TripletCache
+
+    write_dataset(tmp_path / "cross", "cross_pair", 2, seed=3, size=(32, 32), n_frames=5, video_format="gif",
+                  scene_options={"n_subjects": 1})
+    src = ManifestTriplets(tmp_path / "cross", "cross_pair")
+    frames, refs, caption, scene = src[1]
+    assert frames.shape == (5, 32, 32, 3) and len(refs) == len(scene["subjects"]) and caption.startswith("Ref 1:")
+    assert refs[0][0, 0].tolist() == [255, 255, 255]  # rendered on white
+    with pytest.raises(ConfigError, match="--kind in_pair"):
+        ManifestTriplets(tmp_path / "cross", "in_pair")
+    # the cache holds one latent frame per reference, prepared as at inference
+    vae = WanVAE(VAEConfig(dim=4, num_res_blocks=1))
+    src_1 = ProceduralTriplets(src.spec.__class__(size=(32, 32), frames=5, n_subjects=1), "in_pair")
+    for source in (src_1, src):
+        cache = TripletCache.build(tmp_path / "cache", source, 2, lambda px: vae.encode(px, chunked=False), "x",
+                                   progress=False)
+        x0, r, caps = cache.batch([0, 1])
+        assert x0.shape == (2, 16, 2, 4, 4) and r.shape == (2, 16, 1, 4, 4) and len(caps) == 2
+        again = TripletCache.build(tmp_path / "cache", source, 2, None, "x", progress=False)  # loaded, not rebuilt
+        assert torch.equal(again.refs, cache.refs) and again.scenes == cache.scenes
+    assert np.asarray(frames).dtype == np.uint8

@@ -65,6 +65,7 @@ class SFTStageConfig:
     enabled: bool = True
     clips: int = 512  # triplets in the stage's latent cache
     data: ClipSpec = field(default_factory=lambda: ClipSpec(seed=100))
+    dataset: str = ""  # a `libragen spriteworld dataset` folder of this stage's kind instead of `data`
     lora: LoraConfig = field(default_factory=LoraConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=500, batch=16, lr=1e-4, warmup=20))
     ref_dropout: float = 0.1  # zeroed references: the null branch of dynamic CFG

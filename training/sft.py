@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from libragen_core.errors import InputError
 from libragen_core.lora import add_lora, extract_lora, save_lora
 
 from .common.data import EpochSampler
@@ -35,7 +36,7 @@ from .post_common import (
     validate_s2v,
 )
 from .post_config import PostChainConfig
-from .triplets import ProceduralTriplets, TripletCache
+from .triplets import ManifestTriplets, ProceduralTriplets, TripletCache
 
 SFT_STAGES = {"sft_in": "in_pair", "sft_cross": "cross_pair"}
 ADAPTER = "sft"
@@ -58,7 +59,10 @@ def run_sft(cfg: PostChainConfig, stage: str) -> Path:
     acc = make_accelerator(cfg.run)
     bundle = load_base(cfg, acc.device)
     dit = bundle.dit
-    cache = TripletCache.build(folder / "cache", ProceduralTriplets(sc.data, kind), sc.clips,
+    source = ManifestTriplets(sc.dataset, kind) if sc.dataset else ProceduralTriplets(sc.data, kind)
+    if sc.dataset and len(source) < sc.clips:
+        raise InputError(f"[{stage}] {sc.dataset} holds {len(source)} triplets, fewer than clips = {sc.clips}")
+    cache = TripletCache.build(folder / "cache", source, sc.clips,
                                lambda px: bundle.vae.encode(px, chunked=False), vae_digest(cfg))
     add_lora(dit, rank=sc.lora.rank, alpha=sc.lora.alpha, targets=sc.lora.targets, adapter_name=ADAPTER,
              dropout=sc.lora.dropout)

@@ -74,10 +74,44 @@ class ProceduralTriplets:
         result = render_scene(scene)
         # references draw from their own stream: the clip does not depend on the reference kind
         refs = reference_images(result, self.kind, np.random.default_rng([self.spec.seed, i, 7]))
-        return result.frames, refs, scene_caption(scene), scene.to_dict()
+        # through JSON, so a fresh item equals one read back from a cache (lists, not tuples)
+        return result.frames, refs, scene_caption(scene), json.loads(json.dumps(scene.to_dict()))
 
     def settings(self) -> dict:
         return {"source": "procedural-triplets", "kind": self.kind, **asdict(self.spec)}
+
+
+class ManifestTriplets:
+    """Triplets of a `libragen spriteworld dataset --kind in_pair|cross_pair` folder (clips + ref PNGs)."""
+
+    def __init__(self, folder: str | os.PathLike, kind: str):
+        from libragen_core.spriteworld.dataset import read_manifest
+
+        self.folder, self.kind = Path(folder), kind
+        self.records = read_manifest(self.folder)
+        kinds = {r.get("kind") for r in self.records}
+        if kinds != {kind}:
+            raise ConfigError(f"{self.folder} holds {sorted(map(str, kinds))} records but this stage trains on "
+                              f"{kind} triplets; write one with `libragen spriteworld dataset --kind {kind}`")
+        first = self.records[0]
+        self.spec = ClipSpec(size=tuple(first["size"]), frames=int(first["n_frames"]))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, list[np.ndarray], str, dict]:
+        from PIL import Image
+
+        from libragen_core.io.video import read_video
+
+        rec = self.records[i]
+        frames, _ = read_video(self.folder / rec["video"])
+        refs = [np.asarray(Image.open(self.folder / r["path"]).convert("RGB")) for r in rec["refs"]]
+        return frames, refs, rec["caption"], rec["scene"]
+
+    def settings(self) -> dict:
+        digest = hashlib.sha256((self.folder / "manifest.jsonl").read_bytes()).hexdigest()[:16]
+        return {"source": "manifest-triplets", "kind": self.kind, "folder": str(self.folder.resolve()), "manifest": digest}
 
 
 class TripletCache:
@@ -90,7 +124,7 @@ class TripletCache:
         return self.latents.shape[0]
 
     @classmethod
-    def build(cls, folder: str | os.PathLike, source: ProceduralTriplets, n: int,
+    def build(cls, folder: str | os.PathLike, source: ProceduralTriplets | ManifestTriplets, n: int,
               encode: Callable[[torch.Tensor], torch.Tensor], vae_digest: str, batch: int = 8,
               progress: bool = True) -> TripletCache:
         """encode: pixels [B, 3, T, H, W] in [-1, 1] -> normalized latents."""
