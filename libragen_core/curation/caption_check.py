@@ -46,7 +46,7 @@ def _rotation(clip: Clip, mask: np.ndarray) -> float:
 
 
 def motion_contradiction(clip: Clip, k: int, look: Identity, motion: str | None, jitter: float,
-                         start, max_distance: float) -> str:
+                         start, max_distance: float, pan: str | None = None) -> str:
     """Why the frames contradict subject k's claimed motion, or '' when they do not (or cannot tell)."""
     if motion is None or motion in ("chase", "swap", "meet"):
         return ""
@@ -64,7 +64,7 @@ def motion_contradiction(clip: Clip, k: int, look: Identity, motion: str | None,
     screen = template_track(clip, look, jitter, start, reach, max_distance)
     seen = ~np.isnan(screen[:, 0])
     world = screen + clip.camera
-    if motion.startswith(("move_", "zigzag_")) and seen[:6].all() and not seen[-3:].any():
+    if motion.startswith(("move_", "zigzag_")) and not pan and seen[:6].all() and not seen[-3:].any():
         # lost before the end (its look changed: it shrinks or spins); a mover covers at least a
         # third of its path in the first six frames, this one stayed put there
         u = DIRECTIONS_UNIT[motion[5:]] if motion.startswith("move_") else np.array([1.0 if motion.endswith("right") else -1.0, 0.0])
@@ -79,6 +79,19 @@ def motion_contradiction(clip: Clip, k: int, look: Identity, motion: str | None,
     D = b - a
     dist = float(np.hypot(*D))
     pts = world[seen]
+    if pan and not motion.startswith(("move_", "zigzag_")):
+        # the caption says the camera pans; on a plain background the pan cannot be measured, so
+        # for subjects that should come back, a steady drift along the pan's axis (up to 0.2 of
+        # the frame over the clip, as a pan moves) is taken out before judging
+        axis = 0 if pan in ("left", "right") else 1
+        drift = float(np.clip(b[axis] - a[axis], -0.2 * S, 0.2 * S))
+        frac = np.nonzero(seen)[0] / max(1, len(seen) - 1)
+        pts = pts.copy()
+        pts[:, axis] -= frac * drift
+        b = b.copy()
+        b[axis] -= drift
+        D = b - a
+        dist = float(np.hypot(*D))
     wander = float(np.linalg.norm(pts - a, axis=1).max())
     off = _off_line(pts, a, b)
     if motion.startswith("move_"):
@@ -86,11 +99,11 @@ def motion_contradiction(clip: Clip, k: int, look: Identity, motion: str | None,
         along = float(D @ u)
         if along < 0.06 * S or (dist >= 0.12 * S and along < 0.5 * dist):
             return f"{name} should move {motion[5:].replace('_', '-')} but moved ({D[0]:+.0f}, {D[1]:+.0f}) px"
-        if off > 0.06 * S:
+        if off > 0.08 * S:
             return f"{name} should move in a straight line but strays {off:.0f} px from it"
     elif motion.startswith("zigzag_"):
         sign = -1.0 if motion.endswith("left") else 1.0
-        if sign * D[0] < 0.06 * S or abs(D[1]) > 0.15 * S:
+        if sign * D[0] < 0.06 * S or (abs(D[1]) > 0.15 * S and pan not in ("up", "down")):
             return f"{name} should zig-zag {motion[7:]} but moved ({D[0]:+.0f}, {D[1]:+.0f}) px"
         if off < 0.04 * S:
             return f"{name} should zig-zag but moves in a straight line (within {off:.0f} px)"
@@ -101,7 +114,7 @@ def motion_contradiction(clip: Clip, k: int, look: Identity, motion: str | None,
             return f"{name} should bounce but never rises"
         if motion.startswith("circle_") and wander < 0.08 * S:
             return f"{name} should circle but stays within {wander:.0f} px"
-        if motion.startswith("spin_") and wander > 0.12 * S:
+        if motion.startswith("spin_") and wander > 0.15 * S:
             return f"{name} should spin in place but wanders {wander:.0f} px"
         if motion.startswith("spin_"):
             turn = _rotation(clip, _subject_pixels(clip, look, screen, seen))
@@ -149,7 +162,7 @@ def caption_contradictions(clip: Clip, max_distance: float = 40.0) -> list[str]:
             problems.append(f"Ref {k + 1} ({look.name}) is not in the clip: the best match differs by "
                             f"{dist:.0f} levels (limit {max_distance:.0f})")
             continue
-        why = motion_contradiction(clip, k, look, facts["motions"].get(k), jitter, where, max_distance)
+        why = motion_contradiction(clip, k, look, facts["motions"].get(k), jitter, where, max_distance, facts["camera"])
         if why:
             problems.append(why)
     return problems
