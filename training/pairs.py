@@ -195,10 +195,10 @@ def generate_pairs(model, triplets: Iterable[Triplet], out: str | os.PathLike, k
                 winner, loser = consis_pair(model, t, negative, shape, pair_seed, rope_offsets, settings)
             else:
                 winner, loser = realfake_pair(model, t, negative, pair_seed, settings)
-            tensors = {"winner": winner.contiguous(), "loser": loser.contiguous(),
-                       "context": t.context.float().contiguous()}
+            tensors = {"winner": winner.cpu().contiguous(), "loser": loser.cpu().contiguous(),
+                       "context": t.context.float().cpu().contiguous()}
             if t.refs is not None:
-                tensors["refs"] = t.refs.float().contiguous()
+                tensors["refs"] = t.refs.float().cpu().contiguous()
             save_state_dict(tensors, file)
         metrics = {}
         if decode is not None and t.scene is not None:

@@ -106,7 +106,7 @@ class ManifestTriplets:
 
         rec = self.records[i]
         frames, _ = read_video(self.folder / rec["video"])
-        refs = [np.asarray(Image.open(self.folder / r["path"]).convert("RGB")) for r in rec["refs"]]
+        refs = [np.array(Image.open(self.folder / r["path"]).convert("RGB")) for r in rec["refs"]]
         return frames, refs, rec["caption"], rec["scene"]
 
     def settings(self) -> dict:
