@@ -102,28 +102,3 @@ def color_track(clip: Clip, color: str, color2: str | None = None, min_blob: int
     screen = center.copy()
     return Track(count, center + clip.camera, screen, extent, n_blobs)
 
-
-def follow(clip: Clip, mask: np.ndarray, start_xy, reach: float) -> tuple[Track, np.ndarray]:
-    """Follow one subject through a colour mask from its position in frame 0.
-
-    Each frame keeps the blobs (3x3-closed components) whose centre lies within `reach` px of the
-    previous centre, so props, background and other subjects of a similar colour elsewhere in
-    the frame do not pull the track. Returns the track and the mask of the followed pixels.
-    """
-    T = len(mask)
-    kept = np.zeros_like(mask)
-    prev = np.asarray(start_xy, np.float64)
-    close = np.ones((3, 3), np.uint8)
-    for t in range(T):
-        m8 = cv2.morphologyEx(mask[t].astype(np.uint8), cv2.MORPH_CLOSE, close)
-        n, labels, st, cent = cv2.connectedComponentsWithStats(m8, connectivity=8)
-        near = [i for i in range(1, n) if np.hypot(*(cent[i] - prev)) <= reach and st[i, cv2.CC_STAT_AREA] >= 3]
-        if not near:
-            continue
-        sel = np.isin(labels, near) & mask[t]
-        if not sel.any():
-            continue
-        kept[t] = sel
-        ys, xs = np.nonzero(sel)
-        prev = np.array([xs.mean(), ys.mean()])
-    return color_track(clip, "white", mask=kept), kept
