@@ -1,8 +1,6 @@
 """The adapter's plain fallbacks (outside ComfyUI), the preview map and the attention switch."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 import warnings
 from pathlib import Path
 
@@ -13,18 +11,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from libragen_core.errors import CheckpointError, InputError
+from tests.pack import load_pack
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-def load_pack():
-    if "libragen_pack" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("libragen_pack", REPO / "__init__.py",
-                                                      submodule_search_locations=[str(REPO)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["libragen_pack"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["libragen_pack"]
 
 
 pack = load_pack()

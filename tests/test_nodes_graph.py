@@ -3,8 +3,6 @@ embedded model (load -> subject encode -> schedule -> sample -> decode), plus th
 ComfyUI relies on (ids, categories, tooltips) and the LATENT convention."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 import warnings
 from pathlib import Path
 
@@ -15,19 +13,10 @@ from libragen_core import pipeline
 from libragen_core.conditioning.subjects import Subjects
 from libragen_core.errors import InputError
 from libragen_core.sampling.guidance import PRESETS, CFGSchedule, CosineRamp, Switch
+from tests.pack import load_pack
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-def load_pack():
-    """The repo root imported as a package, the way ComfyUI imports a custom-node folder."""
-    if "libragen_pack" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("libragen_pack", REPO / "__init__.py",
-                                                      submodule_search_locations=[str(REPO)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["libragen_pack"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["libragen_pack"]
 
 
 pack = load_pack()

@@ -2,8 +2,6 @@
 never modified (also across sampling runs and interrupts), the merge can be saved and reloaded."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 import warnings
 from pathlib import Path
 
@@ -12,21 +10,13 @@ import torch
 
 from libragen_core.errors import CheckpointError
 from libragen_core.lora import LoraFactors, LoraWeights, load_lora, merge_loras, save_lora
+from tests.pack import load_pack
 
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = ("blocks.0.self_attn.q", "blocks.1.cross_attn.v", "blocks.3.ffn.0")
 RUN = {"frames": 5, "width": 64, "height": 64, "steps": 2, "shift": 3.0, "solver": "euler", "seed": 3,
        "cfg_preset": "none"}
 
-
-def load_pack():
-    if "libragen_pack" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("libragen_pack", REPO / "__init__.py",
-                                                      submodule_search_locations=[str(REPO)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["libragen_pack"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["libragen_pack"]
 
 
 pack = load_pack()

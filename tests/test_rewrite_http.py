@@ -211,18 +211,9 @@ def test_vision_captioner_sends_the_image_as_a_data_url(server):
 
 
 def _pack_node():
-    import importlib.util
-    import sys
-    from pathlib import Path
+    from tests.pack import load_pack
 
-    repo = Path(__file__).resolve().parents[1]
-    if "libragen_pack" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("libragen_pack", repo / "__init__.py",
-                                                      submodule_search_locations=[str(repo)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["libragen_pack"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["libragen_pack"].NODE_CLASS_MAPPINGS["LibraGenPromptRewrite"]
+    return load_pack().NODE_CLASS_MAPPINGS["LibraGenPromptRewrite"]
 
 
 def test_the_key_is_written_nowhere(server, tmp_path, caplog, capsys, monkeypatch):

@@ -2,8 +2,6 @@
 clear errors, and the models/LLM folder listing."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,18 +10,10 @@ import torch
 from libragen_core.conditioning.subjects import Subjects
 from libragen_core.errors import ConfigError, InputError
 from libragen_core.spriteworld.captions import caption_facts
+from tests.pack import load_pack
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-def load_pack():
-    if "libragen_pack" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("libragen_pack", REPO / "__init__.py",
-                                                      submodule_search_locations=[str(REPO)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["libragen_pack"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["libragen_pack"]
 
 
 pack = load_pack()

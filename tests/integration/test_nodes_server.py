@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.pack import load_pack
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 HERE = Path(__file__).resolve().parent
@@ -26,15 +28,6 @@ def _helper():
         spec.loader.exec_module(module)
     return sys.modules["libragen_comfy_server"]
 
-
-def _pack():
-    if "libragen_pack" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("libragen_pack", REPO / "__init__.py",
-                                                      submodule_search_locations=[str(REPO)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["libragen_pack"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["libragen_pack"]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +65,7 @@ def messages(entry: dict) -> dict:
 
 
 def test_object_info_declares_every_node_as_defined(server):
-    pack = _pack()
+    pack = load_pack()
     info = server.get("/object_info").json()
     for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
         assert node_id in info, f"{node_id} is not registered on the server (see {server.log})"
