@@ -26,7 +26,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..io.atomic import atomic_path
-from .text_prompts import check_prompts
+from .text_prompts import check_prompts, pad_token_rows
 
 PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
 SPECIALS = (PAD, UNK, EOS)
@@ -166,19 +166,8 @@ class SmallTextEncoder(nn.Module):
 
     def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         prompts = check_prompts(prompts)
-        rows = []
-        for p in prompts:
-            ids = self.tokenizer.ids(p)
-            if len(ids) > self.max_length:
-                ids = ids[: self.max_length - 1] + [self.tokenizer.eos_id]
-            rows.append(ids)
-        length = max(len(r) for r in rows)
-        ids = torch.full((len(rows), length), self.tokenizer.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), length), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
-            mask[i, : len(r)] = 1
-        return ids, mask
+        t = self.tokenizer
+        return pad_token_rows([t.ids(p) for p in prompts], self.max_length, t.pad_id, t.eos_id, prompts)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         n = ids.shape[1]

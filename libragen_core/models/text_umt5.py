@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
-from .text_prompts import check_prompts
+from .text_prompts import check_prompts, pad_token_rows
 
 log = logging.getLogger(__name__)
 
@@ -224,20 +224,8 @@ class UMT5TextEncoder:
     def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(ids, mask), each [B, longest prompt]; prompts longer than max_length are cut (with a warning)."""
         prompts = check_prompts(prompts)
-        rows = []
-        for p in prompts:
-            ids = self.tokenizer.ids(clean_prompt(p))
-            if len(ids) > self.max_length:
-                log.warning("prompt of %d tokens cut to %d: %.60s...", len(ids), self.max_length, p)
-                ids = ids[: self.max_length - 1] + [self.tokenizer.eos_id]
-            rows.append(ids)
-        length = max(len(r) for r in rows)
-        ids = torch.full((len(rows), length), self.tokenizer.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), length), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-            mask[i, : len(r)] = 1
-        return ids, mask
+        t = self.tokenizer
+        return pad_token_rows([t.ids(clean_prompt(p)) for p in prompts], self.max_length, t.pad_id, t.eos_id, prompts)
 
     @torch.no_grad()
     def encode(self, prompts: list[str], device=None) -> torch.Tensor:
