@@ -40,22 +40,23 @@ def identity_from_description(desc: str) -> Identity:
     return Identity(m.group("shape"), m.group("color"), m.group("color2"), _NOUN_TO_PATTERN[m.group("noun")], mark, m.group("size"))
 
 
-def templates(identity: Identity, short: int, jitters=(0.9, 1.0, 1.1), phases=None):
+def templates(identity: Identity, short: int, jitters=(0.9, 1.0, 1.1), phases=None, angles=(0.0,)):  # angles in degrees
     """(rgb float32 [h, w, 3], mask uint8 [h, w]) crops of the identity at its size class times
-    each jitter, and at sub-pixel phases (a sprite's pixel pattern depends on where its centre
-    falls inside a pixel)."""
+    each jitter, at each angle, and at sub-pixel phases (a sprite's pixel pattern depends on where
+    its centre falls inside a pixel)."""
     phases = PHASES if phases is None else phases
     out = []
     for j in jitters:
-        for dx, dy in phases:
-            img, mask = render_identity(identity, short, scale=SIZES[identity.size] * j,
-                                        center=(0.5 + dx / short, 0.5 + dy / short))
-            ys, xs = np.nonzero(mask)
-            if len(xs) == 0:
-                continue
-            box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
-            # blur both sides: nearest-neighbour sprites at another sub-pixel offset differ at every edge
-            out.append((cv2.GaussianBlur(img.astype(np.float32), (0, 0), BLUR)[box], mask[box].astype(np.uint8)))
+        for angle in angles:
+            for dx, dy in phases:
+                img, mask = render_identity(identity, short, scale=SIZES[identity.size] * j, angle=angle,
+                                            center=(0.5 + dx / short, 0.5 + dy / short))
+                ys, xs = np.nonzero(mask)
+                if len(xs) == 0:
+                    continue
+                box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+                # blur both sides: nearest-neighbour sprites at another sub-pixel offset differ at every edge
+                out.append((cv2.GaussianBlur(img.astype(np.float32), (0, 0), BLUR)[box], mask[box].astype(np.uint8)))
     return out
 
 
@@ -92,7 +93,7 @@ def appearance_match(clip: Clip, identity: Identity, frames=(0, 1), candidates: 
     return best, where
 
 
-def _scores(img: np.ndarray, tpl: np.ndarray, mask: np.ndarray, candidates: int, window=None):
+def _scores(img: np.ndarray, tpl: np.ndarray, mask: np.ndarray, candidates: int, window=None, quantile: float = QUANTILE):
     """[(median difference, (cx, cy))] of the best few positions of one template in one image."""
     m3 = np.repeat(mask[..., None], 3, axis=-1).astype(np.float32)
     inside = mask.astype(bool)
@@ -111,7 +112,7 @@ def _scores(img: np.ndarray, tpl: np.ndarray, mask: np.ndarray, candidates: int,
         if not np.isfinite(sq[y, x]):
             break
         diff = np.abs(img[y : y + th, x : x + tw] - tpl).max(axis=-1)[inside]
-        out.append((float(np.quantile(diff, QUANTILE)), (x + tw / 2.0, y + th / 2.0)))
+        out.append((float(np.quantile(diff, quantile)), (x + tw / 2.0, y + th / 2.0)))
         sq[max(0, y - 2) : y + 3, max(0, x - 2) : x + 3] = np.inf
     return out
 
@@ -120,14 +121,15 @@ def _blurred(clip: Clip, t: int) -> np.ndarray:
     return cv2.GaussianBlur(np.clip(clip.normalized[t], 0, 255).astype(np.float32), (0, 0), BLUR)
 
 
-def best_jitter(clip: Clip, identity: Identity, jitters=(0.9, 1.0, 1.1)) -> tuple[float, float, tuple]:
-    """(distance, jitter, centre) of the best-matching size at frame 0 or 1."""
+def best_jitter(clip: Clip, identity: Identity, jitters=(0.9, 1.0, 1.1), frames=(0, 1),
+                angles=(0.0,), quantile: float = QUANTILE) -> tuple[float, float, tuple]:
+    """(distance, jitter, centre) of the best-matching size in the given frames (default 0 and 1)."""
     best = (np.inf, 1.0, (np.nan, np.nan))
     for j in jitters:
-        for tpl, mask in templates(identity, clip.short, (j,)):
-            for t in (0, 1):
+        for tpl, mask in templates(identity, clip.short, (j,), angles=angles):
+            for t in frames:
                 if t < len(clip.frames):
-                    for d, c in _scores(_blurred(clip, t), tpl, mask, 3):
+                    for d, c in _scores(_blurred(clip, t), tpl, mask, 3, quantile=quantile):
                         if d < best[0]:
                             best = (d, j, c)
     return best
