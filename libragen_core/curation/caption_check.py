@@ -84,6 +84,15 @@ def motion_contradiction(clip: Clip, k: int, look: Identity, motion: str | None,
         if (~np.isnan(kept[:, 0])).sum() >= MIN_KEPT and (~np.isnan(kept[:, 0])).sum() < seen.sum():
             screen, seen, cut = kept, ~np.isnan(kept[:, 0]), True
             world = screen + clip.camera
+    if motion.startswith("move_") and seen.mean() < 0.3 and seen[:2].all() and seen[-2:].all():
+        # lost in between (its look changed: it spins) but found at both ends: the ends alone
+        # say whether it went the claimed way
+        u = DIRECTIONS_UNIT[motion[5:]]
+        D = world[-2:].mean(axis=0) - world[:2].mean(axis=0)
+        if pan and _pan_unmeasured(clip, pan) and float(PAN_UNIT[pan] @ u) > 0:
+            D = D + PAN_UNIT[pan] * 0.2 * S
+        if float(D @ u) < 0.06 * S:
+            return f"{name} should move {motion[5:].replace('_', '-')} but its ends are ({D[0]:+.0f}, {D[1]:+.0f}) px apart"
     if seen.mean() < 0.3 or not seen[:3].any() or not (cut or seen[-3:].any()):
         return ""  # hidden or lost too often to judge
     idx = np.nonzero(seen)[0]
@@ -92,7 +101,7 @@ def motion_contradiction(clip: Clip, k: int, look: Identity, motion: str | None,
     D = b - a
     dist = float(np.hypot(*D))
     pts = world[seen]
-    if pan and not motion.startswith(("move_", "zigzag_")):
+    if pan and not motion.startswith(("move_", "zigzag_")) and _pan_unmeasured(clip, pan):
         # the caption says the camera pans; on a plain background the pan cannot be measured, so
         # for subjects that should come back, a steady drift along the pan's axis (up to 0.2 of
         # the frame over the clip, as a pan moves) is taken out before judging
