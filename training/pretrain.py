@@ -166,7 +166,7 @@ def build_dit(bc: BaseStageConfig, z_dim: int):
     d = bc.dit
     dit = WanDiT(WanDiTConfig(dim=d.dim, ffn_dim=d.ffn_dim, num_heads=d.num_heads, num_layers=d.num_layers,
                               in_dim=z_dim, out_dim=z_dim, text_dim=bc.text.text_dim, patch_size=d.patch_size))
-    return adaln_zero_init(dit) if bc.adaln_zero else dit
+    return adaln_zero_init(dit, bc.zero_cross_attn) if bc.adaln_zero else dit
 
 
 def text_features(text_module, tokenizer_owner, prompts: list[str], device) -> torch.Tensor:

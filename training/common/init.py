@@ -18,7 +18,9 @@ _GATES = (2, 5)
 
 
 @torch.no_grad()
-def adaln_zero_init(model: WanDiT) -> WanDiT:
+def adaln_zero_init(model: WanDiT, zero_cross_attn: bool = True) -> WanDiT:
+    """zero_cross_attn=False keeps the cross-attention output random, so text reaches the tokens
+    from the first step instead of after the output projection has grown from zero."""
     dim = model.config.dim
     proj = model.time_projection[1]
     for g in _GATES:
@@ -26,8 +28,9 @@ def adaln_zero_init(model: WanDiT) -> WanDiT:
         proj.bias[g * dim:(g + 1) * dim].zero_()
     for blk in model.blocks:
         blk.modulation.zero_()
-        torch.nn.init.zeros_(blk.cross_attn.o.weight)
-        torch.nn.init.zeros_(blk.cross_attn.o.bias)
+        if zero_cross_attn:
+            torch.nn.init.zeros_(blk.cross_attn.o.weight)
+            torch.nn.init.zeros_(blk.cross_attn.o.bias)
     model.head.modulation.zero_()
     torch.nn.init.zeros_(model.head.head.weight)
     torch.nn.init.zeros_(model.head.head.bias)

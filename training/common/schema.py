@@ -127,6 +127,7 @@ class BaseStageConfig:
     caption_dropout: float = 0.1  # share of items trained with the empty prompt (for CFG)
     text_lr_scale: float = 1.0
     adaln_zero: bool = True
+    zero_cross_attn: bool = True  # with adaln_zero: also zero the cross-attention output projection
     encode_batch: int = 8
     validation: ValidationConfig = field(default_factory=ValidationConfig)
 
