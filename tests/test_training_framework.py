@@ -26,7 +26,7 @@ def _load(tmp_path, text: str, overrides=()):
 
 def test_shipped_config_is_valid():
     cfg = load_config(ChainConfig, "training/configs/spriteworld.toml")
-    assert cfg.vae.crop_frames == 5 and cfg.base.phases
+    assert cfg.vae.crop_frames == 17 and cfg.base.phases
 
 
 def test_unknown_key_is_named_with_a_suggestion(tmp_path):
