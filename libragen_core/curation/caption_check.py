@@ -53,6 +53,16 @@ def _rotation(clip: Clip, mask: np.ndarray) -> float:
 def motion_contradiction(clip: Clip, k: int, look: Identity, motion: str | None, jitter: float,
                          start, max_distance: float, pan: str | None = None) -> str:
     """Why the frames contradict subject k's claimed motion, or '' when they do not (or cannot tell)."""
+    why = _motion_contradiction(clip, k, look, motion, jitter, start, max_distance, pan, drift=False)
+    if not why and pan and motion and motion.startswith(("circle_", "bounce", "spin_", "stay")):
+        # a measured pan may still be off by a steady drift: a subject that only drifts along the
+        # pan's axis does not circle / bounce / spin either
+        why = _motion_contradiction(clip, k, look, motion, jitter, start, max_distance, pan, drift=True)
+    return why
+
+
+def _motion_contradiction(clip: Clip, k: int, look: Identity, motion: str | None, jitter: float,
+                          start, max_distance: float, pan: str | None, drift: bool) -> str:
     if motion is None or motion in ("chase", "swap", "meet"):
         return ""
     S = clip.short
@@ -101,7 +111,7 @@ def motion_contradiction(clip: Clip, k: int, look: Identity, motion: str | None,
     D = b - a
     dist = float(np.hypot(*D))
     pts = world[seen]
-    if pan and not motion.startswith(("move_", "zigzag_")) and _pan_unmeasured(clip, pan):
+    if pan and not motion.startswith(("move_", "zigzag_")) and (drift or _pan_unmeasured(clip, pan)):
         # the caption says the camera pans; on a plain background the pan cannot be measured, so
         # for subjects that should come back, a steady drift along the pan's axis (up to 0.2 of
         # the frame over the clip, as a pan moves) is taken out before judging
