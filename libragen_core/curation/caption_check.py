@@ -28,6 +28,7 @@ from .tracks import DIRECTIONS_UNIT, color_mask
 OCCLUDED_QUANTILE = 0.3  # of the sprite pixels' differences, when the caption names an occluder
 OCCLUDED_LIMIT = 34.0  # levels, at that quantile
 SCALE_MARGIN = 4.0
+STAY_SEEN = 0.6  # share of frames a subject claimed to stay must be matched in (no occluder)
 MIN_KEPT = 8  # frames of track before a jump needed to judge a move or stay on them
 JUMP = 0.07  # of the frame: a track step this far from the step before is a switch to something else
 PAN_UNIT = {"left": np.array([-1.0, 0.0]), "right": np.array([1.0, 0.0]), "up": np.array([0.0, -1.0]), "down": np.array([0.0, 1.0])}  # levels by which the other size must match better to contradict grow / shrink
@@ -51,18 +52,18 @@ def _rotation(clip: Clip, mask: np.ndarray) -> float:
 
 
 def motion_contradiction(clip: Clip, k: int, look: Identity, motion: str | None, jitter: float,
-                         start, max_distance: float, pan: str | None = None) -> str:
+                         start, max_distance: float, pan: str | None = None, occluded: bool = False) -> str:
     """Why the frames contradict subject k's claimed motion, or '' when they do not (or cannot tell)."""
-    why = _motion_contradiction(clip, k, look, motion, jitter, start, max_distance, pan, drift=False)
+    why = _motion_contradiction(clip, k, look, motion, jitter, start, max_distance, pan, drift=False, occluded=occluded)
     if not why and pan and motion and motion.startswith(("circle_", "bounce", "spin_", "stay")):
         # a measured pan may still be off by a steady drift: a subject that only drifts along the
         # pan's axis does not circle / bounce / spin either
-        why = _motion_contradiction(clip, k, look, motion, jitter, start, max_distance, pan, drift=True)
+        why = _motion_contradiction(clip, k, look, motion, jitter, start, max_distance, pan, drift=True, occluded=occluded)
     return why
 
 
 def _motion_contradiction(clip: Clip, k: int, look: Identity, motion: str | None, jitter: float,
-                          start, max_distance: float, pan: str | None, drift: bool) -> str:
+                          start, max_distance: float, pan: str | None, drift: bool, occluded: bool) -> str:
     if motion is None or motion in ("chase", "swap", "meet"):
         return ""
     S = clip.short
@@ -86,6 +87,10 @@ def _motion_contradiction(clip: Clip, k: int, look: Identity, motion: str | None
         early = float((world[5] - world[0]) @ u)
         if early < 0.02 * S:
             return f"{name} should {motion.split('_')[0]} {motion.split('_', 1)[1].replace('_', '-')} but stays put for six frames, then its look changes"
+    if motion == "stay" and not occluded and seen[:2].all() and seen.mean() < STAY_SEEN:
+        # a subject that stays still keeps its look; one the template loses in most frames with
+        # nothing in front to hide it is changing (it spins, grows or shrinks)
+        return f"{name} should stay still but its look changes (matched in {seen.mean():.0%} of frames)"
     cut = False
     if motion.startswith("move_") or motion == "stay":
         # a steady subject's track that jumps has switched to another subject or a look-alike
@@ -244,7 +249,8 @@ def caption_contradictions(clip: Clip, max_distance: float = 40.0) -> list[str]:
             problems.append(f"Ref {k + 1} ({look.name}) is not in the clip: the best match differs by "
                             f"{dist:.0f} levels (limit {max_distance:.0f})")
             continue
-        why = motion_contradiction(clip, k, look, facts["motions"].get(k), jitter, where, max_distance, facts["camera"])
+        why = motion_contradiction(clip, k, look, facts["motions"].get(k), jitter, where, max_distance, facts["camera"],
+                                   occluded=bool(facts["occluder"]))
         if why:
             problems.append(why)
     return problems
