@@ -133,6 +133,12 @@ def _motion_contradiction(clip: Clip, k: int, look: Identity, motion: str | None
     off = _off_line(pts, a, b)
     if motion.startswith("move_"):
         u = DIRECTIONS_UNIT[motion[5:]]
+        if pan and _pan_unmeasured(clip, pan):
+            # an unmeasured pan shifts the screen along its own axis only: the claimed move's
+            # part across that axis must still show
+            across = 1 if pan in ("left", "right") else 0
+            if abs(u[across]) > 0.5 and float(D[across] * np.sign(u[across])) < 0.04 * S:
+                return f"{name} should move {motion[5:].replace('_', '-')} but moved ({D[0]:+.0f}, {D[1]:+.0f}) px"
         if pan and _pan_unmeasured(clip, pan) and float(PAN_UNIT[pan] @ u) > 0:
             # a claimed pan the background cannot show (plain colour) hides part of a move the
             # same way: allow up to a full pan (0.2 of the frame) of it back
