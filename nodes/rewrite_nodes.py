@@ -91,6 +91,9 @@ class LibraGenPromptRewrite:
     OUTPUT_TOOLTIPS = ("The LibraGen prompt, for the sampler's prompt input.",
                        "Which backend produced it and any warnings (fallbacks, guesses), one per line.")
     FUNCTION = "rewrite"
+    # an output node, so a graph with only this node runs and shows the rewrite: a prompt can be
+    # previewed and edited before spending minutes on sampling
+    OUTPUT_NODE = True
 
     @classmethod
     def INPUT_TYPES(cls):

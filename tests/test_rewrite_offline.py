@@ -220,3 +220,10 @@ def test_a_prompt_already_in_libragen_format_passes_unchanged():
 ])
 def test_generic_requests_become_bound_statements(labels, prompt, video):
     assert rewrite(labels, prompt).video_line == video
+
+
+def test_open_guide_conjugates_hyphenated_verbs_whole():
+    from libragen_core.rewrite import rewrite
+
+    out = rewrite(["the blue star"], "make the blue star zig-zag to the right and then self-destruct")
+    assert out.video_line == "Video: Ref 1[the blue star] zig-zags to the right and then self-destructs."

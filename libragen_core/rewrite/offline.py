@@ -481,7 +481,7 @@ class OfflineRewriter:
 
         out, pos = [], 0
         for end in mention_ends:
-            m = re.match(r"(\s+)(should|to|must|would|could)?(\s*)([a-z]+)\b", text[end:])
+            m = re.match(r"(\s+)(should|to|must|would|could)?(\s*)([a-z]+(?:-[a-z]+)*)\b", text[end:])
             if not m:
                 continue
             verb = m.group(4)
@@ -490,7 +490,7 @@ class OfflineRewriter:
                 new = " " + conjugate(verb)[0]
                 tail_end = end + m.end()
                 # "... and then wave" belongs to the same request
-                nxt = re.search(r"\b(and then|then)\s+([a-z]+)\b", text[tail_end:tail_end + 80])
+                nxt = re.search(r"\b(and then|then)\s+([a-z]+(?:-[a-z]+)*)\b", text[tail_end:tail_end + 80])
                 out.append(text[pos:end] + new)
                 pos = tail_end
                 if nxt and not nxt.group(2).endswith(("s", "ed", "ing")) and nxt.group(2) not in _STOP:
