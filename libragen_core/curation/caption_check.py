@@ -28,6 +28,8 @@ from .tracks import DIRECTIONS_UNIT, color_mask
 OCCLUDED_QUANTILE = 0.3  # of the sprite pixels' differences, when the caption names an occluder
 OCCLUDED_LIMIT = 34.0  # levels, at that quantile
 SCALE_MARGIN = 4.0
+SCALE_MARGIN_KEEP = 8.0  # levels by which another size must match better to contradict stay / spin
+SCALE_GOOD = 30.0  # levels: the other size must match well, not just less badly
 STAY_SEEN = 0.6  # share of frames a subject claimed to stay must be matched in (no occluder)
 MIN_KEPT = 8  # frames of track before a jump needed to judge a move or stay on them
 JUMP = 0.07  # of the frame: a track step this far from the step before is a switch to something else
@@ -76,6 +78,14 @@ def _motion_contradiction(clip: Clip, k: int, look: Identity, motion: str | None
             seen = "the same size" if ev["same"] <= ev[other] else other
             return f"{name} should {motion} but ends {seen} (match {rival:.0f} vs {ev[want]:.0f} levels)"
         return ""
+    if motion == "stay" or motion.startswith("spin_"):
+        # staying and spinning keep the size: a clearly better match at another size at the end
+        # means it grows or shrinks
+        ev = scale_evidence(clip, look, jitter)
+        other = min(ev["bigger"], ev["smaller"])
+        if other + SCALE_MARGIN_KEEP < ev["same"] and other <= SCALE_GOOD:
+            seen_as = "bigger" if ev["bigger"] <= ev["smaller"] else "smaller"
+            return f"{name} should keep its size but ends {seen_as} (match {other:.0f} vs {ev['same']:.0f} levels)"
     reach = (0.12 + 0.1 * SIZES[look.size]) * S
     screen = template_track(clip, look, jitter, start, reach, max_distance)
     seen = ~np.isnan(screen[:, 0])
