@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -24,22 +23,18 @@ import time
 from functools import partial
 from pathlib import Path
 
+# the sibling helper module, also when run through runpy (which does not add the script folder)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from comfy_import import import_comfy  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 def _setup_comfy(device: str, attention: str):
-    comfy_dir = os.environ.get("COMFYUI_DIR")
-    if comfy_dir and comfy_dir not in sys.path:
-        sys.path.insert(0, comfy_dir)
-    try:
-        import comfy.cli_args
-    except ImportError:
-        sys.exit("cannot import ComfyUI: run with ComfyUI's python and COMFYUI_DIR (or PYTHONPATH) set")
-    if device == "cpu":
-        comfy.cli_args.args.cpu = True
+    comfy_args = import_comfy(device)
     if attention == "pytorch":
-        comfy.cli_args.args.use_pytorch_cross_attention = True
+        comfy_args.use_pytorch_cross_attention = True
     import comfy.ldm.modules.attention as attn
     import comfy.ops
     from comfy.ldm.wan.model import WanModel

@@ -31,6 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
+# the sibling helper module, also when run through runpy (which does not add the script folder)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from comfy_import import import_comfy  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
@@ -44,15 +48,7 @@ def _rss_kb(field: str) -> int:
 
 
 def _comfy_vae(cfg: dict):
-    comfy_dir = os.environ.get("COMFYUI_DIR")
-    if comfy_dir and comfy_dir not in sys.path:
-        sys.path.insert(0, comfy_dir)
-    try:
-        import comfy.cli_args
-    except ImportError:
-        sys.exit("cannot import ComfyUI: run with ComfyUI's python and COMFYUI_DIR (or PYTHONPATH) set")
-    if cfg["device"] == "cpu":
-        comfy.cli_args.args.cpu = True
+    import_comfy(cfg["device"])
     import comfy.ldm.wan.vae
 
     return comfy.ldm.wan.vae.WanVAE(dim=cfg["dim"], z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
