@@ -139,11 +139,9 @@ def _deep_merge(into: dict, more: dict) -> dict:
 def load_layered(paths, overrides=()) -> PostChainConfig:
     """PostChainConfig from one or more TOML files merged in order (tables merge key by key,
     other values are replaced), then `section.key=value` overrides; strict as load_config."""
-    import tomllib
-
     from libragen_core.errors import ConfigError
 
-    from .common.config import apply_override, from_dict
+    from .common.config import apply_override, from_dict, tomllib
 
     if isinstance(paths, (str, Path)):
         paths = [paths]

@@ -19,7 +19,11 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, packaged as tomli
+    import tomli as tomllib
+
 
 from libragen_core.errors import ConfigError
 
