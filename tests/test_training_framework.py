@@ -25,8 +25,10 @@ def _load(tmp_path, text: str, overrides=()):
 
 
 def test_shipped_config_is_valid():
-    cfg = load_config(ChainConfig, "training/configs/spriteworld.toml")
-    assert cfg.vae.crop_frames == 17 and cfg.base.phases
+    from training.post_config import PostChainConfig
+
+    cfg = load_config(PostChainConfig, "training/configs/spriteworld.toml")
+    assert cfg.vae.crop_frames == 17 and cfg.base.phases and cfg.sft_in.enabled
 
 
 def test_unknown_key_is_named_with_a_suggestion(tmp_path):

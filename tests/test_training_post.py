@@ -151,13 +151,16 @@ def test_sft_stage_refuses_a_missing_base(tmp_path):
         run_sft(cfg, "sft_in")
 
 
-def test_shipped_post_config_layers_over_the_pretrain_config():
+def test_shipped_config_holds_the_whole_chain(tmp_path):
     from training.post_common import load_layered
 
-    files = [ROOT / "training/configs/spriteworld.toml", ROOT / "training/configs/spriteworld-post.toml"]
+    over = tmp_path / "over.toml"
+    over.write_text("[run]\nout = \"elsewhere\"\n")
+    files = [ROOT / "training/configs/spriteworld.toml", over]
     cfg = load_layered(files, ["dpo_consis.beta=1000"])
     assert cfg.base.dit.dim == 256 and cfg.sft_in.data.seed == cfg.sft_cross.data.seed  # same clips, other refs
     assert cfg.dpo_consis.beta == 1000.0 and cfg.merge_sft.sweep == (0.0, 0.25, 0.5, 0.75, 1.0)
+    assert cfg.run.out == "elsewhere" and cfg.vae.dim == 8  # a later file wins key by key
     with pytest.raises(ConfigError, match=r"\+ .*unknown key 'betta'"):
         load_layered(files, ["dpo_consis.betta=1000"])
 

@@ -169,7 +169,7 @@ def stage_main(prog: str, doc: str, run: Callable[[PostChainConfig], object], ar
     p = argparse.ArgumentParser(prog=prog, description=doc.strip().split("\n")[0])
     p.add_argument("--config", required=True, action="append",
                    help="training/configs/<name>.toml; repeat to layer files (later ones win key by key), e.g. "
-                        "--config training/configs/spriteworld.toml --config training/configs/spriteworld-post.toml")
+                        "--config training/configs/spriteworld.toml --config my-overrides.toml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set sft_in.optim.steps=50 (repeatable)")
     args = p.parse_args(argv)

@@ -388,7 +388,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="override a config value, e.g. --set base.optim.steps=200 (repeatable)")
     args = p.parse_args(argv)
     try:
-        cfg = load_config(ChainConfig, args.config, args.set)
+        from .post_config import PostChainConfig
+
+        # the chain's config also holds the post-training sections; pretraining reads its own
+        cfg = load_config(PostChainConfig, args.config, args.set)
         stages = [s.strip() for s in args.stages.split(",") if s.strip()] or (
             [s for s in ("vae", "base") if getattr(cfg, s).enabled] + ["export"])
         unknown = [s for s in stages if s not in STAGES]
