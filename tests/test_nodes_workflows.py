@@ -55,3 +55,41 @@ def test_builder_refuses_a_wrong_connection():
         assert "gives IMAGE, LibraGenDecode.model takes LIBRAGEN_MODEL" in str(e)
     else:
         raise AssertionError("a wrong link type was accepted")
+
+
+def test_prompt_rewrite_example_feeds_the_sampler_prompt_in_both_formats():
+    api = json.loads((REPO / "workflows" / "api" / "prompt_rewrite.json").read_text())
+    ui = json.loads((REPO / "workflows" / "prompt_rewrite.json").read_text())
+    rewrite = next(k for k, n in api.items() if n["class_type"] == "LibraGenPromptRewrite")
+    sampler = next(k for k, n in api.items() if n["class_type"] == "LibraGenSampler")
+    assert api[sampler]["inputs"]["prompt"] == [rewrite, 0]  # the rewrite's "prompt" output, not "report"
+    # labels and style guide come from the same references and model the sampler uses
+    assert api[rewrite]["inputs"]["subjects"] == api[sampler]["inputs"]["subjects"]
+    assert api[rewrite]["inputs"]["model"] == api[sampler]["inputs"]["model"]
+    assert api[rewrite]["inputs"]["backend"] == "offline" and api[rewrite]["inputs"]["prompt"]
+
+    nodes = {str(n["id"]): n for n in ui["nodes"]}
+    slots = nodes[sampler]["inputs"]
+    (slot,) = [i for i, inp in enumerate(slots) if inp["name"] == "prompt"]
+    # a widget driven by a link, as the frontend saves it: the widget's name and the link
+    assert slots[slot]["widget"] == {"name": "prompt"} and slots[slot]["type"] == "STRING"
+    link = next(lk for lk in ui["links"] if lk[0] == slots[slot]["link"])
+    assert link == [slots[slot]["link"], int(rewrite), 0, int(sampler), slot, "STRING"]
+    assert link[0] in nodes[rewrite]["outputs"][0]["links"]
+    # the widget keeps a value while linked, so widgets_values still has one entry per widget
+    b = build()
+    assert len(nodes[sampler]["widgets_values"]) == len(b.node_spec("LibraGenSampler")[1]) + 1  # + seed control
+    assert all("widget" not in inp for n in ui["nodes"] if n["type"] != "LibraGenSampler" for inp in n["inputs"])
+
+
+def test_builder_refuses_a_wrong_link_into_a_widget():
+    b = build()
+    g = b.Graph("bad", "")
+    model = g.add("LibraGenLoadModel", 0, 0)
+    g.add("LibraGenSampler", 1, 0, model=model.out(), prompt=model.out())
+    try:
+        g.ui()
+    except SystemExit as e:
+        assert "gives LIBRAGEN_MODEL, LibraGenSampler.prompt takes STRING" in str(e)
+    else:
+        raise AssertionError("a model was accepted as the sampler's prompt")

@@ -13,7 +13,10 @@ app.registerExtension({
       const result = onNodeCreated?.apply(this, arguments);
       const box = ComfyWidgets.STRING(this, "rewritten", ["STRING", { multiline: true }], app).widget;
       box.element.readOnly = true;
-      box.serialize = false;
+      box.serialize = false; // not in the saved workflow
+      // nor in the prompt sent to the server: ComfyUI's cache keys include every input sent, so the
+      // shown text would make the next run redo this node and everything after it (the sampler)
+      box.options.serialize = false;
       return result;
     };
     const onExecuted = nodeType.prototype.onExecuted;

@@ -68,6 +68,18 @@ def node_spec(class_type: str):
     return links, widgets, list(zip(cls.RETURN_NAMES, cls.RETURN_TYPES))
 
 
+def widget_type(class_type: str, name: str) -> str:
+    """The socket type a widget gets when a link drives it: its own type, COMBO for a list."""
+    if class_type in CORE:
+        raise SystemExit(f"{class_type}.{name}: the builder links widgets of LibraGen nodes only")
+    types = load_pack().NODE_CLASS_MAPPINGS[class_type].INPUT_TYPES()
+    for section in ("required", "optional"):
+        if name in types.get(section, {}):
+            kind = types[section][name][0]
+            return "COMBO" if isinstance(kind, list) else kind
+    raise SystemExit(f"{class_type} has no widget {name}")
+
+
 def display_name(class_type: str) -> str:
     return load_pack().NODE_DISPLAY_NAME_MAPPINGS.get(class_type, class_type)
 
@@ -79,26 +91,32 @@ class Node:
     pos: tuple[int, int]
     title: str | None
     values: dict
-    inputs: dict = field(default_factory=dict)  # name -> (node id, slot)
+    inputs: dict = field(default_factory=dict)  # name -> (node id, slot), widgets driven by a link included
+    size: tuple[int, int] | None = None  # None: estimated from the widget count
 
     def out(self, slot: int = 0) -> tuple[int, int]:
         return (self.id, slot)
 
 
 class Graph:
-    def __init__(self, name: str, note: str):
+    def __init__(self, name: str, note: str, scale: float = 0.8):
         self.name, self.note, self.nodes = name, note, []
+        self.scale = scale  # the frontend's zoom on opening: small enough to show every node
 
-    def add(self, class_type: str, col: float, row: float, title: str | None = None, **kw) -> Node:
+    def add(self, class_type: str, col: float, row: float, title: str | None = None,
+            size: tuple[int, int] | None = None, **kw) -> Node:
+        """kw: widget values, and links as (node id, slot) from Node.out(); a link given for a
+        widget (a STRING prompt fed by Prompt Rewrite) drives that widget."""
         links, widgets, _ = node_spec(class_type)
         link_names = {n for n, _, _ in links}
         widget_names = {n for n, _, _ in widgets}
         unknown = set(kw) - link_names - widget_names
         if unknown:
             raise SystemExit(f"{self.name}: {class_type} has no input(s) {sorted(unknown)}")
+        driven = {k for k, v in kw.items() if k in widget_names and isinstance(v, tuple)}
         node = Node(len(self.nodes) + 1, class_type, (int(40 + col * 360), int(40 + row * 170)), title,
-                    {k: v for k, v in kw.items() if k in widget_names},
-                    {k: v for k, v in kw.items() if k in link_names})
+                    {k: v for k, v in kw.items() if k in widget_names - driven},
+                    {k: v for k, v in kw.items() if k in link_names | driven}, size)
         self.nodes.append(node)
         return node
 
@@ -111,7 +129,7 @@ class Graph:
             for name, default, _ in widgets:
                 if name == "upload":
                     continue  # a frontend-only button
-                inputs[name] = node.values.get(name, default)
+                inputs[name] = node.values.get(name, default)  # a driven widget's value is replaced below
             for name, (src, slot) in node.inputs.items():
                 inputs[name] = [str(src), slot]
             out[str(node.id)] = {"class_type": node.type, "inputs": inputs,
@@ -119,14 +137,23 @@ class Graph:
         return out
 
     # ---- UI (litegraph) format
+    @staticmethod
+    def ui_inputs(node: Node) -> list[tuple[str, str, bool]]:
+        """A node's input slots as the frontend saves them: (name, type, is a driven widget). The
+        link sockets come first; a widget fed by a link gets a slot after them that keeps the
+        widget's name (its value stays in widgets_values, unused while linked)."""
+        links, widgets, _ = node_spec(node.type)
+        slots = [(n, k, False) for n, k, _ in links]
+        slots += [(n, widget_type(node.type, n), True) for n, _, _ in widgets if n in node.inputs]
+        return slots
+
     def ui(self) -> dict:
         links, link_id = [], 0
         outgoing: dict[tuple[int, int], list[int]] = {}
         incoming: dict[tuple[int, str], int] = {}
         by_id = {n.id: n for n in self.nodes}
         for node in self.nodes:
-            in_links, _, _ = node_spec(node.type)
-            for name, kind, _ in in_links:
+            for target_slot, (name, kind, _) in enumerate(self.ui_inputs(node)):
                 if name in node.inputs:
                     src, slot = node.inputs[name]
                     src_type = node_spec(by_id[src].type)[2][slot][1]
@@ -134,13 +161,13 @@ class Graph:
                         raise SystemExit(f"{self.name}: {by_id[src].type}[{slot}] gives {src_type}, "
                                          f"{node.type}.{name} takes {kind}")
                     link_id += 1
-                    target_slot = [n for n, _, _ in in_links].index(name)
                     links.append([link_id, src, slot, node.id, target_slot, kind])
                     outgoing.setdefault((src, slot), []).append(link_id)
                     incoming[(node.id, name)] = link_id
         nodes = []
         for order, node in enumerate(self.nodes):
-            in_links, widgets, outputs = node_spec(node.type)
+            _, widgets, outputs = node_spec(node.type)
+            in_links = self.ui_inputs(node)
             values = []
             for name, default, control in widgets:
                 values.append(node.values.get(name, default))
@@ -148,9 +175,10 @@ class Graph:
                     values.append(CONTROL_VALUE)
             entry = {
                 "id": node.id, "type": node.type, "pos": list(node.pos),
-                "size": [330, 46 + 26 * (len(values) + max(len(in_links), len(outputs)))],
+                "size": list(node.size or (330, 46 + 26 * (len(values) + max(len(in_links), len(outputs))))),
                 "flags": {}, "order": order, "mode": 0,
-                "inputs": [{"name": n, "type": k, "link": incoming.get((node.id, n))} for n, k, _ in in_links],
+                "inputs": [{"name": n, "type": k, **({"widget": {"name": n}} if driven else {}),
+                            "link": incoming.get((node.id, n))} for n, k, driven in in_links],
                 "outputs": [{"name": n, "type": k, "links": outgoing.get((node.id, s), []), "slot_index": s}
                             for s, (n, k) in enumerate(outputs)],
                 "properties": {"Node name for S&R": node.type},
@@ -164,7 +192,7 @@ class Graph:
                       "order": len(nodes), "mode": 0, "inputs": [], "outputs": [], "properties": {},
                       "widgets_values": [self.note]})
         return {"last_node_id": note_id, "last_link_id": link_id, "nodes": nodes, "links": links, "groups": [],
-                "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [60, 220]}}, "version": 0.4}
+                "config": {}, "extra": {"ds": {"scale": self.scale, "offset": [60, 220]}}, "version": 0.4}
 
 
 # ---------------------------------------------------------------- the examples
@@ -255,13 +283,39 @@ def lora_merge() -> Graph:
     return g
 
 
-EXAMPLES = (single_subject, three_subjects, static_vs_dynamic, lora_merge)
+USER_PROMPT = "make the blue star zig-zag to the right"
+
+
+def prompt_rewrite() -> Graph:
+    g = Graph("prompt_rewrite", "LibraGen: a prompt in your own words, rewritten into the model's caption style "
+                                "(offline rules, labels from Subject Encode) and fed to the sampler. Copy "
+                                "examples/refs/blue_striped_star.png into ComfyUI/input. After a run the rewritten "
+                                "prompt and the report (backend, warnings) show at the bottom of Prompt Rewrite; "
+                                "queue Prompt Rewrite alone to preview a rewrite before sampling.", scale=0.72)
+    model = embedded_model(g)
+    img = g.add("LoadImage", 0, 1.4, image="blue_striped_star.png")
+    subj = g.add("LibraGenSubjectEncode", 1, 0.6, model=model.out(), image_1=img.out(0), mask_1=img.out(1),
+                 label_1="the blue striped star", width=64, height=64)
+    # style_guide auto: the embedded model's own (SpriteWorld) guide
+    # tall: the rewritten prompt and the report show in a box under the widgets after a run
+    rw = g.add("LibraGenPromptRewrite", 2, 0, size=(330, 620), subjects=subj.out(), model=model.out(),
+               prompt=USER_PROMPT, backend="offline", style_guide="auto")
+    lat = g.add("LibraGenSampler", 3.15, 0, model=model.out(), subjects=subj.out(), prompt=rw.out(0),
+                negative_prompt=NEGATIVE, **SMALL)
+    frames = g.add("LibraGenDecode", 4.3, 0, model=model.out(), latent=lat.out())
+    video = g.add("CreateVideo", 4.3, 1.0, images=frames.out(), fps=8.0)
+    g.add("SaveVideo", 4.3, 2.0, video=video.out(), filename_prefix="libragen/prompt_rewrite")
+    return g
+
+
+EXAMPLES = (single_subject, three_subjects, static_vs_dynamic, lora_merge, prompt_rewrite)
 # what each API workflow should produce: (output file prefix, frames) per saved video
 EXPECTED_OUTPUTS = {
     "single_subject": [("libragen/single_subject", 17)],
     "three_subjects": [("libragen/three_subjects", 17)],
     "static_vs_dynamic_cfg": [("libragen/cfg_static", 17), ("libragen/cfg_dynamic", 17)],
     "lora_merge": [("libragen/lora_merge", 17)],
+    "prompt_rewrite": [("libragen/prompt_rewrite", 17)],
 }
 
 

@@ -1,13 +1,17 @@
 """The example workflows against a real ComfyUI server: every API workflow runs and saves a video
 with the expected frame count; every UI workflow uses only node types the server knows, with the
-widget values its node definitions expect; and the real frontend loads them (screenshots)."""
+widget values its node definitions expect; and the real frontend loads them (screenshots). The
+prompt_rewrite example is also run from the frontend: the prompt the frontend sends is the API file,
+before and after a run, and the rewritten text shows on the node."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +26,7 @@ UI_FILES = sorted(WORKFLOWS.glob("*.json"))
 API_FILES = sorted((WORKFLOWS / "api").glob("*.json"))
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 FRONTEND_ONLY = {"Note"}
+REWRITE = "LibraGenPromptRewrite"
 
 
 def _load(name: str, path: Path, package: bool = False):
@@ -53,17 +58,38 @@ def object_info(server):
 
 
 def test_the_example_files_exist_in_both_formats():
-    assert [p.name for p in UI_FILES] == [p.name for p in API_FILES] and len(API_FILES) == 4
+    assert [p.name for p in UI_FILES] == [p.name for p in API_FILES] and len(API_FILES) == 5
+    assert sorted(p.stem for p in API_FILES) == sorted(build().EXPECTED_OUTPUTS)
+
+
+def expected_rewrite(workflow: dict, node_id: str) -> str:
+    """What a Prompt Rewrite node of an API workflow should write (offline, SpriteWorld guide of the
+    embedded model), computed here with libragen_core from its prompt and its Subject Encode's labels."""
+    from libragen_core.rewrite import rewrite
+
+    inputs = workflow[node_id]["inputs"]
+    assert inputs["backend"] == "offline" and inputs["style_guide"] == "auto" and not inputs["labels"]
+    subjects = workflow[inputs["subjects"][0]]["inputs"]
+    labels = [subjects[f"label_{k}"] for k in range(1, 5) if f"image_{k}" in subjects]
+    return rewrite(labels, inputs["prompt"], style_guide="spriteworld").prompt
+
+
+def _saved_videos(entry: dict) -> list[dict]:
+    return [item for out in entry["outputs"].values() for key in ("images", "gifs", "videos")
+            for item in out.get(key, [])]
 
 
 @pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.stem)
 def test_api_workflow_runs_and_saves_videos_with_the_expected_frames(server, path):
     from libragen_core.io.video import read_video
 
-    entry = server.run(helper().load_json(path), timeout=400)
+    workflow = helper().load_json(path)
+    entry = server.run(workflow, timeout=400)
     assert entry["status"]["status_str"] == "success", entry["status"]
-    saved = [item for out in entry["outputs"].values() for key in ("images", "gifs", "videos")
-             for item in out.get(key, [])]
+    for node_id, node in workflow.items():
+        if node["class_type"] == REWRITE:  # an output node: its text is in the history
+            assert entry["outputs"][node_id]["text"][0] == expected_rewrite(workflow, node_id)
+    saved = _saved_videos(entry)
     expected = build().EXPECTED_OUTPUTS[path.stem]
     assert len(saved) == len(expected), entry["outputs"]
     for prefix, frames in expected:
@@ -116,3 +142,108 @@ def test_ui_workflows_load_in_the_real_frontend(server, tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"{len(UI_FILES)}/{len(UI_FILES)} UI workflows load" in out.stdout
     assert sorted(p.stem for p in shots.glob("*.png")) == sorted(p.stem for p in UI_FILES)
+
+
+def _frames(server, entry: dict):
+    from libragen_core.io.video import read_video
+
+    (item,) = _saved_videos(entry)
+    return read_video(server.output_dir / item["subfolder"] / item["filename"])[0]
+
+
+def test_prompt_rewrite_output_is_what_the_sampler_samples(server):
+    """The same graph with the sampler's prompt typed in: the rewritten text gives the very frames
+    the linked workflow gives, the user's own words give other frames (so the prompt matters)."""
+    import numpy as np
+
+    workflow = helper().load_json(WORKFLOWS / "api" / "prompt_rewrite.json")
+    rewrite_id = next(k for k, n in workflow.items() if n["class_type"] == REWRITE)
+    sampler_id = next(k for k, n in workflow.items() if n["inputs"].get("prompt") == [rewrite_id, 0])
+    linked = _frames(server, server.run(workflow, timeout=400))  # cached when the API test ran first
+    frames = {}
+    for name, text in (("rewritten", expected_rewrite(workflow, rewrite_id)),
+                       ("user", workflow[rewrite_id]["inputs"]["prompt"])):
+        typed = json.loads(json.dumps(workflow))
+        typed[sampler_id]["inputs"]["prompt"] = text
+        entry = server.run(typed, timeout=400)
+        assert entry["status"]["status_str"] == "success", entry["status"]
+        frames[name] = _frames(server, entry)
+    assert np.array_equal(linked, frames["rewritten"])
+    assert not np.array_equal(linked, frames["user"])
+
+
+def _graph(workflow: dict) -> dict:
+    return {k: (n["class_type"], n["inputs"]) for k, n in workflow.items()}
+
+
+def _differences(sent: dict, api: dict) -> list[str]:
+    out = [f"node {k} only in {'the frontend' if k in sent else 'the API file'}" for k in set(sent) ^ set(api)]
+    for k in set(sent) & set(api):
+        a, b = sent[k]["inputs"], api[k]["inputs"]
+        out += [f"{k}.{name}: frontend {a.get(name)!r}, API file {b.get(name)!r}"
+                for name in sorted(set(a) | set(b)) if a.get(name) != b.get(name)]
+    return out
+
+
+_IN_FRONTEND = """async (wf) => {
+    await window.app.loadGraphData(wf);
+    return (await window.app.graphToPrompt()).output;
+}"""
+_REWRITTEN = """(id) => {
+    const box = window.app.graph.getNodeById(id)?.widgets?.find((w) => w.name === "rewritten");
+    return box && box.value ? box.value : null;
+}"""
+
+
+def test_prompt_rewrite_runs_from_the_frontend_and_shows_its_text(server, tmp_path):
+    """Load the UI file in the real frontend: the prompt it sends equals the API file (the linked
+    prompt widget included); queue it: the rewritten text appears on the node; the prompt the
+    frontend would send next is unchanged (the shown text is not sent, so a rerun is all cached).
+    LIBRAGEN_UI_SHOTS=DIR keeps the screenshot (docs/img/comfyui_prompt_rewrite_workflow.png)."""
+    chromium = os.environ.get("CHROMIUM") or shutil.which("chromium")
+    if not chromium:
+        pytest.skip("needs Debian's chromium (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    ui = helper().load_json(WORKFLOWS / "prompt_rewrite.json")
+    api = helper().load_json(WORKFLOWS / "api" / "prompt_rewrite.json")
+    rewrite_id = next(k for k, n in api.items() if n["class_type"] == REWRITE)
+    expected = expected_rewrite(api, rewrite_id)
+    shots = Path(os.environ.get("LIBRAGEN_UI_SHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    errors = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(server.url, wait_until="domcontentloaded")
+            page.wait_for_function("() => window.app && window.app.graph && window.LiteGraph", timeout=120000)
+            # frontend 1.27.10 itself throws one TypeError while it registers its settings, before
+            # any workflow: only errors from here on are ours
+            page.wait_for_timeout(1000)
+            errors.clear()
+            sent = page.evaluate(_IN_FRONTEND, ui)
+            assert _graph(sent) == _graph(api), _differences(sent, api)
+            page.evaluate("() => window.app.queuePrompt(0, 1)")
+            page.wait_for_function(_REWRITTEN, arg=int(rewrite_id), timeout=400000, polling=500)
+            shown = page.evaluate(_REWRITTEN, int(rewrite_id))
+            assert shown.split("\n\n")[0] == expected, shown
+            assert "backend: offline" in shown
+            after = page.evaluate("async () => (await window.app.graphToPrompt()).output")
+            # after a run core SaveVideo sends its preview widget ("video-preview": ""), which is
+            # the frontend's own business; our nodes must send exactly what the API file holds
+            ours = [k for k, n in api.items() if n["class_type"].startswith("LibraGen")]
+            assert set(after) == set(api)
+            assert not _differences({k: after[k] for k in ours}, {k: api[k] for k in ours}), _differences(after, api)
+            end = time.monotonic() + 400
+            while server.running() and time.monotonic() < end:  # the sampler may still be at work
+                time.sleep(1)
+            page.keyboard.press("Escape")  # the first-run template gallery covers the graph
+            # the minimap would cover Save Video's player; hidden on this page only, no setting saved
+            page.evaluate("() => document.querySelectorAll('.minimap-main-container')"
+                          ".forEach((e) => { e.style.display = 'none'; })")
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(shots / "prompt_rewrite_after_run.png"))
+        finally:
+            browser.close()
+    assert not errors, errors
