@@ -93,8 +93,10 @@ def appearance_match(clip: Clip, identity: Identity, frames=(0, 1), candidates: 
     return best, where
 
 
-def _scores(img: np.ndarray, tpl: np.ndarray, mask: np.ndarray, candidates: int, window=None, quantile: float = QUANTILE):
-    """[(median difference, (cx, cy))] of the best few positions of one template in one image."""
+def _scores(img: np.ndarray, tpl: np.ndarray, mask: np.ndarray, candidates: int, window=None, quantile: float = QUANTILE,
+            exclude=()):
+    """[(median difference, (cx, cy))] of the best few positions of one template in one image
+    (none with its centre within r px of a point (x, y) of `exclude`: [((x, y), r), ...])."""
     m3 = np.repeat(mask[..., None], 3, axis=-1).astype(np.float32)
     inside = mask.astype(bool)
     th, tw = mask.shape
@@ -105,6 +107,9 @@ def _scores(img: np.ndarray, tpl: np.ndarray, mask: np.ndarray, candidates: int,
         (px, py), reach = window
         yy, xx = np.mgrid[0 : sq.shape[0], 0 : sq.shape[1]]
         sq[np.hypot(xx + tw / 2.0 - px, yy + th / 2.0 - py) > reach] = np.inf
+    for (px, py), r in exclude:
+        yy, xx = np.mgrid[0 : sq.shape[0], 0 : sq.shape[1]]
+        sq[np.hypot(xx + tw / 2.0 - px, yy + th / 2.0 - py) < r] = np.inf
     out = []
     for _ in range(candidates):
         flat = int(np.argmin(sq))
@@ -122,14 +127,15 @@ def _blurred(clip: Clip, t: int) -> np.ndarray:
 
 
 def best_jitter(clip: Clip, identity: Identity, jitters=(0.9, 1.0, 1.1), frames=(0, 1),
-                angles=(0.0,), quantile: float = QUANTILE) -> tuple[float, float, tuple]:
-    """(distance, jitter, centre) of the best-matching size in the given frames (default 0 and 1)."""
+                angles=(0.0,), quantile: float = QUANTILE, exclude=()) -> tuple[float, float, tuple]:
+    """(distance, jitter, centre) of the best-matching size in the given frames (default 0 and 1),
+    away from the places in `exclude` ([((x, y), r), ...])."""
     best = (np.inf, 1.0, (np.nan, np.nan))
     for j in jitters:
         for tpl, mask in templates(identity, clip.short, (j,), angles=angles):
             for t in frames:
                 if t < len(clip.frames):
-                    for d, c in _scores(_blurred(clip, t), tpl, mask, 3, quantile=quantile):
+                    for d, c in _scores(_blurred(clip, t), tpl, mask, 3, quantile=quantile, exclude=exclude):
                         if d < best[0]:
                             best = (d, j, c)
     return best
