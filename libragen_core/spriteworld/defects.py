@@ -159,6 +159,10 @@ def _wrong_scene(scene: Scene, rng: np.random.Generator) -> tuple[Scene, str, in
             parts = current.split("_")
             choices.append("_".join([parts[0]] + [flip[p] for p in parts[1:]]))
         choices = [m for m in choices if m in MOTIONS and m != current]
+        if not wrong.subjects[k].identity.rotation_visible:
+            # a spin of a sprite that looks the same at every angle renders like staying put: a
+            # caption claiming it would not be wrong in the pixels (the sampler avoids such spins too)
+            choices = [m for m in choices if not m.startswith("spin_")]
         wrong.subjects[k].motion = str(rng.choice(choices))
         return wrong, "motion", k
     k = int(rng.integers(len(scene.subjects)))
