@@ -123,6 +123,46 @@ def test_adaln_zero_blocks_start_as_identity_and_output_zero():
     assert dit.head.head.weight.grad.abs().sum() > 0
 
 
+def test_from_scratch_init_gives_the_text_a_usable_scale():
+    # the release's N(0, 0.02) text MLP turns unit-scale features into a context of std ~0.02
+    torch.manual_seed(0)
+    c = torch.randn(4, 8, 16)
+    released = _tiny_dit().text_embedding(c).std()
+    fresh = adaln_zero_init(_tiny_dit()).text_embedding(c).std()
+    assert released < 0.05 and fresh > 0.2
+
+
+def test_text_probe_tells_a_text_blind_model_from_one_that_reads_text(tmp_path):
+    from training.common.data import LatentCache
+    from training.text_probe import probe
+
+    class Text(torch.nn.Module):  # a word-hash encoder: different captions, different features
+        max_length = 4
+
+        def tokenize(self, prompts):
+            ids = torch.tensor([[hash(w) % 97 + 1 for w in (p.split() + [""] * 4)[:4]] for p in prompts])
+            return ids, (ids > 0).float()
+
+        def forward(self, ids, mask):
+            g = torch.Generator().manual_seed(1)
+            table = torch.randn(100, 16, generator=g)
+            return table[ids] * mask[..., None]
+
+    cache = LatentCache(tmp_path)
+    cache.latents = torch.randn(6, 4, 2, 4, 4)
+    cache.captions = [f"a {c} star moves {d}" for c, d in zip("rgbrgb", ["left", "up", "down"] * 2)]
+    torch.manual_seed(0)
+    blind = adaln_zero_init(_tiny_dit())  # cross-attention output zero: the caption cannot matter
+    for blk in blind.blocks:
+        torch.nn.init.normal_(blk.modulation, std=0.1)
+    torch.nn.init.normal_(blind.head.head.weight, std=0.1)
+    r = probe(blind, Text(), cache, 6, [0.9])["0.9"]
+    assert r["content_gap"] == 0.0 and r["own"] == r["shuffled"]
+    reader = _tiny_dit()  # the release init: random cross-attention, the output depends on the words
+    r = probe(reader, Text(), cache, 6, [0.9])["0.9"]
+    assert abs(r["content_gap"]) > 1e-6
+
+
 def test_sigma_sampling_and_flow_matching_target():
     g = torch.Generator().manual_seed(0)
     for kind in ("logit_normal", "shifted", "uniform"):
