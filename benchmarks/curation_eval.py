@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/curation_eval.py [--seed 202] [--per-kind 50] [--workers 2] [--write-doc]
 
 Writes a SpriteWorld `defects` dataset (none + 8 defect kinds, balanced) with a seed that no
-threshold was calibrated on (calibration used seed 101), runs `curate_dataset` on it, and scores
+threshold was calibrated on (calibration used seeds 101-110; --calibration runs one of those, and
+says so), runs `curate_dataset` on it, and scores
 the result with the labels the dataset carries (the filters never see them):
   recall (own)  of the clips with defect k, the share that k's filter fails
   recall (any)  of the clips with defect k, the share the pipeline rejects
@@ -29,10 +30,13 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "curation.md"
 BEGIN, END = "<!-- curation-eval:begin -->", "<!-- curation-eval:end -->"
 
 
+CALIBRATION_SEEDS = range(101, 111)
+
+
 def markdown(result: dict, seed: int, n: int, secs: float, rss_mb: float) -> str:
     lines = [
-        f"Fresh seed {seed}, {n} clips ({result['kinds']['blur']['n']} per defect kind + {result['n_clean']} clean), "
-        f"64x64x17 mp4. `benchmarks/curation_eval.py --seed {seed}`.",
+        f"{'Calibration' if seed in CALIBRATION_SEEDS else 'Fresh'} seed {seed}, {n} clips ({result['kinds']['blur']['n']} per defect kind + {result['n_clean']} clean), "
+        f"64x64x17 mp4. `benchmarks/curation_eval.py --seed {seed} --per-kind {result['kinds']['blur']['n']}`.",
         "",
         "| defect | n | recall (own filter) | recall (any filter) | precision (own filter) |",
         "|---|---:|---:|---:|---:|",
@@ -51,9 +55,10 @@ def main(argv=None) -> int:
     ap.add_argument("--per-kind", type=int, default=50)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--write-doc", action="store_true")
+    ap.add_argument("--calibration", action="store_true", help="allow a calibration seed (101-110)")
     args = ap.parse_args(argv)
-    if args.seed == 101:
-        print("seed 101 is the calibration seed; choose another", file=sys.stderr)
+    if args.seed in CALIBRATION_SEEDS and not args.calibration:
+        print(f"seed {args.seed} is a calibration seed (101-110); choose another, or pass --calibration", file=sys.stderr)
         return 2
     n = args.per_kind * (len(DEFECT_KINDS) + 1)
     with tempfile.TemporaryDirectory() as tmp:

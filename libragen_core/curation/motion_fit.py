@@ -27,6 +27,7 @@ ANGLE_STEP_COST = 1.0  # levels
 ANGLE_STEP = 30  # degrees, for sprites whose turning shows
 QUANTILE = 0.5  # of the sprite pixels' differences, per candidate pose
 TRIM = 0.8  # share of the seen frames a fit is scored on (the rest may be track slips)
+LOST_WIDEN = 0.5  # of the reach per frame lost
 MIN_TRUSTED_SIZE = 0.7  # of the start size
 RESIDUAL = 4.0  # px: calibration seeds 106-110, clean subjects' residuals mostly under 3
 RESIDUAL_SPIN = 5.0  # px: a spinning sprite's tracked centre wobbles with the 30-degree steps
@@ -62,10 +63,14 @@ def pose_track(clip: Clip, look: Identity, jitter: float, start, reach: float, l
     # starting from the start size, upright, so a small template cannot wander onto look-alikes
     psi, pai = SCALE_STEPS.index(1.0), 0
     na = len(angles)
+    lost = 0
     for t in range(T):
         img = _blurred(clip, t)
         H, W = img.shape[:2]
         best = (np.inf, np.inf, None, None, None)
+        # a subject hidden for a few frames (behind a pillar or another subject) comes out further
+        # along its path: the search widens with every frame it stays lost
+        reach_t = reach * min(1.0 + LOST_WIDEN * lost, 2.5)
         for si in range(max(0, psi - 1), min(len(SCALE_STEPS), psi + 2)):
             for da in ((-2, -1, 0, 1, 2) if na > 1 else (0,)):
                 ai = (pai + da) % na
@@ -74,10 +79,10 @@ def pose_track(clip: Clip, look: Identity, jitter: float, start, reach: float, l
                 tpl, mask, m3, inside = tpls[si, ai]
                 th, tw = mask.shape
                 # crop so that every template position has its centre within reach of prev (a square)
-                x0 = int(max(0, np.floor(prev[0] - reach - tw / 2.0)))
-                y0 = int(max(0, np.floor(prev[1] - reach - th / 2.0)))
-                x1 = int(min(W, np.ceil(prev[0] + reach + tw / 2.0)))
-                y1 = int(min(H, np.ceil(prev[1] + reach + th / 2.0)))
+                x0 = int(max(0, np.floor(prev[0] - reach_t - tw / 2.0)))
+                y0 = int(max(0, np.floor(prev[1] - reach_t - th / 2.0)))
+                x1 = int(min(W, np.ceil(prev[0] + reach_t + tw / 2.0)))
+                y1 = int(min(H, np.ceil(prev[1] + reach_t + th / 2.0)))
                 if x1 - x0 < tw or y1 - y0 < th:
                     continue
                 crop = img[y0:y1, x0:x1]
@@ -93,6 +98,9 @@ def pose_track(clip: Clip, look: Identity, jitter: float, start, reach: float, l
             _, d, c, psi, pai = best
             pos[t], size[t], angle[t], score[t] = c, SCALE_STEPS[psi], angles[pai], d
             prev = np.asarray(c)
+            lost = 0
+        else:
+            lost += 1
     return {"pos": pos, "size": size, "angle": angle, "score": score}
 
 
