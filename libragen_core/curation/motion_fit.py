@@ -37,6 +37,10 @@ MIN_MOVE_SPAN = 0.4  # of the clip between the first and last trusted frames
 TURN = 300.0  # degrees: clean non-spinning subjects' tracks turn at most 210 (calibration)
 GROWN = 1.35  # end / start size for a subject claimed to keep its size
 GOOD_FIT = 1.5  # px
+SELECT_MIN = 1.5  # px: below this a claimed path fits whatever else fits better
+SELECT_RATIO = 3.0  # calibration 106-110: clean claims stayed under 3x the best other kind + 0.3 px (closest 2.9 vs 3.0)
+SELECT_SLACK = 0.3  # px
+PATH_KINDS = tuple(f"move_{d}" for d in DIRECTIONS_UNIT) + ("zigzag_left", "zigzag_right", "circle_cw", "circle_ccw", "bounce", "stay")
 GOOD_FIT_FRAMES = 11
 STRAIGHT_FIT = 2.5  # px, for a claimed move said to stray from its straight line
 PAN_MAX = 0.22  # of the frame per clip: the fastest pan SpriteWorld draws, with a margin
@@ -200,6 +204,14 @@ def path_contradiction(track: dict, motion: str, short: float, pan: str | None, 
     limit = RESIDUAL_SPIN if fam == "spin" else RESIDUAL
     if n >= MIN_FIT_FRAMES and res > limit:
         return f"no {motion.replace('_', ' ')} path fits its track (off by {res:.1f} px over {n} frames)"
+    if n >= MIN_FIT_FRAMES and res > SELECT_MIN:
+        # a track too short or too noisy for the absolute limit may still be told apart: another
+        # kind of path (a line where a circle is claimed) fitting it several times closer
+        shape = "stay" if fam in ("spin", "grow", "shrink") else motion
+        other_res, other = min((path_residual(m, pos, short, pan)[0], m) for m in PATH_KINDS if m != shape)
+        if res > SELECT_RATIO * other_res + SELECT_SLACK:
+            return (f"its track fits a {other.replace('_', ' ')} path ({other_res:.1f} px) far better than "
+                    f"{motion.replace('_', ' ')} ({res:.1f} px)")
     if fam == "move":
         speed = move_speed(pos, motion, short, pan)
         if speed is not None and speed < MIN_MOVE_SPEED * short:
