@@ -22,11 +22,6 @@ import numpy as np
 import torch
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
-
-
 def pooled(frames: np.ndarray, k: int = 8) -> np.ndarray:
     t, h, w, c = frames.shape
     blocks = frames.reshape(t, h // k, k, w // k, k, c).astype(np.float64).mean(axis=(2, 4))
@@ -37,6 +32,7 @@ def main(argv=None) -> int:
     from libragen_core.eval.harness import SUMMARY_METRICS, GroundTruthGenerator, evaluate_clip
     from libragen_core.eval.suite import build_suite
     from libragen_core.models.vae_checkpoint import load_vae
+    from training.pretrain import psnr
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("vae", help="a small VAE .safetensors (training/pretrain.py's vae stage)")
