@@ -1,6 +1,6 @@
 """Round trip through a small VAE: how much of a true SpriteWorld clip survives encode -> decode.
 
-    python benchmarks/vae_round_trip.py runs/spriteworld/vae/vae.safetensors [--suite small] [--out DIR]
+    PYTHONPATH=. python benchmarks/vae_round_trip.py runs/spriteworld/vae/vae.safetensors [--suite small] [--out DIR]
 
 For every case of the eval suite (held-out and seen identities, 1-3 subjects) the true clip is
 rendered, encoded and decoded with streaming (as at inference), and compared with the original:
