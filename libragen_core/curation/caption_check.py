@@ -12,6 +12,10 @@ world coordinates (the estimated camera pan added back):
   better than the other sizes;
 - spin: the optical flow inside the subject must not turn clearly the other way.
 Only confident contradictions count; interactions (chase, swap, meet) are checked for presence.
+Two references found at one place cannot both be right (subjects start apart): the worse match
+is searched again elsewhere. A pose track that follows size and angle changes (motion_fit.py)
+then fits the claimed path: it finds contradictions the fixed-look track cannot see, and clears
+path contradictions that came from that track slipping.
 """
 from __future__ import annotations
 

@@ -8,8 +8,10 @@ a track. The track is then compared with the shape of path the claimed motion dr
 SpriteWorld (a straight line of some length, a circle of some radius and phase, two hops, a
 zig-zag, or a fixed point), plus the claimed camera pan of some speed: the best fit over a grid of
 those free parameters leaves a residual. A residual well above the tracker's own noise means no
-path of the claimed kind explains what the frames show. The claim's size change (grow, shrink,
-or none) is checked on the tracked sizes at the two ends.
+path of the claimed kind explains what the frames show; so does a residual several times that
+of another kind of path. The claim's size change (grow, shrink, or none) is checked on the
+tracked sizes at the two ends, and its turning (spin or none) on the tracked angles.
+Thresholds were calibrated on seeds 106-110 only (docs/curation.md).
 """
 from __future__ import annotations
 
@@ -161,7 +163,6 @@ def path_residual(motion: str, pos: np.ndarray, short: float, pan: str | None) -
     e = np.linalg.norm(res - p0, axis=2)
     keep = max(2, int(np.ceil(TRIM * len(idx))))
     e = np.sort(e, axis=1)[:, :keep]
-    # refit the start on the kept frames (the median is only a robust first guess)
     rms = np.sqrt((e ** 2).mean(axis=1))
     return float(rms.min()), len(idx), float(t[-1] - t[0])
 
