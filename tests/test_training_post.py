@@ -160,7 +160,7 @@ def test_shipped_config_holds_the_whole_chain(tmp_path):
     cfg = load_layered(files, ["dpo_consis.beta=1000"])
     assert cfg.base.dit.dim == 256 and cfg.sft_in.data.seed == cfg.sft_cross.data.seed  # same clips, other refs
     assert cfg.dpo_consis.beta == 1000.0 and cfg.merge_sft.sweep == (0.0, 0.25, 0.5, 0.75, 1.0)
-    assert cfg.run.out == "elsewhere" and cfg.vae.dim == 8  # a later file wins key by key
+    assert cfg.run.out == "elsewhere" and cfg.vae.crop_frames == 17  # a later file wins key by key; the rest stays
     with pytest.raises(ConfigError, match=r"\+ .*unknown key 'betta'"):
         load_layered(files, ["dpo_consis.betta=1000"])
 
