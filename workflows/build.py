@@ -205,6 +205,14 @@ def embedded_model(g: Graph) -> Node:
     return g.add("LibraGenLoadModel", 0, 0)
 
 
+def decode_and_save(g: Graph, model: Node, lat: Node, prefix: str, decode_at=(3, 0), video_at=(3, 1.2),
+                    save_at=(4, 0)) -> None:
+    """The common ending: Decode -> CreateVideo (8 fps) -> SaveVideo under output/libragen/."""
+    frames = g.add("LibraGenDecode", *decode_at, model=model.out(), latent=lat.out())
+    video = g.add("CreateVideo", *video_at, images=frames.out(), fps=8.0)
+    g.add("SaveVideo", *save_at, video=video.out(), filename_prefix=f"libragen/{prefix}")
+
+
 def single_subject() -> Graph:
     g = Graph("single_subject", "LibraGen: one subject. Copy examples/refs/red_circle.png into ComfyUI/input. "
                                 "Embedded model (untrained placeholder until trained weights ship: its videos are "
@@ -216,9 +224,7 @@ def single_subject() -> Graph:
     lat = g.add("LibraGenSampler", 2, 0, model=model.out(), subjects=subj.out(),
                 prompt="Video: Ref 1[the red circle] moves to the right across a green field.",
                 negative_prompt=NEGATIVE, **SMALL)
-    frames = g.add("LibraGenDecode", 3, 0, model=model.out(), latent=lat.out())
-    video = g.add("CreateVideo", 3, 1.2, images=frames.out(), fps=8.0)
-    g.add("SaveVideo", 4, 0, video=video.out(), filename_prefix="libragen/single_subject")
+    decode_and_save(g, model, lat, "single_subject")
     return g
 
 
@@ -235,9 +241,7 @@ def three_subjects() -> Graph:
     lat = g.add("LibraGenSampler", 2, 0, model=model.out(), subjects=subj.out(),
                 prompt="Video: Ref 1[the red circle] bounces while Ref 2[the blue striped star] spins and "
                        "Ref 3[the green square] moves left.", negative_prompt=NEGATIVE, **SMALL)
-    frames = g.add("LibraGenDecode", 3, 0, model=model.out(), latent=lat.out())
-    video = g.add("CreateVideo", 3, 1.2, images=frames.out(), fps=8.0)
-    g.add("SaveVideo", 4, 0, video=video.out(), filename_prefix="libragen/three_subjects")
+    decode_and_save(g, model, lat, "three_subjects")
     return g
 
 
@@ -302,9 +306,7 @@ def prompt_rewrite() -> Graph:
                prompt=USER_PROMPT, backend="offline", style_guide="auto")
     lat = g.add("LibraGenSampler", 3.15, 0, model=model.out(), subjects=subj.out(), prompt=rw.out(0),
                 negative_prompt=NEGATIVE, **SMALL)
-    frames = g.add("LibraGenDecode", 4.3, 0, model=model.out(), latent=lat.out())
-    video = g.add("CreateVideo", 4.3, 1.0, images=frames.out(), fps=8.0)
-    g.add("SaveVideo", 4.3, 2.0, video=video.out(), filename_prefix="libragen/prompt_rewrite")
+    decode_and_save(g, model, lat, "prompt_rewrite", (4.3, 0), (4.3, 1.0), (4.3, 2.0))
     return g
 
 
