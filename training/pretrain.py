@@ -23,7 +23,7 @@ import torch
 
 from libragen_core.errors import LibraGenError
 
-from .common.config import load_config, to_dict
+from .common.config import to_dict
 from .common.data import (
     EpochSampler,
     LatentCache,
@@ -382,16 +382,17 @@ def run_export(cfg: ChainConfig) -> Path:
 # ================================================================ CLI
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.pretrain", description=__doc__.split("\n")[0])
-    p.add_argument("--config", required=True, help="training/configs/<name>.toml")
+    p.add_argument("--config", required=True, action="append",
+                   help="training/configs/<name>.toml; repeat to layer files (later ones win key by key)")
     p.add_argument("--stages", default="", help=f"comma list of {', '.join(STAGES)} (default: the enabled ones + export)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set base.optim.steps=200 (repeatable)")
     args = p.parse_args(argv)
     try:
-        from .post_config import PostChainConfig
+        from .post_common import load_layered
 
         # the chain's config also holds the post-training sections; pretraining reads its own
-        cfg = load_config(PostChainConfig, args.config, args.set)
+        cfg = load_layered(args.config, args.set)
         stages = [s.strip() for s in args.stages.split(",") if s.strip()] or (
             [s for s in ("vae", "base") if getattr(cfg, s).enabled] + ["export"])
         unknown = [s for s in stages if s not in STAGES]

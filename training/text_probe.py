@@ -73,12 +73,11 @@ def probe(dit, text, cache: LatentCache, n: int, sigmas: list[float], seed: int 
 
 
 def main(argv=None) -> int:
-    from .common.config import load_config
-    from .post_config import PostChainConfig
+    from .post_common import load_layered
     from .pretrain import build_dit, build_text
 
     p = argparse.ArgumentParser(prog="python -m training.text_probe", description=__doc__.split("\n")[0])
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", required=True, action="append", help="as for training.pretrain (repeatable)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--checkpoint", default="", help="a checkpoints/step-N folder (default: the base stage's newest)")
     p.add_argument("--clips", type=int, default=256)
@@ -90,11 +89,17 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         torch.set_num_threads(1)
-        cfg = load_config(PostChainConfig, args.config, args.set)
+        cfg = load_layered(args.config, args.set)
         base = Path(cfg.run.out) / "base"
-        ck = Path(args.checkpoint) if args.checkpoint else latest_checkpoint(base / "checkpoints")
-        if ck is None or not ck.is_dir():
-            raise LibraGenError(f"no base checkpoint under {base / 'checkpoints'}; train the base stage first")
+        if args.checkpoint:
+            ck = Path(args.checkpoint)
+            if not ck.is_dir():
+                raise LibraGenError(f"checkpoint folder {ck} not found; the loop keeps only the newest "
+                                    "optim.keep_checkpoints of them (set it higher to probe earlier steps)")
+        else:
+            ck = latest_checkpoint(base / "checkpoints")
+            if ck is None:
+                raise LibraGenError(f"no base checkpoint under {base / 'checkpoints'}; train the base stage first")
         caches = sorted((base / "cache").glob(f"phase{args.phase}-*"))
         if not caches:
             raise LibraGenError(f"no latent cache for phase {args.phase} under {base / 'cache'}; the base stage builds it")

@@ -9,9 +9,10 @@ initial velocity is 0 and gradients reach every block through clean residual pat
 
 The text and time embedding MLPs get Xavier weights instead of the release's N(0, 0.02): from
 256-wide features those give a context of std ~0.02, so the cross-attention values are ~50x
-smaller than the video tokens (and the time embedding barely moves the modulation). With the output projection at zero too, the text path starts at a saddle (each
-factor's gradient is proportional to the other) and a from-scratch run ignored its captions for
-1,400 steps (docs/training.md). Fine-tuning a released model never calls this.
+smaller than the video tokens (and the time embedding barely moves the modulation). With the
+output projection at zero too, the text path starts at a saddle (each factor's gradient is
+proportional to the other) and a from-scratch run ignored its captions for 1,400 steps
+(docs/training.md). Fine-tuning a released model never calls this.
 """
 from __future__ import annotations
 
