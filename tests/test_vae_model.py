@@ -211,3 +211,26 @@ def test_gradients_flow_through_whole_sequence_path():
     loss = (v.decode(z, chunked=False, clamp=False) - x).pow(2).mean()
     loss.backward()
     assert v.encoder.conv1.weight.grad.abs().sum() > 0 and v.decoder.head[2].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_lone_first_frame_matches_padded_3d_conv(grad):
+    """A one-frame input takes a 2D shortcut; it must equal the 3D conv over zero-padded time."""
+    import torch.nn.functional as F
+
+    from libragen_core.models.wan_vae import CausalConv3d
+
+    torch.manual_seed(0)
+    conv = CausalConv3d(5, 7, 3, padding=1)
+    x = torch.randn(2, 5, 1, 9, 11)
+    with torch.set_grad_enabled(grad):
+        fast = conv(x)
+        padded = F.conv3d(F.pad(x, (0, 0, 0, 0, 2, 0)), conv.weight, conv.bias, padding=(0, 1, 1))
+        state = StreamState()
+        streamed = conv(x, state)
+    assert fast.shape == padded.shape == (2, 7, 1, 9, 11)
+    assert torch.allclose(fast, padded, atol=1e-5) and torch.allclose(streamed, padded, atol=1e-5)
+    # the stream still remembers the frame for the next chunk
+    nxt = torch.randn(2, 5, 4, 9, 11)
+    whole = F.conv3d(F.pad(torch.cat([x, nxt], 2), (0, 0, 0, 0, 2, 0)), conv.weight, conv.bias, padding=(0, 1, 1))
+    assert torch.allclose(conv(nxt, state), whole[:, :, 1:], atol=1e-5)

@@ -11,6 +11,7 @@ in the layout of the embedded model (libragen_core/assets/libragen-sprite/).
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import shutil
@@ -33,6 +34,7 @@ from .common.data import (
     tensor_to_frames,
 )
 from .common.init import adaln_zero_init
+from .common.vae_init import inflate_image_vae, kaiming_init
 from .common.loop import TrainLoop, make_accelerator, seed_everything, setup_torch
 from .common.losses import flow_matching_loss, sample_sigmas
 from .common.schema import BaseStageConfig, ChainConfig, VAEStageConfig
@@ -45,16 +47,13 @@ STAGES = ("vae", "base", "export")
 def build_vae(sc: VAEStageConfig):
     from libragen_core.models.wan_vae import VAEConfig, WanVAE
 
-    return WanVAE(VAEConfig(dim=sc.dim, num_res_blocks=sc.num_res_blocks))
+    vae = WanVAE(VAEConfig(dim=sc.dim, num_res_blocks=sc.num_res_blocks))
+    return kaiming_init(vae, sc.init_gain) if sc.init_gain > 0 else vae
 
 
-def vae_forward(vae, x: torch.Tensor, latent_noise: float = 0.0, generator=None) -> torch.Tensor:
+def vae_forward(vae, x: torch.Tensor) -> torch.Tensor:
     z = vae.config.z_dim
-    mu = vae.conv1(vae.encoder(x))[:, :z]
-    if latent_noise > 0:
-        noise = torch.randn(mu.shape, generator=generator).to(mu)
-        mu = mu + noise * latent_noise * mu.detach().std()
-    return vae.decoder(vae.conv2(mu))
+    return vae.decoder(vae.conv2(vae.conv1(vae.encoder(x))[:, :z]))
 
 
 def image_grad_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -69,8 +68,13 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def vae_eval(vae, sc: VAEStageConfig, folder: Path, step: int) -> dict:
-    """PSNR of full clips (streamed encode/decode, as at inference) on held-out identities + a sheet."""
+    """PSNR of full clips (streamed encode/decode, as at inference) on held-out identities + a sheet.
+
+    During the image phase the figure is that of the VAE as it would be inflated now (key-frame
+    hold), so the curve reads the same across the switch to video."""
     clips = ProceduralClips(dataclasses.replace(sc.data, seed=sc.data.seed + 1_000_003, split="heldout"))
+    if step < sc.image_steps:
+        vae = inflate_image_vae(copy.deepcopy(vae))
     vae.eval()
     rows, scores = [], []
     with torch.no_grad():
@@ -112,7 +116,21 @@ def run_vae(cfg: ChainConfig) -> Path:
     t_len = sc.data.frames
     h, w = sc.data.size
 
+    def image_batch(step: int, gen: torch.Generator) -> torch.Tensor:
+        crop = sc.image_crop or min(h, w)
+        out = []
+        for j in range(sc.image_batch):
+            t0 = int(torch.randint(0, t_len, (1,), generator=gen))
+            y0 = int(torch.randint(0, h - crop + 1, (1,), generator=gen))
+            x0 = int(torch.randint(0, w - crop + 1, (1,), generator=gen))
+            out.append(clips[step * sc.image_batch + j].frames[t0:t0 + 1, y0:y0 + crop, x0:x0 + crop])
+        return frames_to_tensor(np.stack(out))
+
     def step_fn(step: int, gen: torch.Generator):
+        if step < sc.image_steps:
+            return reconstruction_loss(image_batch(step, gen).to(dev))
+        if step == sc.image_steps > 0:  # once; a resumed run past this point loads inflated weights
+            inflate_image_vae(loop.acc.unwrap_model(loop.wrapped["vae"]))
         # clip indices follow from the step alone, so the data order needs no state
         frames = np.stack([clips[step * b + j].frames for j in range(b)])
         x = frames_to_tensor(frames)
@@ -125,8 +143,10 @@ def run_vae(cfg: ChainConfig) -> Path:
                 x0 = int(torch.randint(0, w - crop + 1, (1,), generator=gen))
                 out.append(x[j, :, t0:t0 + sc.crop_frames, y0:y0 + crop, x0:x0 + crop])
             x = torch.stack(out)
-        x = x.to(dev)
-        y = vae_forward(loop.wrapped["vae"], x, 0.0, gen)
+        return reconstruction_loss(x.to(dev))
+
+    def reconstruction_loss(x: torch.Tensor):
+        y = vae_forward(loop.wrapped["vae"], x)
         l1 = (y - x).abs().mean()
         l2 = (y - x).pow(2).mean()
         edge = image_grad_l1(y, x)

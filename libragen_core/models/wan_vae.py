@@ -147,6 +147,8 @@ class CausalConv3d(nn.Conv3d):
             if state is not None:
                 # clone: a view would keep the whole chunk alive until the next call
                 state.put(self, x[:, :, -self.context:].clone())
+            if prev is None and n == 1 and self.stride[0] == 1:
+                return self._lone_frame(x)
             missing = self.context - (x.shape[2] - n)
             if missing:
                 x = F.pad(x, (0, 0, 0, 0, missing, 0))
@@ -158,6 +160,15 @@ class CausalConv3d(nn.Conv3d):
             return torch.mkldnn_convolution(x, self.weight, self.bias, self.padding, self.stride,
                                             self.dilation, self.groups)
         return super().forward(x)
+
+
+    def _lone_frame(self, x: torch.Tensor) -> torch.Tensor:
+        # A first frame with nothing before it (an image, a reference, a stream's first chunk):
+        # the older time slices of the kernel would only multiply the zero padding, so this is a
+        # 2D conv with the newest slice, a third of the work (and of the memory) of the 3D one.
+        y = F.conv2d(x[:, :, 0], self.weight[:, :, -1], self.bias, self.stride[1:], self.padding[1:],
+                     self.dilation[1:], self.groups)
+        return y.unsqueeze(2)
 
 
 def _use_onednn(x: torch.Tensor) -> bool:

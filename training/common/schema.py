@@ -63,6 +63,10 @@ class VAEStageConfig:
     data: ClipSpec = field(default_factory=ClipSpec)
     crop: int = 32  # training crops (pixels, square); 0 = whole frames
     crop_frames: int = 5  # frames per training crop (4k+1); the causal VAE is the same at any length
+    init_gain: float = 0.0  # > 0: fan-in variance-preserving conv weights times this gain (0 = PyTorch's default)
+    image_steps: int = 0  # first train as an image VAE on single frames for this many steps, then inflate
+    image_batch: int = 4  # frames per image step
+    image_crop: int = 0  # image-step crops (pixels, square); 0 = whole frames
     l1: float = 1.0
     l2: float = 1.0
     edge: float = 0.5  # L1 of image gradients: keeps thin sprite details (stripes, eyes)
@@ -72,8 +76,11 @@ class VAEStageConfig:
     def __post_init__(self):
         if (self.crop_frames - 1) % 4:
             raise ConfigError(f"crop_frames must be 4k+1 (1, 5, 9, ...), got {self.crop_frames}")
-        if self.crop and self.crop % 8:
-            raise ConfigError(f"crop must be a multiple of 8, got {self.crop}")
+        for name in ("crop", "image_crop"):
+            if getattr(self, name) % 8:
+                raise ConfigError(f"{name} must be a multiple of 8, got {getattr(self, name)}")
+        if self.image_steps < 0 or self.image_batch < 1 or self.init_gain < 0:
+            raise ConfigError("image_steps and init_gain must be >= 0 and image_batch >= 1")
 
 
 @dataclass(frozen=True)
