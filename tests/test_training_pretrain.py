@@ -73,7 +73,7 @@ def test_pretrain_chain_writes_a_loadable_model_folder(tmp_path):
     assert main(["--config", str(cfg)]) == 0
     run = tmp_path / "run"
     vae_metrics = read_metrics(run / "vae" / "metrics.jsonl")
-    # step 1 is inside the image phase (validated as the VAE would be inflated), 2-3 after it
+    # step 1 is the image phase's end (validated as the VAE will be inflated), 2-3 after it
     psnr = {s: r["val/psnr"] for s, r in vae_metrics.items() if "val/psnr" in r}
     assert sorted(psnr) == [1, 2, 3] and min(psnr.values()) > 0
     assert all((run / "vae" / "samples" / f"recon-{s:08d}.png").is_file() for s in psnr)

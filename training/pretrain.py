@@ -73,7 +73,7 @@ def vae_eval(vae, sc: VAEStageConfig, folder: Path, step: int) -> dict:
     During the image phase the figure is that of the VAE as it would be inflated now (key-frame
     hold), so the curve reads the same across the switch to video."""
     clips = ProceduralClips(dataclasses.replace(sc.data, seed=sc.data.seed + 1_000_003, split="heldout"))
-    if step < sc.image_steps:
+    if step <= sc.image_steps:  # weights validated at step s have trained through step s - 1
         vae = inflate_image_vae(copy.deepcopy(vae))
     vae.eval()
     rows, scores = [], []
