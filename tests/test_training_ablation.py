@@ -152,3 +152,19 @@ def test_cli_refuses_a_bad_cfg_kind(tmp_path, capsys):
     cfg = _toy_run(tmp_path)
     rc = main(["--config", str(_write_toml(tmp_path, cfg)), "--cfg", "stat", "--out", str(tmp_path / "x")])
     assert rc == 2 and "--cfg 'stat'" in capsys.readouterr().err
+
+
+def test_checks_compare_the_final_model_with_each_sft_and_with_real():
+    from training.ablation import checks
+
+    def entry(row, cfg, norm, fid_pct, mot_pct):
+        return {"row": row, "cfg": cfg, "summary": {"normalized_mean": norm, "fidelity_pct_real": fid_pct,
+                                                     "motion_pct_real": mot_pct}}
+
+    entries = [entry("sft_in", "dynamic", 0.6, 90, 50), entry("sft_cross", "dynamic", 0.7, 60, 85),
+               entry("dpo_merged", "dynamic", 0.65, 85, 79), entry("sft_in", "static", 0.5, 80, 70)]
+    got = {c["check"]: c["passed"] for c in checks(entries) if c["cfg"] == "dynamic"}
+    assert got == {"dpo_merged beats sft_in on the normalized mean": True,
+                   "dpo_merged beats sft_cross on the normalized mean": False,
+                   "dpo_merged fidelity >= 80% of real": True, "dpo_merged motion >= 80% of real": False}
+    assert all(c["cfg"] == "dynamic" for c in checks(entries))  # no static final row, no static checks
