@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from libragen_core.models.bundle import load_model_folder
 from libragen_core.pipeline import generate
@@ -97,3 +98,22 @@ def test_bad_stage_and_config_errors_exit_with_a_message(tmp_path, capsys):
     cfg.write_text("", encoding="utf-8")
     assert main(["--config", str(cfg), "--stages", "sft"]) == 2
     assert "unknown stage(s) ['sft']" in capsys.readouterr().err
+
+
+def test_vae_decoder_phase_leaves_the_encoder_as_it_was(tmp_path):
+    from libragen_core.io.safetensors_file import load_state_dict
+
+    cfg = tmp_path / "toy.toml"
+    cfg.write_text(CONFIG.format(out=tmp_path / "run"), encoding="utf-8")
+    # steps 0 image, 1 video (whole VAE), 2-3 decoder only
+    assert main(["--config", str(cfg), "--stages", "vae", "--set", "vae.optim.steps=4",
+                 "--set", "vae.decoder_steps=2", "--set", "vae.optim.checkpoint_every=1",
+                 "--set", "vae.optim.keep_checkpoints=10"]) == 0
+    folder = tmp_path / "run" / "vae"
+    before = load_state_dict(folder / "checkpoints" / "step-00000002" / "model-vae.safetensors")
+    after = load_state_dict(folder / "vae.safetensors")
+    enc = [k for k in before if k.startswith(("encoder.", "conv1."))]
+    dec = [k for k in before if k.startswith("decoder.")]
+    assert enc and dec
+    assert all(torch.equal(before[k], after[k]) for k in enc)
+    assert any(not torch.equal(before[k], after[k]) for k in dec)

@@ -34,10 +34,10 @@ from .common.data import (
     tensor_to_frames,
 )
 from .common.init import adaln_zero_init
-from .common.vae_init import inflate_image_vae, kaiming_init
 from .common.loop import TrainLoop, make_accelerator, seed_everything, setup_torch
 from .common.losses import flow_matching_loss, sample_sigmas
 from .common.schema import BaseStageConfig, ChainConfig, VAEStageConfig
+from .common.vae_init import inflate_image_vae, kaiming_init
 from .common.validation import STRAIGHT_MOVES, motion_check, save_contact_sheet, summarize
 
 STAGES = ("vae", "base", "export")
@@ -51,9 +51,11 @@ def build_vae(sc: VAEStageConfig):
     return kaiming_init(vae, sc.init_gain) if sc.init_gain > 0 else vae
 
 
-def vae_forward(vae, x: torch.Tensor) -> torch.Tensor:
+def vae_forward(vae, x: torch.Tensor, frozen_encoder: bool = False) -> torch.Tensor:
     z = vae.config.z_dim
-    return vae.decoder(vae.conv2(vae.conv1(vae.encoder(x))[:, :z]))
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen_encoder):
+        mu = vae.conv1(vae.encoder(x))[:, :z]
+    return vae.decoder(vae.conv2(mu))
 
 
 def image_grad_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -115,6 +117,7 @@ def run_vae(cfg: ChainConfig) -> Path:
     b = sc.optim.batch
     t_len = sc.data.frames
     h, w = sc.data.size
+    decoder_from = sc.optim.steps - sc.decoder_steps if sc.decoder_steps else sc.optim.steps + 1
 
     def image_batch(step: int, gen: torch.Generator) -> torch.Tensor:
         crop = sc.image_crop or min(h, w)
@@ -146,7 +149,8 @@ def run_vae(cfg: ChainConfig) -> Path:
         return reconstruction_loss(x.to(dev))
 
     def reconstruction_loss(x: torch.Tensor):
-        y = vae_forward(loop.wrapped["vae"], x)
+        # decoder phase: the encoder runs without gradients, so the optimizer leaves it as it is
+        y = vae_forward(loop.wrapped["vae"], x, frozen_encoder=loop.step >= decoder_from)
         l1 = (y - x).abs().mean()
         l2 = (y - x).pow(2).mean()
         edge = image_grad_l1(y, x)

@@ -67,6 +67,7 @@ class VAEStageConfig:
     image_steps: int = 0  # first train as an image VAE on single frames for this many steps, then inflate
     image_batch: int = 4  # frames per image step
     image_crop: int = 0  # image-step crops (pixels, square); 0 = whole frames
+    decoder_steps: int = 0  # the last steps train the decoder only: the latent space (and a base trained on it) stays
     l1: float = 1.0
     l2: float = 1.0
     edge: float = 0.5  # L1 of image gradients: keeps thin sprite details (stripes, eyes)
@@ -79,8 +80,8 @@ class VAEStageConfig:
         for name in ("crop", "image_crop"):
             if getattr(self, name) % 8:
                 raise ConfigError(f"{name} must be a multiple of 8, got {getattr(self, name)}")
-        if self.image_steps < 0 or self.image_batch < 1 or self.init_gain < 0:
-            raise ConfigError("image_steps and init_gain must be >= 0 and image_batch >= 1")
+        if self.image_steps < 0 or self.decoder_steps < 0 or self.image_batch < 1 or self.init_gain < 0:
+            raise ConfigError("image_steps, decoder_steps and init_gain must be >= 0 and image_batch >= 1")
 
 
 @dataclass(frozen=True)
