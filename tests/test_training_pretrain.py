@@ -85,6 +85,11 @@ def test_pretrain_chain_writes_a_loadable_model_folder(tmp_path):
     assert card["trained"] and card["tokenizer"] == "text.vocab.json" and card["defaults"]["frames"] == 5
     bundle = load_model_folder(run / "model")
     assert bundle.vae.latent_stats_from_file
+    # the folder ships the prompt rewriter's guide for its own caption style
+    from libragen_core.rewrite import resolve_style_guide
+
+    assert card["style_guide"] == "style_guide.json"
+    assert resolve_style_guide(str(bundle.style_guide_path())).hash == resolve_style_guide("spriteworld").hash
     out = generate(bundle, [], "Video: Ref 1[the red star] moves to the left on a plain white background.",
                    seed=0, steps=2)
     assert out.frames.shape == (5, 32, 32, 3)

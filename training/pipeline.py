@@ -51,7 +51,7 @@ def run_final(cfg: PostChainConfig) -> Path:
     out = Path(cfg.final.folder) if cfg.final.folder else stage_folder(cfg, "final")
     card = ModelCard.read(src / CARD_FILE)
     out.mkdir(parents=True, exist_ok=True)
-    for name in {card.vae, card.text_encoder, card.tokenizer} - {None, ""}:
+    for name in {card.vae, card.text_encoder, card.tokenizer, card.style_guide} - {None, ""}:
         shutil.copyfile(src / name, out / name)
     dit = load_dit(src / card.dit)
     lora_file = final_lora(cfg)
@@ -67,7 +67,7 @@ def run_final(cfg: PostChainConfig) -> Path:
     save_dit(dit, out / card.dit)
     final_card = ModelCard(name=cfg.final.name, dit=card.dit, vae=card.vae, text_encoder=card.text_encoder,
                            tokenizer=card.tokenizer, trained=card.trained, defaults=card.defaults,
-                           style_guide=None, notes=notes)
+                           style_guide=card.style_guide, notes=notes)
     with atomic_path(out / CARD_FILE) as tmp:
         tmp.write_text(final_card.to_json(), encoding="utf-8")
     load_model_folder(out)  # must load exactly as the embedded model does

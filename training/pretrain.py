@@ -387,9 +387,14 @@ def run_export(cfg: ChainConfig) -> Path:
     shutil.copyfile(base / "dit.safetensors", out / "dit.safetensors")
     shutil.copyfile(base / "text.safetensors", out / "text.safetensors")
     shutil.copyfile(vocab_path_for(base / "text.safetensors"), out / "text.vocab.json")
+    guide = None
+    if ex.style_guide:
+        from libragen_core.rewrite import resolve_style_guide
+
+        guide = resolve_style_guide(ex.style_guide).save(out / "style_guide.json").name
     d = cfg.base.phases[0].data
     card = ModelCard(name=ex.name, dit="dit.safetensors", vae="vae.safetensors", text_encoder="text.safetensors",
-                     tokenizer="text.vocab.json", trained=True,
+                     tokenizer="text.vocab.json", trained=True, style_guide=guide,
                      defaults=GenerationDefaults(frames=d.frames, height=d.size[0], width=d.size[1], steps=ex.steps,
                                                  shift=ex.shift, solver=ex.solver, cfg=ex.cfg, fps=8.0),
                      notes=f"SpriteWorld base T2V model, pretrained by training/pretrain.py ({cfg.run.out})")

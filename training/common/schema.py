@@ -155,6 +155,7 @@ class ExportConfig:
     shift: float = 3.0
     solver: str = "euler"
     cfg: str = "libragen"
+    style_guide: str = "spriteworld"  # the prompt rewriter's guide shipped in the folder (built-in name or JSON); "" = none
 
 
 @dataclass(frozen=True)
