@@ -1,20 +1,16 @@
 """Training the small VAE: the image -> video inflation is exact key-frame hold."""
+import sys
+from pathlib import Path
+
 import torch
 
-from libragen_core.models.wan_vae import VAEConfig, WanVAE
-from training.common.vae_init import inflate_image_vae, kaiming_init
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-
-def _vae() -> WanVAE:
-    torch.manual_seed(0)
-    vae = kaiming_init(WanVAE(VAEConfig.small(4)), gain=1.6).eval()
-    with torch.no_grad():  # trained-looking gains and biases, so nothing is a no-op
-        for name, p in vae.named_parameters():
-            if name.endswith("gamma"):
-                p.uniform_(0.5, 1.5)
-            elif name.endswith("bias"):
-                p.normal_(0, 0.05)
-    return vae
+from libragen_core.models.wan_vae import VAEConfig, WanVAE  # noqa: E402
+from tests.test_vae_model import random_vae  # noqa: E402
+from training.common.vae_init import inflate_image_vae, kaiming_init  # noqa: E402
 
 
 def test_kaiming_init_scales_by_fan_in_and_zeroes_attention_output():
@@ -28,7 +24,7 @@ def test_kaiming_init_scales_by_fan_in_and_zeroes_attention_output():
 
 
 def test_inflated_vae_is_key_frame_hold():
-    vae = _vae()
+    vae = random_vae(dim=4)
     g = torch.Generator().manual_seed(1)
     video = torch.rand(1, 3, 9, 32, 32, generator=g) * 2 - 1
     with torch.no_grad():
