@@ -158,11 +158,12 @@ def _complete(cfg: PostChainConfig, stage: str) -> bool:
 
 def main(argv=None) -> int:
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--from", dest="start", choices=STAGES)
-    pre.add_argument("--until", choices=STAGES)
-    known, rest = pre.parse_known_args(argv)
+    pre.add_argument("--from", dest="start", choices=STAGES,
+                     help="start at this stage; the earlier ones count as done")
+    pre.add_argument("--until", choices=STAGES, help="stop after this stage")
+    known, _ = pre.parse_known_args(argv)
     return stage_main("python -m training.pipeline", __doc__,
-                      lambda cfg: run_pipeline(cfg, known.start, known.until), rest)
+                      lambda cfg: run_pipeline(cfg, known.start, known.until), argv, parents=[pre])
 
 
 if __name__ == "__main__":

@@ -162,11 +162,12 @@ def load_layered(paths, overrides=()) -> PostChainConfig:
 
 
 
-def stage_main(prog: str, doc: str, run: Callable[[PostChainConfig], object], argv=None) -> int:
-    """`python -m training.<stage> --config X.toml [--set k=v ...] [--force]`."""
+def stage_main(prog: str, doc: str, run: Callable[[PostChainConfig], object], argv=None, parents=()) -> int:
+    """`python -m training.<stage> --config X.toml [--set k=v ...] [--force]`; `parents` add options
+    of the caller's own (parsed there) to the usage and --help."""
     from .common.loop import setup_torch
 
-    p = argparse.ArgumentParser(prog=prog, description=doc.strip().split("\n")[0])
+    p = argparse.ArgumentParser(prog=prog, description=doc.strip().split("\n")[0], parents=list(parents))
     p.add_argument("--config", required=True, action="append",
                    help="training/configs/<name>.toml; repeat to layer files (later ones win key by key), e.g. "
                         "--config training/configs/spriteworld.toml --config my-overrides.toml")
