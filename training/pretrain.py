@@ -119,34 +119,24 @@ def run_vae(cfg: ChainConfig) -> Path:
     h, w = sc.data.size
     decoder_from = sc.optim.steps - sc.decoder_steps if sc.decoder_steps else sc.optim.steps + 1
 
-    def image_batch(step: int, gen: torch.Generator) -> torch.Tensor:
-        crop = sc.image_crop or min(h, w)
-        out = []
-        for j in range(sc.image_batch):
-            t0 = int(torch.randint(0, t_len, (1,), generator=gen))
-            y0 = int(torch.randint(0, h - crop + 1, (1,), generator=gen))
-            x0 = int(torch.randint(0, w - crop + 1, (1,), generator=gen))
-            out.append(clips[step * sc.image_batch + j].frames[t0:t0 + 1, y0:y0 + crop, x0:x0 + crop])
-        return frames_to_tensor(np.stack(out))
+    def window(frames: np.ndarray, n_frames: int, crop: int, gen: torch.Generator) -> np.ndarray:
+        t0 = int(torch.randint(0, t_len - n_frames + 1, (1,), generator=gen))
+        y0 = int(torch.randint(0, h - crop + 1, (1,), generator=gen))
+        x0 = int(torch.randint(0, w - crop + 1, (1,), generator=gen))
+        return frames[t0:t0 + n_frames, y0:y0 + crop, x0:x0 + crop]
 
     def step_fn(step: int, gen: torch.Generator):
+        # clip indices follow from the step alone, so the data order needs no state
         if step < sc.image_steps:
-            return reconstruction_loss(image_batch(step, gen).to(dev))
+            n = sc.image_batch
+            frames = [window(clips[step * n + j].frames, 1, sc.image_crop or min(h, w), gen) for j in range(n)]
+            return reconstruction_loss(frames_to_tensor(np.stack(frames)).to(dev))
         if step == sc.image_steps > 0:  # once; a resumed run past this point loads inflated weights
             inflate_image_vae(loop.acc.unwrap_model(loop.wrapped["vae"]))
-        # clip indices follow from the step alone, so the data order needs no state
-        frames = np.stack([clips[step * b + j].frames for j in range(b)])
-        x = frames_to_tensor(frames)
+        frames = [clips[step * b + j].frames for j in range(b)]
         if sc.crop and sc.crop < min(h, w) or sc.crop_frames < t_len:
-            crop = sc.crop or min(h, w)
-            out = []
-            for j in range(b):
-                t0 = int(torch.randint(0, t_len - sc.crop_frames + 1, (1,), generator=gen))
-                y0 = int(torch.randint(0, h - crop + 1, (1,), generator=gen))
-                x0 = int(torch.randint(0, w - crop + 1, (1,), generator=gen))
-                out.append(x[j, :, t0:t0 + sc.crop_frames, y0:y0 + crop, x0:x0 + crop])
-            x = torch.stack(out)
-        return reconstruction_loss(x.to(dev))
+            frames = [window(f, sc.crop_frames, sc.crop or min(h, w), gen) for f in frames]
+        return reconstruction_loss(frames_to_tensor(np.stack(frames)).to(dev))
 
     def reconstruction_loss(x: torch.Tensor):
         # decoder phase: the encoder runs without gradients, so the optimizer leaves it as it is
