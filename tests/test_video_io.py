@@ -66,3 +66,20 @@ def test_written_files_get_the_usual_permissions_not_private(tmp_path):
     finally:
         os.umask(mask)
     assert out.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("suffix", [".webp", ".gif"])
+def test_animation_with_repeated_frames_reads_back_every_frame(tmp_path, suffix):
+    """Pillow stores a run of identical frames once with the summed duration (ComfyUI's
+    SaveAnimatedWEBP writes through it); reading spreads it back onto the constant frame rate."""
+    from PIL import Image
+
+    frames = [np.full((16, 16, 3), v, np.uint8) for v in (0, 80, 80, 160, 240)]
+    path = tmp_path / f"clip{suffix}"
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=125, loop=0)
+    with Image.open(path) as im:
+        assert im.n_frames == 4  # the writer merged the repeated frame
+    video, _ = read_video(path)
+    assert video.shape == (5, 16, 16, 3)
+    assert np.allclose(video[:, 0, 0, 0].astype(int), [0, 80, 80, 160, 240], atol=8)

@@ -123,8 +123,14 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, float]:
 
     try:
         with Image.open(path) as im:
-            frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(im)]
-            duration = im.info.get("duration", 62) or 62
+            frames, durations = [], []
+            for f in ImageSequence.Iterator(im):
+                frames.append(np.asarray(f.convert("RGB")))
+                durations.append(f.info.get("duration", 0) or 0)
     except OSError as e:
         raise InputError(f"cannot read animation {path}: {e}") from e
-    return np.stack(frames), 1000.0 / duration
+    # Writers (Pillow's WebP and GIF among them) store a run of identical frames once with the
+    # run's summed duration; spread each frame over the constant-rate grid of the shortest one.
+    step = min((d for d in durations if d > 0), default=62)
+    counts = [max(1, round(d / step)) if d > 0 else 1 for d in durations]
+    return np.repeat(np.stack(frames), counts, axis=0), 1000.0 / step
