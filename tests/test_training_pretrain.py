@@ -122,3 +122,22 @@ def test_vae_decoder_phase_leaves_the_encoder_as_it_was(tmp_path):
     assert enc and dec
     assert all(torch.equal(before[k], after[k]) for k in enc)
     assert any(not torch.equal(before[k], after[k]) for k in dec)
+
+
+def test_subject_loss_weight_covers_the_sprite_and_its_outline():
+    import numpy as np
+
+    from training.common.data import ClipSpec, ProceduralClips
+    from training.pretrain import image_grad_l1, subject_loss_weight
+
+    masks = np.zeros((1, 2, 6, 6), dtype=bool)
+    masks[0, 1, 2, 3] = True
+    w = subject_loss_weight(masks, 4.0)
+    assert w.shape == (1, 1, 2, 6, 6) and (w[0, 0, 0] == 1).all()
+    assert (w[0, 0, 1, 1:4, 2:5] == 5).all() and w[0, 0, 1].sum() == 36 + 9 * 4
+    assert (subject_loss_weight(masks, 0.0) == 1).all()
+    a, b = torch.rand(1, 3, 2, 6, 6), torch.rand(1, 3, 2, 6, 6)
+    assert torch.equal(image_grad_l1(a, b, subject_loss_weight(masks, 0.0)), image_grad_l1(a, b))
+
+    clip = ProceduralClips(ClipSpec(seed=3, n_subjects=2))[0]
+    assert clip.subject_mask.shape == clip.frames.shape[:3] and clip.subject_mask.any()

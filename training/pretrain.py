@@ -58,10 +58,34 @@ def vae_forward(vae, x: torch.Tensor, frozen_encoder: bool = False) -> torch.Ten
     return vae.decoder(vae.conv2(mu))
 
 
-def image_grad_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    dx = lambda t: t[..., :, 1:] - t[..., :, :-1]  # noqa: E731
-    dy = lambda t: t[..., 1:, :] - t[..., :-1, :]  # noqa: E731
-    return (dx(a) - dx(b)).abs().mean() + (dy(a) - dy(b)).abs().mean()
+def image_grad_l1(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean L1 between the horizontal and vertical pixel differences of a and b, optionally weighted
+    per pixel (the weight of a difference is the larger of its two pixels')."""
+    def dx(t):
+        return t[..., :, 1:] - t[..., :, :-1]
+
+    def dy(t):
+        return t[..., 1:, :] - t[..., :-1, :]
+
+    if weight is None:
+        return (dx(a) - dx(b)).abs().mean() + (dy(a) - dy(b)).abs().mean()
+    wx = torch.maximum(weight[..., :, 1:], weight[..., :, :-1])
+    wy = torch.maximum(weight[..., 1:, :], weight[..., :-1, :])
+    return ((dx(a) - dx(b)).abs() * wx).mean() + ((dy(a) - dy(b)).abs() * wy).mean()
+
+
+def subject_loss_weight(masks: np.ndarray, extra: float) -> torch.Tensor:
+    """Per-pixel loss weight [B, 1, T, H, W] from subject masks [B, T, H, W]: 1 + extra on subject
+    pixels and the one-pixel ring around them, where blur first erases a sprite's outline.
+
+    Backgrounds are most of every frame; at equal weight a small VAE spends its capacity on their
+    textures and the sprites (what identity and motion metrics look at) come out as blobs."""
+    m = torch.from_numpy(np.ascontiguousarray(masks)).float()
+    if extra == 0:
+        return torch.ones_like(m).unsqueeze(1)
+    b, t, hh, ww = m.shape
+    ring = torch.nn.functional.max_pool2d(m.reshape(b * t, 1, hh, ww), 3, stride=1, padding=1)
+    return (1.0 + extra * ring).reshape(b, 1, t, hh, ww)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -119,31 +143,31 @@ def run_vae(cfg: ChainConfig) -> Path:
     h, w = sc.data.size
     decoder_from = sc.optim.steps - sc.decoder_steps if sc.decoder_steps else sc.optim.steps + 1
 
-    def window(frames: np.ndarray, n_frames: int, crop: int, gen: torch.Generator) -> np.ndarray:
+    def window(clip, n_frames: int, crop: int, gen: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
         t0 = int(torch.randint(0, t_len - n_frames + 1, (1,), generator=gen))
         y0 = int(torch.randint(0, h - crop + 1, (1,), generator=gen))
         x0 = int(torch.randint(0, w - crop + 1, (1,), generator=gen))
-        return frames[t0:t0 + n_frames, y0:y0 + crop, x0:x0 + crop]
+        box = (slice(t0, t0 + n_frames), slice(y0, y0 + crop), slice(x0, x0 + crop))
+        return clip.frames[box], clip.subject_mask[box]
 
     def step_fn(step: int, gen: torch.Generator):
         # clip indices follow from the step alone, so the data order needs no state
         if step < sc.image_steps:
             n = sc.image_batch
-            frames = [window(clips[step * n + j].frames, 1, sc.image_crop or min(h, w), gen) for j in range(n)]
-            return reconstruction_loss(frames_to_tensor(np.stack(frames)).to(dev))
+            return reconstruction_loss([window(clips[step * n + j], 1, sc.image_crop or min(h, w), gen) for j in range(n)])
         if step == sc.image_steps > 0:  # once; a resumed run past this point loads inflated weights
             inflate_image_vae(loop.acc.unwrap_model(loop.wrapped["vae"]))
-        frames = [clips[step * b + j].frames for j in range(b)]
-        if sc.crop and sc.crop < min(h, w) or sc.crop_frames < t_len:
-            frames = [window(f, sc.crop_frames, sc.crop or min(h, w), gen) for f in frames]
-        return reconstruction_loss(frames_to_tensor(np.stack(frames)).to(dev))
+        crop = sc.crop or min(h, w)
+        return reconstruction_loss([window(clips[step * b + j], sc.crop_frames, crop, gen) for j in range(b)])
 
-    def reconstruction_loss(x: torch.Tensor):
+    def reconstruction_loss(windows: list[tuple[np.ndarray, np.ndarray]]):
+        x = frames_to_tensor(np.stack([f for f, _ in windows])).to(dev)
         # decoder phase: the encoder runs without gradients, so the optimizer leaves it as it is
         y = vae_forward(loop.wrapped["vae"], x, frozen_encoder=loop.step >= decoder_from)
-        l1 = (y - x).abs().mean()
-        l2 = (y - x).pow(2).mean()
-        edge = image_grad_l1(y, x)
+        weight = subject_loss_weight(np.stack([m for _, m in windows]), sc.subject_weight).to(dev)
+        l1 = ((y - x).abs() * weight).mean()
+        l2 = ((y - x).pow(2) * weight).mean()
+        edge = image_grad_l1(y, x, weight)
         loss = sc.l1 * l1 + sc.l2 * l2 + sc.edge * edge
         return loss, {"l1": l1.item(), "l2": l2.item(), "edge": edge.item()}
 

@@ -84,6 +84,7 @@ class Clip:
     caption: str
     index: int
     scene: object | None = None
+    subject_mask: np.ndarray | None = None  # bool [T, H, W]: pixels a subject paints (procedural clips only)
 
 
 class ProceduralClips:
@@ -106,7 +107,8 @@ class ProceduralClips:
         if self.spec.user_prompt_fraction > 0 and rng.random() < self.spec.user_prompt_fraction:
             prompts = user_prompts(scene, "train")
             caption = prompts[int(rng.integers(len(prompts)))]
-        return Clip(render_scene(scene).frames, caption, index, scene)
+        result = render_scene(scene)
+        return Clip(result.frames, caption, index, scene, result.masks.any(axis=0))
 
     def settings(self) -> dict:
         return {"source": "procedural", **asdict(self.spec)}
