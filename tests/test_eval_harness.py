@@ -43,6 +43,15 @@ def test_ground_truth_beats_copy_paste_and_reports_are_written(tmp_path):
 
     sheet = np.asarray(Image.open(paths["contact_sheet"]))
     assert sheet.shape[0] >= 96 and sheet.std() > 10
+    from libragen_core.eval.report import contact_sheet
+
+    # a text-to-video run shows no reference images in the reference cells
+    blank = contact_sheet({**gt, "references": "none"}, cases)
+    refs_area = (slice(0, 96), slice(0, 96 * cases[0].n_subjects))
+    def coloured(img):
+        return (img.max(-1).astype(int) - img.min(-1) > 30).mean()
+
+    assert coloured(sheet[refs_area]) > 0.05 and coloured(blank[refs_area]) == 0
 
 
 def test_ground_truth_generator_rejects_unknown_prompts():

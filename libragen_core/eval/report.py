@@ -58,7 +58,10 @@ def contact_sheet(results: dict, cases: list[EvalCase], cell: int = 96, n_frames
         if row is None:
             continue
         y = i * (cell + text_h)
-        refs = case.inpair_refs if results.get("references") == "inpair" else case.refs
+        kind = results.get("references")
+        refs = [] if kind == "none" else case.inpair_refs if kind == "inpair" else case.refs
+        if not refs:  # a text-to-video row: leave the reference cells empty, not the case's images
+            draw.text((4, y + cell // 2 - 6), "no references", fill=(120, 120, 120))
         for k, ref in enumerate(refs):
             sheet.paste(Image.fromarray(ref).resize((cell, cell), Image.NEAREST), (k * cell, y))
         frames = row["_frames"]
