@@ -34,7 +34,16 @@ from .common.data import (
     tensor_to_frames,
 )
 from .common.init import adaln_zero_init
-from .common.loop import TrainLoop, make_accelerator, seed_everything, setup_torch
+from .common.loop import (
+    TrainLoop,
+    check_global_batch,
+    is_main_process,
+    main_process_first,
+    make_accelerator,
+    seed_everything,
+    setup_torch,
+    wait_for_everyone,
+)
 from .common.losses import flow_matching_loss, sample_sigmas
 from .common.schema import BaseStageConfig, ChainConfig, VAEStageConfig
 from .common.vae_init import inflate_image_vae, kaiming_init
@@ -56,6 +65,18 @@ def vae_forward(vae, x: torch.Tensor, frozen_encoder: bool = False) -> torch.Ten
     with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen_encoder):
         mu = vae.conv1(vae.encoder(x))[:, :z]
     return vae.decoder(vae.conv2(mu))
+
+
+class VAEReconstruction(torch.nn.Module):
+    """The VAE's training pass (vae_forward) as one module's forward: DDP syncs the gradients of
+    what runs through the forward of the module it wraps, and WanVAE's own forward is another pass."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor, frozen_encoder: bool = False) -> torch.Tensor:
+        return vae_forward(self.vae, x, frozen_encoder)
 
 
 def image_grad_l1(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -135,7 +156,12 @@ def run_vae(cfg: ChainConfig) -> Path:
     seed_everything(cfg.run.seed)
     vae = build_vae(sc)
     clips = ProceduralClips(sc.data)
-    loop = TrainLoop(folder, "vae", sc.optim, cfg.run, {"vae": vae}, ema_modules=())
+    # the decoder phase leaves the encoder without gradients (and the image phase the temporal
+    # convs): DDP must be told that some parameters may get none in a step
+    loop = TrainLoop(folder, "vae", sc.optim, cfg.run, {"vae": vae}, ema_modules=(),
+                     forward_modules={"vae": VAEReconstruction(vae)}, find_unused_parameters=True)
+    if sc.image_steps:
+        check_global_batch(sc.image_batch, loop.world, "vae.image_batch")
     loop.resume()
     dev = loop.device
     b = sc.optim.batch
@@ -143,27 +169,35 @@ def run_vae(cfg: ChainConfig) -> Path:
     h, w = sc.data.size
     decoder_from = sc.optim.steps - sc.decoder_steps if sc.decoder_steps else sc.optim.steps + 1
 
-    def window(clip, n_frames: int, crop: int, gen: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
-        t0 = int(torch.randint(0, t_len - n_frames + 1, (1,), generator=gen))
-        y0 = int(torch.randint(0, h - crop + 1, (1,), generator=gen))
-        x0 = int(torch.randint(0, w - crop + 1, (1,), generator=gen))
-        box = (slice(t0, t0 + n_frames), slice(y0, y0 + crop), slice(x0, x0 + crop))
-        return clip.frames[box], clip.subject_mask[box]
+    def windows(first: int, n: int, n_frames: int, crop: int, gen: torch.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Random windows of clips first..first+n-1 (the global batch): every process draws all n
+        boxes, so the generator stays the same everywhere, and renders only its share of clips."""
+        boxes = []
+        for _ in range(n):
+            t0 = int(torch.randint(0, t_len - n_frames + 1, (1,), generator=gen))
+            y0 = int(torch.randint(0, h - crop + 1, (1,), generator=gen))
+            x0 = int(torch.randint(0, w - crop + 1, (1,), generator=gen))
+            boxes.append((slice(t0, t0 + n_frames), slice(y0, y0 + crop), slice(x0, x0 + crop)))
+        out = []
+        for j in range(n)[loop.share(n)]:
+            clip = clips[first + j]
+            out.append((clip.frames[boxes[j]], clip.subject_mask[boxes[j]]))
+        return out
 
     def step_fn(step: int, gen: torch.Generator):
         # clip indices follow from the step alone, so the data order needs no state
         if step < sc.image_steps:
             n = sc.image_batch
-            return reconstruction_loss([window(clips[step * n + j], 1, sc.image_crop or min(h, w), gen) for j in range(n)])
+            return reconstruction_loss(windows(step * n, n, 1, sc.image_crop or min(h, w), gen))
         if step == sc.image_steps > 0:  # once; a resumed run past this point loads inflated weights
-            inflate_image_vae(loop.acc.unwrap_model(loop.wrapped["vae"]))
+            inflate_image_vae(vae)
         crop = sc.crop or min(h, w)
-        return reconstruction_loss([window(clips[step * b + j], sc.crop_frames, crop, gen) for j in range(b)])
+        return reconstruction_loss(windows(step * b, b, sc.crop_frames, crop, gen))
 
     def reconstruction_loss(windows: list[tuple[np.ndarray, np.ndarray]]):
         x = frames_to_tensor(np.stack([f for f, _ in windows])).to(dev)
         # decoder phase: the encoder runs without gradients, so the optimizer leaves it as it is
-        y = vae_forward(loop.wrapped["vae"], x, frozen_encoder=loop.step >= decoder_from)
+        y = loop.wrapped["vae"](x, frozen_encoder=loop.step >= decoder_from)
         weight = subject_loss_weight(np.stack([m for _, m in windows]), sc.subject_weight).to(dev)
         l1 = ((y - x).abs() * weight).mean()
         l2 = ((y - x).pow(2) * weight).mean()
@@ -172,18 +206,18 @@ def run_vae(cfg: ChainConfig) -> Path:
         return loss, {"l1": l1.item(), "l2": l2.item(), "edge": edge.item()}
 
     def validate(step: int) -> dict:
-        return vae_eval(loop.acc.unwrap_model(loop.wrapped["vae"]), sc, folder, step)
+        return vae_eval(vae, sc, folder, step)
 
     loop.run(step_fn, validate)
     if loop.step < sc.optim.steps:
-        print(f"[vae] stopped at step {loop.step} of {sc.optim.steps} (max_minutes); re-run to continue")
+        loop.acc.print(f"[vae] stopped at step {loop.step} of {sc.optim.steps} (max_minutes); re-run to continue")
     if loop.acc.is_main_process:
-        vae_m = loop.acc.unwrap_model(loop.wrapped["vae"])
-        mean, std = measure_latent_stats(vae_m.eval(), sc)
-        vae_m.set_latent_stats(mean, std)
-        save_vae(vae_m, final)
+        mean, std = measure_latent_stats(vae.eval(), sc)
+        vae.set_latent_stats(mean, std)
+        save_vae(vae, final)
         (folder / "latent_stats.json").write_text(json.dumps({"mean": mean.tolist(), "std": std.tolist()}, indent=1))
         print(f"[vae] wrote {final} (latent mean {mean.mean():.3f}, std range {std.min():.3f}..{std.max():.3f})")
+    wait_for_everyone(cfg.run)
     return final
 
 
@@ -328,8 +362,9 @@ def run_base(cfg: ChainConfig) -> Path:
     else:
         vae = load_vae(vp, device=acc.device)
     t0 = time.perf_counter()
-    caches = build_caches(cfg, vae, folder, progress=acc.is_main_process)
-    print(f"[base] latent caches ready in {time.perf_counter() - t0:.0f}s: {[len(c) for c in caches]} clips")
+    with main_process_first(cfg.run):  # the main process encodes, the others then find the shards built
+        caches = build_caches(cfg, vae, folder, progress=acc.is_main_process)
+    acc.print(f"[base] latent caches ready in {time.perf_counter() - t0:.0f}s: {[len(c) for c in caches]} clips")
     seed_everything(cfg.run.seed + 1)
     text = build_text(bc)
     dit = build_dit(bc, vae.config.z_dim)
@@ -340,7 +375,6 @@ def run_base(cfg: ChainConfig) -> Path:
                      ema_modules=("dit", "text"), data_state=sampler, accelerator=acc)
     loop.resume()
     dev = loop.device
-    rank, world = loop.acc.process_index, loop.acc.num_processes
     scenes = motion_prompts(bc) if loop.acc.is_main_process else []
 
     def phase_of(step: int) -> int:
@@ -359,7 +393,7 @@ def run_base(cfg: ChainConfig) -> Path:
                             generator=gen)
         noise = torch.randn(lat.shape, generator=gen)
         caps = ["" if d else c for d, c in zip(drop.tolist(), caps)]
-        mine = slice(rank, None, world)  # every process draws the global batch, then keeps its share
+        mine = loop.share(b)  # every process draws the global batch, then keeps its share
         ctx = text_features(loop.wrapped["text"], text, caps[mine], dev)
         loss = flow_matching_loss(loop.wrapped["dit"], lat[mine].to(dev), ctx, sig[mine].to(dev), noise[mine].to(dev))
         return loss, {"phase": p}
@@ -383,18 +417,28 @@ def run_base(cfg: ChainConfig) -> Path:
             save_dit(dit, dit_out)
             text.save(text_out)
         print(f"[base] wrote {dit_out} and {text_out} (step {loop.step}{', EMA weights' if ema else ''})")
+    wait_for_everyone(cfg.run)
     return folder
 
 
 # ================================================================ export
 def run_export(cfg: ChainConfig) -> Path:
-    from libragen_core.models.bundle import CARD_FILE, GenerationDefaults, ModelCard, load_model_folder
-    from libragen_core.models.text_small import vocab_path_for
-
+    """The main process writes the folder; the others wait for it."""
     ex = cfg.export
     if cfg.base.vae == "pool":
         raise LibraGenError("base.vae = 'pool' is a diagnostic stand-in for the VAE; nothing to export")
     out = Path(ex.folder) if ex.folder else Path(cfg.run.out) / "model"
+    if is_main_process(cfg.run):
+        _write_export(cfg, out)
+    wait_for_everyone(cfg.run)
+    return out
+
+
+def _write_export(cfg: ChainConfig, out: Path) -> None:
+    from libragen_core.models.bundle import CARD_FILE, GenerationDefaults, ModelCard, load_model_folder
+    from libragen_core.models.text_small import vocab_path_for
+
+    ex = cfg.export
     base = Path(cfg.run.out) / "base"
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(vae_path(cfg), out / "vae.safetensors")
@@ -419,7 +463,6 @@ def run_export(cfg: ChainConfig) -> Path:
     load_model_folder(out)  # the folder must load the way the embedded model does
     size = sum(p.stat().st_size for p in out.iterdir()) / 2**20
     print(f"[export] wrote {out} ({size:.1f} MiB)")
-    return out
 
 
 # ================================================================ CLI
@@ -443,7 +486,8 @@ def main(argv: list[str] | None = None) -> int:
             raise LibraGenError(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
         setup_torch(cfg.run)
         Path(cfg.run.out).mkdir(parents=True, exist_ok=True)
-        (Path(cfg.run.out) / "pretrain-config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+        if is_main_process(cfg.run):
+            (Path(cfg.run.out) / "pretrain-config.json").write_text(json.dumps(to_dict(cfg), indent=1))
         for s in stages:
             {"vae": run_vae, "base": run_base, "export": run_export}[s](cfg)
     except LibraGenError as e:

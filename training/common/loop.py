@@ -9,12 +9,20 @@ checkpoint left off.
     loop = TrainLoop(folder, "base", cfg.optim, run_cfg, modules={"dit": dit, "text": text},
                      ema_modules=("dit", "text"), data_state=sampler)
     loop.run(step_fn, validate_fn)
+
+Multi-process (DDP; docs/ddp.md): `optim.batch` is the global batch. Every process draws the
+same global batch and the same noise from the same generator, then keeps its share
+(`loop.share(n)`), so a step's gradient (DDP averages the per-process means) and every random
+draw are those of a one-process run. Only the main process writes checkpoints, logs, samples and
+final files; every process resumes from the same checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -46,40 +54,97 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_accelerator(run: RunConfig):
-    from accelerate import Accelerator
-
-    cuda = torch.cuda.is_available() and run.device != "cpu"
+def _use_cuda(run: RunConfig) -> bool:
     if run.device == "cuda" and not torch.cuda.is_available():
         from libragen_core.errors import ConfigError
 
         raise ConfigError("run.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+    return torch.cuda.is_available() and run.device != "cpu"
+
+
+def distributed(run: RunConfig):
+    """The process group of this run (accelerate's PartialState; one process without a launcher).
+
+    The first call starts the group, with run.dist_timeout_minutes as the collectives' timeout:
+    gloo's default (30 min) is shorter than a long validation or DPO pair generation on the main
+    process, during which the other processes wait in their next collective."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not _use_cuda(run), timeout=timedelta(minutes=run.dist_timeout_minutes))
+
+
+def is_main_process(run: RunConfig) -> bool:
+    return distributed(run).is_main_process
+
+
+def wait_for_everyone(run: RunConfig) -> None:
+    """A barrier (no-op in one process): the end of every stage, so no process reads a stage's
+    output before the main process has written it."""
+    distributed(run).wait_for_everyone()
+
+
+@contextlib.contextmanager
+def main_process_first(run: RunConfig) -> Iterator[None]:
+    """The main process runs the block first (e.g. builds a cache on disk), the others after it
+    (and find it built)."""
+    with distributed(run).main_process_first():
+        yield
+
+
+def check_global_batch(batch: int, world: int, key: str) -> None:
+    if batch % world:
+        from libragen_core.errors import ConfigError
+
+        lo, hi = (batch // world) * world, (batch // world + 1) * world
+        fix = f"{lo} or {hi}" if lo else str(hi)
+        raise ConfigError(f"{key} = {batch} is the global batch and must split evenly over the {world} processes; "
+                          f"set {key} to a multiple of {world} (e.g. {fix}) or launch a number of processes that "
+                          f"divides {batch}")
+
+
+def make_accelerator(run: RunConfig, find_unused_parameters: bool = False):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    cuda = _use_cuda(run)
+    distributed(run)  # the process group, with our timeout, before Accelerator would start it
     mp = run.mixed_precision
     if mp == "auto":
         mp = "bf16" if cuda else "no"
-    return Accelerator(cpu=not cuda, mixed_precision=mp)
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused_parameters else []
+    return Accelerator(cpu=not cuda, mixed_precision=mp, kwargs_handlers=handlers)
 
 
 class TrainLoop:
+    """forward_modules: per name, a module to train through instead of modules[name] (same
+    parameters; e.g. a training-forward wrapper): DDP syncs gradients only of what runs through
+    the wrapped module's own forward. Checkpoints and EMA keep using `modules`.
+    find_unused_parameters: DDP's option, for a stage where some parameters get no gradient in
+    some steps (VAE: the encoder in the decoder-only phase)."""
+
     def __init__(self, folder: str | os.PathLike, stage: str, optim: OptimConfig, run: RunConfig,
                  modules: Mapping[str, nn.Module], *, param_groups: Sequence[dict] | None = None,
                  ema_modules: Sequence[str] = (), data_state=None, accelerator=None, extra_state: Callable | None = None,
-                 load_extra_state: Callable | None = None):
+                 load_extra_state: Callable | None = None, forward_modules: Mapping[str, nn.Module] | None = None,
+                 find_unused_parameters: bool = False):
         self.folder = Path(folder)
         self.stage = stage
         self.cfg = optim
         self.run_cfg = run
-        self.acc = accelerator or make_accelerator(run)
+        self.acc = accelerator or make_accelerator(run, find_unused_parameters)
+        self.world, self.rank = self.acc.num_processes, self.acc.process_index
+        check_global_batch(optim.batch, self.world, f"{stage}.optim.batch")
         self.modules = dict(modules)
         groups = param_groups or [{"params": [p for m in self.modules.values() for p in m.parameters() if p.requires_grad]}]
         self.optimizer = torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
         self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
         names = list(self.modules)
-        prepared = self.acc.prepare(*[self.modules[n] for n in names], self.optimizer)
+        forward_modules = dict(forward_modules or {})
+        prepared = self.acc.prepare(*[forward_modules.get(n, self.modules[n]) for n in names], self.optimizer)
         self.wrapped = dict(zip(names, prepared[:-1]))
         self.acc_optimizer = prepared[-1]
         for n in names:
-            m = self.acc.unwrap_model(self.wrapped[n])
+            m = self.modules[n]
             if optim.gradient_checkpointing and hasattr(m, "gradient_checkpointing"):
                 m.gradient_checkpointing = True
         self.ema = {n: EMA(self.modules[n], optim.ema_decay) for n in ema_modules} if optim.ema_decay > 0 else {}
@@ -93,6 +158,26 @@ class TrainLoop:
     @property
     def device(self) -> torch.device:
         return self.acc.device
+
+    def share(self, n: int) -> slice:
+        """This process's part of a global batch of n items (contiguous, n / world of them)."""
+        if n % self.world:
+            raise ValueError(f"a global batch of {n} does not split over {self.world} processes")
+        k = n // self.world
+        return slice(self.rank * k, (self.rank + 1) * k)
+
+    def _mean_over_processes(self, values: list[float]) -> list[float]:
+        if self.world == 1 or not values:
+            return values
+        t = self.acc.reduce(torch.tensor(values, dtype=torch.float64, device=self.device), reduction="mean")
+        return t.tolist()
+
+    def _any_process(self, flag: bool) -> bool:
+        """One decision for all processes (each measures its own wall time; a process that stopped
+        alone would leave the others waiting in their next collective)."""
+        if self.world == 1:
+            return flag
+        return bool(self.acc.reduce(torch.tensor([float(flag)], device=self.device), reduction="sum").item() > 0)
 
     def resume(self) -> int:
         path = latest_checkpoint(self.ckpt_dir)
@@ -157,12 +242,18 @@ class TrainLoop:
                 extra_sums[k] = extra_sums.get(k, 0.0) + float(v)
             if self.step % cfg.log_every == 0 or self.step == until:
                 dt = time.perf_counter() - window_t
-                values = {"loss": window_loss / window_n, "lr": lr, "samples_per_s": window_items / max(dt, 1e-9),
-                          **{k: v / window_n for k, v in extra_sums.items()}}
+                # each process's figures are means over its share: the mean over processes is the
+                # global batch's (shares are equal)
+                keys = sorted(extra_sums)
+                loss_mean, *extra_means = self._mean_over_processes([window_loss / window_n] +
+                                                                    [extra_sums[k] / window_n for k in keys])
+                values = {"loss": loss_mean, "lr": lr, "samples_per_s": window_items / max(dt, 1e-9),
+                          **dict(zip(keys, extra_means))}
                 self.log.scalars(self.step, values)
                 bar.set_postfix(loss=f"{values['loss']:.4f}", sps=f"{values['samples_per_s']:.1f}")
                 window_t, window_items, window_loss, window_n, extra_sums = time.perf_counter(), 0, 0.0, 0, {}
-            timed_out = cfg.max_minutes > 0 and (time.perf_counter() - start_wall) > 60 * cfg.max_minutes
+            timed_out = cfg.max_minutes > 0 and self._any_process(
+                (time.perf_counter() - start_wall) > 60 * cfg.max_minutes)
             if self.step % cfg.checkpoint_every == 0 or self.step == until or timed_out:
                 self.save()
             if validate_fn is not None and cfg.validate_every and self.step % cfg.validate_every == 0 \

@@ -22,12 +22,19 @@ class RunConfig:
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, none on CPU
     threads: int = 2  # torch CPU threads (0 = torch's default)
     deterministic: bool = True  # deterministic algorithms (exact resume); slower on GPU
+    # multi-process runs: how long a process waits in a collective for the others. Validation,
+    # latent/triplet caches and DPO pair generation run on the main process while the rest wait.
+    dist_timeout_minutes: float = 240.0
+
+    def __post_init__(self):
+        if self.dist_timeout_minutes <= 0:
+            raise ConfigError(f"run.dist_timeout_minutes must be positive, got {self.dist_timeout_minutes}")
 
 
 @dataclass(frozen=True)
 class OptimConfig:
     steps: int = 1000
-    batch: int = 16  # global batch (split across processes)
+    batch: int = 16  # global batch: each of N processes takes batch / N of it (docs/ddp.md)
     lr: float = 1e-4
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
