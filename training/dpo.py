@@ -23,10 +23,10 @@ from libragen_core.lora import (
 )
 
 from .common.data import EpochSampler, tensor_to_frames
-from .common.loop import TrainLoop, make_accelerator
+from .common.loop import TrainLoop, make_accelerator, seed_everything, wait_for_everyone
 from .common.losses import sample_sigmas
 from .flow_dpo import DPOBatch, flow_dpo_backward
-from .pairs import FilterSettings, SamplerSettings, Triplet, generate_pairs, load_pairs
+from .pairs import FilterSettings, SamplerSettings, Triplet, generate_pairs, load_pairs, read_records
 from .post_common import (
     encode_text,
     heldout_triplets,
@@ -91,30 +91,19 @@ def run_dpo(cfg: PostChainConfig, stage: str) -> Path:
     # the reference model = base with the SFT LoRA folded in; the DPO adapter goes on top of it
     merge_lora_into(dit, load_lora(start_file))
 
-    cache = TripletCache.build(folder / "cache", ProceduralTriplets(dc.data, triplet_kind), dc.pairs,
-                               lambda px: bundle.vae.encode(px, chunked=False), vae_digest(cfg))
-    negative = encode_text(bundle, [""])
-    triplets = (Triplet(id=f"{i:06d}", context=encode_text(bundle, [cache.captions[i]])[0],
-                        refs=cache.subjects_latents(i).to(acc.device), latents=cache.latents[i].float().to(acc.device),
-                        caption=cache.captions[i], scene=cache.scenes[i]) for i in range(len(cache)))
-
-    def decode(lat: torch.Tensor):
-        with torch.no_grad():
-            return tensor_to_frames(bundle.vae.decode(lat[None].to(acc.device)))[0]
-
-    s = dc.sampler
-    records = generate_pairs(dit, triplets, folder / "pairs", kind, negative, seed=cfg.run.seed,
-                             settings=SamplerSettings(s.steps, s.shift, s.solver, s.cfg), rope_offsets=(dc.rope_offset,),
-                             decode=decode if dc.filter.auto else None, filters=filter_settings(dc),
-                             decisions=dc.filter.decisions or None)
-    kept = sum(r.kept for r in records)
-    print(f"[{stage}] {kept} of {len(records)} pairs kept")
+    if acc.is_main_process:
+        # pairs are generated (and stored) by the main process; the others wait, then read them
+        _generate(cfg, stage, dc, dit, bundle, folder, kind, triplet_kind)
+    wait_for_everyone(cfg.run)
+    records = read_records(folder / "pairs")
     data = stack_pairs(load_pairs(folder / "pairs", dc.filter.decisions or None))
     n = data["winner"].shape[0]
     if n < dc.optim.batch:
         raise InputError(f"[{stage}] only {n} pairs are left after filtering, fewer than one batch ({dc.optim.batch}); "
                          "generate more pairs, loosen the filter or lower the batch")
 
+    # the LoRA's random init from a seed of its own, not from whatever this process drew before
+    seed_everything(cfg.run.seed + 2000 + list(DPO_STAGES).index(stage))
     add_lora(dit, rank=dc.lora.rank, alpha=dc.lora.alpha, targets=dc.lora.targets, adapter_name=ADAPTER,
              dropout=dc.lora.dropout)
     trainable = lora_trainable_parameters(dit, ADAPTER)
@@ -125,13 +114,16 @@ def run_dpo(cfg: PostChainConfig, stage: str) -> Path:
     items = heldout_triplets(dc.data, triplet_kind, dc.validation) if dc.validation.clips else []
 
     def step_fn(step: int, gen: torch.Generator):
+        # every process draws the global batch's pairs, sigmas and noise, then keeps its share
         idx = torch.as_tensor(sampler.next())
+        b = idx.shape[0]
+        sigma = sample_sigmas(b, dc.sigma_sampling, shift=dc.sigma_shift, generator=gen)
+        eps = torch.randn((b, *data["winner"].shape[1:]), generator=gen)  # one eps per pair: shared by both sides
+        m = loop.share(b)
+        idx, sigma, eps = idx[m], sigma[m].to(dev), eps[m].to(dev)
         batch = DPOBatch(winner=data["winner"][idx].to(dev), loser=data["loser"][idx].to(dev),
                          context=data["context"][idx].to(dev),
                          refs=data["refs"][idx].to(dev) if "refs" in data else None)
-        b = batch.winner.shape[0]
-        sigma = sample_sigmas(b, dc.sigma_sampling, shift=dc.sigma_shift, generator=gen).to(dev)
-        eps = torch.randn(batch.winner.shape, generator=gen).to(dev)  # one eps per pair: shared by both sides
         stats = flow_dpo_backward(loop.wrapped["dit"], batch, eps, sigma, dc.beta, dc.sft_weight, dc.split_backward)
         return loop_loss(stats.loss, trainable), stats.scalars()
 
@@ -140,11 +132,36 @@ def run_dpo(cfg: PostChainConfig, stage: str) -> Path:
 
     loop.run(step_fn, validate)
     if loop.step < dc.optim.steps:
-        print(f"[{stage}] stopped at step {loop.step} of {dc.optim.steps} (max_minutes); re-run to continue")
-        return out
-    save_lora(extract_lora(dit, ADAPTER), out, method=stage.replace("_", "-"), base_model="libragen-sprite",
-              metadata={"steps": str(loop.step), "beta": repr(dc.beta), "starts_from": start_file.name,
-                        "pairs": str(n)})
-    mark_done(folder, {"lora": str(out), "steps": loop.step, "pairs_kept": n, "pairs_total": len(records)})
-    print(f"[{stage}] wrote {out}")
+        acc.print(f"[{stage}] stopped at step {loop.step} of {dc.optim.steps} (max_minutes); re-run to continue")
+    elif acc.is_main_process:
+        save_lora(extract_lora(dit, ADAPTER), out, method=stage.replace("_", "-"), base_model="libragen-sprite",
+                  metadata={"steps": str(loop.step), "beta": repr(dc.beta), "starts_from": start_file.name,
+                            "pairs": str(n)})
+        mark_done(folder, {"lora": str(out), "steps": loop.step, "pairs_kept": n, "pairs_total": len(records)})
+        print(f"[{stage}] wrote {out}")
+    wait_for_everyone(cfg.run)
     return out
+
+
+def _generate(cfg: PostChainConfig, stage: str, dc: DPOStageConfig, dit, bundle, folder: Path, kind: str,
+              triplet_kind: str) -> None:
+    """Encode the stage's triplets, then generate, filter and store its pairs under folder/pairs."""
+    dev = bundle.device
+    cache = TripletCache.build(folder / "cache", ProceduralTriplets(dc.data, triplet_kind), dc.pairs,
+                               lambda px: bundle.vae.encode(px, chunked=False), vae_digest(cfg))
+    negative = encode_text(bundle, [""])
+    triplets = (Triplet(id=f"{i:06d}", context=encode_text(bundle, [cache.captions[i]])[0],
+                        refs=cache.subjects_latents(i).to(dev), latents=cache.latents[i].float().to(dev),
+                        caption=cache.captions[i], scene=cache.scenes[i]) for i in range(len(cache)))
+
+    def decode(lat: torch.Tensor):
+        with torch.no_grad():
+            return tensor_to_frames(bundle.vae.decode(lat[None].to(dev)))[0]
+
+    s = dc.sampler
+    records = generate_pairs(dit, triplets, folder / "pairs", kind, negative, seed=cfg.run.seed,
+                             settings=SamplerSettings(s.steps, s.shift, s.solver, s.cfg), rope_offsets=(dc.rope_offset,),
+                             decode=decode if dc.filter.auto else None, filters=filter_settings(dc),
+                             decisions=dc.filter.decisions or None)
+    kept = sum(r.kept for r in records)
+    print(f"[{stage}] {kept} of {len(records)} pairs kept")

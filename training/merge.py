@@ -58,7 +58,18 @@ def sweep_names(weights: Sequence[float]) -> list[str]:
 
 
 def run_merge_stage(cfg: PostChainConfig, stage: str) -> Path:
-    """merge_sft or merge_dpo from the finished SFT / DPO stages of the same run."""
+    """merge_sft or merge_dpo from the finished SFT / DPO stages of the same run. In a
+    multi-process run the main process merges and the others wait for it."""
+    from .common.loop import is_main_process, wait_for_everyone
+
+    out = stage_folder(cfg, stage) / "lora.safetensors"
+    if is_main_process(cfg.run):
+        _merge_stage(cfg, stage)
+    wait_for_everyone(cfg.run)
+    return out
+
+
+def _merge_stage(cfg: PostChainConfig, stage: str) -> Path:
     from .dpo import lora_path as dpo_lora
     from .sft import lora_path as sft_lora
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from libragen_core.errors import ConfigError, InputError
 from libragen_core.io.atomic import atomic_path
 
+from .common.loop import is_main_process, wait_for_everyone
 from .post_common import base_folder, mark_done, stage_folder, stage_main
 from .post_config import PostChainConfig
 
@@ -43,12 +44,20 @@ def final_lora(cfg: PostChainConfig) -> Path | None:
 
 
 def run_final(cfg: PostChainConfig) -> Path:
+    """The main process writes the folder; the others wait for it."""
+    out = Path(cfg.final.folder) if cfg.final.folder else stage_folder(cfg, "final")
+    if is_main_process(cfg.run):
+        _write_final(cfg, out)
+    wait_for_everyone(cfg.run)
+    return out
+
+
+def _write_final(cfg: PostChainConfig, out: Path) -> None:
     from libragen_core.lora import load_lora, merge_lora_into
     from libragen_core.models.bundle import CARD_FILE, ModelCard, load_model_folder
     from libragen_core.models.loading import load_dit, save_dit
 
     src = base_folder(cfg)
-    out = Path(cfg.final.folder) if cfg.final.folder else stage_folder(cfg, "final")
     card = ModelCard.read(src / CARD_FILE)
     out.mkdir(parents=True, exist_ok=True)
     for name in {card.vae, card.text_encoder, card.tokenizer, card.style_guide} - {None, ""}:
@@ -73,7 +82,6 @@ def run_final(cfg: PostChainConfig) -> Path:
     load_model_folder(out)  # must load exactly as the embedded model does
     size = sum(p.stat().st_size for p in out.iterdir()) / 2**20
     print(f"[final] wrote {out} ({size:.1f} MiB)")
-    return out
 
 
 def _runner(stage: str):
@@ -108,6 +116,8 @@ def read_state(cfg: PostChainConfig) -> dict:
 
 
 def write_state(cfg: PostChainConfig, state: dict) -> None:
+    if not is_main_process(cfg.run):
+        return
     Path(cfg.run.out).mkdir(parents=True, exist_ok=True)
     with atomic_path(Path(cfg.run.out) / STATE_FILE) as tmp:
         tmp.write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
@@ -122,27 +132,35 @@ def run_pipeline(cfg: PostChainConfig, start: str | None = None, until: str | No
     state = read_state(cfg)
     if start:  # earlier stages count as finished (their outputs are given); redo from here on
         state["done"] = list(STAGES[:lo])
-        for s in STAGES[lo:]:
-            (stage_folder(cfg, s) / "DONE.json").unlink(missing_ok=True)
+        if is_main_process(cfg.run):
+            for s in STAGES[lo:]:
+                (stage_folder(cfg, s) / "DONE.json").unlink(missing_ok=True)
         write_state(cfg, state)
+        wait_for_everyone(cfg.run)
     result = None
     for stage in STAGES[lo:hi + 1]:
         if not enabled(cfg, stage):
-            print(f"[pipeline] {stage}: disabled in the config, skipped")
+            _say(cfg, f"[pipeline] {stage}: disabled in the config, skipped")
             continue
         if stage in state["done"]:
-            print(f"[pipeline] {stage}: finished earlier, skipped")
+            _say(cfg, f"[pipeline] {stage}: finished earlier, skipped")
             continue
-        print(f"[pipeline] {stage}: running")
+        _say(cfg, f"[pipeline] {stage}: running")
         result = _runner(stage)(cfg)
         if stage in ("vae", "base", "sft_in", "sft_cross", "dpo_consis", "dpo_realfake") and not _complete(cfg, stage):
-            print(f"[pipeline] {stage} stopped before its last step (max_minutes); re-run to continue")
+            _say(cfg, f"[pipeline] {stage} stopped before its last step (max_minutes); re-run to continue")
             return None
         state["done"].append(stage)
         write_state(cfg, state)
-        if stage in ("vae", "base", "export"):
+        if stage in ("vae", "base", "export") and is_main_process(cfg.run):
             mark_done(stage_folder(cfg, stage) if stage != "export" else base_folder(cfg), {"stage": stage})
+        wait_for_everyone(cfg.run)
     return result
+
+
+def _say(cfg: PostChainConfig, line: str) -> None:
+    if is_main_process(cfg.run):
+        print(line)
 
 
 def _complete(cfg: PostChainConfig, stage: str) -> bool:

@@ -35,6 +35,8 @@ def load_base(cfg: PostChainConfig, device="cpu"):
     from libragen_core.models.bundle import CARD_FILE, load_model_folder
 
     folder = base_folder(cfg)
+    if torch.device(device).type == "cpu":
+        device = "cpu"  # accelerate's multi-process CPU device is "cpu:0", which safetensors refuses
     if not (folder / CARD_FILE).is_file():
         raise CheckpointError(f"no pretrained model folder at {folder} ({CARD_FILE} missing); run "
                               "`python -m training.pretrain --config ...` (its export stage) first, or set export.folder")
@@ -165,7 +167,7 @@ def load_layered(paths, overrides=()) -> PostChainConfig:
 def stage_main(prog: str, doc: str, run: Callable[[PostChainConfig], object], argv=None, parents=()) -> int:
     """`python -m training.<stage> --config X.toml [--set k=v ...] [--force]`; `parents` add options
     of the caller's own (parsed there) to the usage and --help."""
-    from .common.loop import setup_torch
+    from .common.loop import is_main_process, setup_torch
 
     p = argparse.ArgumentParser(prog=prog, description=doc.strip().split("\n")[0], parents=list(parents))
     p.add_argument("--config", required=True, action="append",
@@ -178,7 +180,9 @@ def stage_main(prog: str, doc: str, run: Callable[[PostChainConfig], object], ar
         cfg = load_layered(args.config, args.set)
         setup_torch(cfg.run)
         Path(cfg.run.out).mkdir(parents=True, exist_ok=True)
-        (Path(cfg.run.out) / f"{prog.rsplit('.', 1)[-1]}-config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+        if is_main_process(cfg.run):
+            (Path(cfg.run.out) / f"{prog.rsplit('.', 1)[-1]}-config.json").write_text(
+                json.dumps(to_dict(cfg), indent=1))
         run(cfg)
     except LibraGenError as e:
         print(f"error: {e}", file=sys.stderr)

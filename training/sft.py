@@ -21,7 +21,7 @@ from libragen_core.errors import InputError
 from libragen_core.lora import add_lora, extract_lora, save_lora
 
 from .common.data import EpochSampler
-from .common.loop import TrainLoop, make_accelerator
+from .common.loop import TrainLoop, main_process_first, make_accelerator, seed_everything, wait_for_everyone
 from .common.losses import sample_sigmas
 from .flow_dpo import condition_dropout, sft_loss
 from .post_common import (
@@ -62,8 +62,12 @@ def run_sft(cfg: PostChainConfig, stage: str) -> Path:
     source = ManifestTriplets(sc.dataset, kind) if sc.dataset else ProceduralTriplets(sc.data, kind)
     if sc.dataset and len(source) < sc.clips:
         raise InputError(f"[{stage}] {sc.dataset} holds {len(source)} triplets, fewer than clips = {sc.clips}")
-    cache = TripletCache.build(folder / "cache", source, sc.clips,
-                               lambda px: bundle.vae.encode(px, chunked=False), vae_digest(cfg))
+    with main_process_first(cfg.run):  # the main process encodes, the others load its file
+        cache = TripletCache.build(folder / "cache", source, sc.clips,
+                                   lambda px: bundle.vae.encode(px, chunked=False), vae_digest(cfg),
+                                   progress=acc.is_main_process)
+    # the LoRA's random init from a seed of its own, not from whatever this process drew before
+    seed_everything(cfg.run.seed + 1000 + list(SFT_STAGES).index(stage))
     add_lora(dit, rank=sc.lora.rank, alpha=sc.lora.alpha, targets=sc.lora.targets, adapter_name=ADAPTER,
              dropout=sc.lora.dropout)
     null_context = encode_text(bundle, [""])
@@ -74,13 +78,15 @@ def run_sft(cfg: PostChainConfig, stage: str) -> Path:
     items = heldout_triplets(sc.data, kind, sc.validation) if sc.validation.clips else []
 
     def step_fn(step: int, gen: torch.Generator):
+        # every process draws the global batch's dropout, sigmas and noise, then keeps its share
         x0, refs, caps = cache.batch(sampler.next())
         ctx = encode_text(bundle, caps).to(dev)
         refs, ctx, drop_r, drop_t = condition_dropout(refs, ctx, null_context, sc.ref_dropout, sc.text_dropout, gen)
         b = x0.shape[0]
         sigma = sample_sigmas(b, sc.sigma_sampling, shift=sc.sigma_shift, generator=gen)
         eps = torch.randn(x0.shape, generator=gen)
-        loss = sft_loss(loop.wrapped["dit"], x0.to(dev), eps.to(dev), sigma.to(dev), ctx, refs.to(dev))
+        m = loop.share(b)
+        loss = sft_loss(loop.wrapped["dit"], x0[m].to(dev), eps[m].to(dev), sigma[m].to(dev), ctx[m], refs[m].to(dev))
         return loss, {"ref_dropped": float(drop_r.float().mean()), "text_dropped": float(drop_t.float().mean())}
 
     def validate(step: int) -> dict:
@@ -88,12 +94,13 @@ def run_sft(cfg: PostChainConfig, stage: str) -> Path:
 
     loop.run(step_fn, validate)
     if loop.step < sc.optim.steps:
-        print(f"[{stage}] stopped at step {loop.step} of {sc.optim.steps} (max_minutes); re-run to continue")
-        return out
-    save_lora(extract_lora(dit, ADAPTER), out, method=f"sft-{kind.replace('_', '-')}", base_model="libragen-sprite",
-              metadata={"steps": str(loop.step)})
-    mark_done(folder, {"lora": str(out), "steps": loop.step, "kind": kind})
-    print(f"[{stage}] wrote {out}")
+        acc.print(f"[{stage}] stopped at step {loop.step} of {sc.optim.steps} (max_minutes); re-run to continue")
+    elif acc.is_main_process:
+        save_lora(extract_lora(dit, ADAPTER), out, method=f"sft-{kind.replace('_', '-')}",
+                  base_model="libragen-sprite", metadata={"steps": str(loop.step)})
+        mark_done(folder, {"lora": str(out), "steps": loop.step, "kind": kind})
+        print(f"[{stage}] wrote {out}")
+    wait_for_everyone(cfg.run)
     return out
 
 
