@@ -180,7 +180,8 @@ def test_a_batch_that_does_not_split_over_the_processes_is_refused():
 
 @pytest.mark.slow
 def test_pretrain_chain_two_processes_match_one(tmp_path):
-    """vae (image phase, inflation at step 1, video phase, decoder-only last step) -> base -> export."""
+    """vae (image phase, inflation at step 1, video phase, decoder-only last step) -> base -> export;
+    then base stopped in one process and resumed in two."""
     from training.pretrain import main
 
     cfgs = {}
@@ -209,6 +210,17 @@ def test_pretrain_chain_two_processes_match_one(tmp_path):
         if k.startswith(("encoder.", "conv1.")):
             assert torch.equal(before[k], after[k]), k
     assert not torch.equal(before["decoder.head.2.weight"], after["decoder.head.2.weight"])
+
+    # a one-process run stopped after step 1 (max_minutes) and resumed by two processes ends as the
+    # one-process run does: both processes load the same checkpoint, the data order goes on
+    mixed = ["--config", str(cfgs["one"]), "--stages", "base", "--set", f'run.out="{tmp_path / "mixed"}"',
+             "--set", f'base.vae="{one / "vae/vae.safetensors"}"']
+    assert main([*mixed, "--set", "base.optim.max_minutes=1e-9"]) == 0
+    assert sorted(p.name for p in (tmp_path / "mixed/base/checkpoints").iterdir()) == ["step-00000001"]
+    log = _torchrun("training.pretrain", *mixed)
+    assert log.count("resumed from") == 1 and "(step 1)" in log
+    figures["dit resumed"] = assert_weights_agree(one / "base/dit.safetensors", tmp_path / "mixed/base/dit.safetensors",
+                                                  1e-3, 3)
     print("max abs weight difference, 1 vs 2 processes:", figures)
 
 

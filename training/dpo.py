@@ -23,7 +23,7 @@ from libragen_core.lora import (
 )
 
 from .common.data import EpochSampler, tensor_to_frames
-from .common.loop import TrainLoop, make_accelerator, seed_everything, wait_for_everyone
+from .common.loop import TrainLoop, check_global_batch, make_accelerator, seed_everything, wait_for_everyone
 from .common.losses import sample_sigmas
 from .flow_dpo import DPOBatch, flow_dpo_backward
 from .pairs import FilterSettings, SamplerSettings, Triplet, generate_pairs, load_pairs, read_records
@@ -86,6 +86,7 @@ def run_dpo(cfg: PostChainConfig, stage: str) -> Path:
         raise InputError(f"[{stage}] starts from the {start} LoRA {start_file}; run `python -m training.sft "
                          f"--stage {start}` first")
     acc = make_accelerator(cfg.run)
+    check_global_batch(dc.optim.batch, acc.num_processes, f"{stage}.optim.batch")  # before the pairs, not after
     bundle = load_base(cfg, acc.device)
     dit = bundle.dit
     # the reference model = base with the SFT LoRA folded in; the DPO adapter goes on top of it

@@ -156,10 +156,10 @@ def run_vae(cfg: ChainConfig) -> Path:
     seed_everything(cfg.run.seed)
     vae = build_vae(sc)
     clips = ProceduralClips(sc.data)
-    # the decoder phase leaves the encoder without gradients (and the image phase the temporal
-    # convs): DDP must be told that some parameters may get none in a step
+    # the decoder phase leaves the encoder without gradients: DDP must be told that some
+    # parameters may get none in a step (else it waits for their gradients forever)
     loop = TrainLoop(folder, "vae", sc.optim, cfg.run, {"vae": vae}, ema_modules=(),
-                     forward_modules={"vae": VAEReconstruction(vae)}, find_unused_parameters=True)
+                     forward_modules={"vae": VAEReconstruction(vae)}, find_unused_parameters=sc.decoder_steps > 0)
     if sc.image_steps:
         check_global_batch(sc.image_batch, loop.world, "vae.image_batch")
     loop.resume()
@@ -361,6 +361,7 @@ def run_base(cfg: ChainConfig) -> Path:
         raise LibraGenError(f"the base stage needs a trained VAE at {vp}; run the vae stage first or set base.vae")
     else:
         vae = load_vae(vp, device=acc.device)
+    check_global_batch(bc.optim.batch, acc.num_processes, "base.optim.batch")  # before the caches, not after
     t0 = time.perf_counter()
     with main_process_first(cfg.run):  # the main process encodes, the others then find the shards built
         caches = build_caches(cfg, vae, folder, progress=acc.is_main_process)

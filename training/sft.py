@@ -21,7 +21,14 @@ from libragen_core.errors import InputError
 from libragen_core.lora import add_lora, extract_lora, save_lora
 
 from .common.data import EpochSampler
-from .common.loop import TrainLoop, main_process_first, make_accelerator, seed_everything, wait_for_everyone
+from .common.loop import (
+    TrainLoop,
+    check_global_batch,
+    main_process_first,
+    make_accelerator,
+    seed_everything,
+    wait_for_everyone,
+)
 from .common.losses import sample_sigmas
 from .flow_dpo import condition_dropout, sft_loss
 from .post_common import (
@@ -57,6 +64,7 @@ def run_sft(cfg: PostChainConfig, stage: str) -> Path:
         print(f"[{stage}] already finished ({out}); delete {folder / 'DONE.json'} to redo")
         return out
     acc = make_accelerator(cfg.run)
+    check_global_batch(sc.optim.batch, acc.num_processes, f"{stage}.optim.batch")  # before the cache, not after
     bundle = load_base(cfg, acc.device)
     dit = bundle.dit
     source = ManifestTriplets(sc.dataset, kind) if sc.dataset else ProceduralTriplets(sc.data, kind)
