@@ -74,3 +74,24 @@ def test_inpair_references_mode():
     assert cp["references"] == "inpair" and cp["aggregates"]["all"]["copy_paste"] > 0.9
     with pytest.raises(InputError, match="unknown reference kind"):
         run_eval(CopyPasteGenerator(), cases, progress=False, ref_kind="mask")
+
+
+def test_prompt_kinds_and_text_only_runs(tmp_path, capsys):
+    cases = build_suite("small")[:1]
+    seen = []
+
+    class Recorder(CopyPasteGenerator):
+        def generate(self, refs, prompt, seed, frames, height, width):
+            seen.append(len(refs))
+            return super().generate(refs, prompt, seed, frames, height, width) if refs else \
+                np.full((frames, height, width, 3), 255, np.uint8)
+
+    res = run_eval(Recorder(), cases, progress=False, ref_kind="none", prompt_kinds=("caption",))
+    assert seen == [0] and res["n_videos"] == 1 and res["references"] == "none"
+    assert res["aggregates"]["all"]["fidelity"] < 0.2  # a blank video does not look like the subject
+    with pytest.raises(InputError, match="not in the suite"):
+        run_eval(Recorder(), cases, progress=False, prompt_kinds=("captions",))
+    out = tmp_path / "run"
+    assert main(["eval", "--model", "copy-paste", "--cases", "1", "--prompts", "caption,user_seen", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert len(json.loads((out / "results.json").read_text())["rows"]) == 2

@@ -42,9 +42,7 @@ from libragen_core.eval.harness import (
     SUMMARY_METRICS,
     CopyPasteGenerator,
     GroundTruthGenerator,
-    aggregate,
-    case_references,
-    evaluate_clip,
+    run_eval,
 )
 from libragen_core.eval.suite import PROMPT_KINDS, SUITES, EvalCase, build_suite
 from libragen_core.io.atomic import atomic_path
@@ -254,25 +252,9 @@ def eval_settings(s: Settings, cases: list[EvalCase]) -> dict:
 
 
 def evaluate(generator, cases: list[EvalCase], s: Settings, name: str, with_refs: bool, bar=None) -> dict:
-    """Generate and score every (case, prompt kind); the same record layout as harness.run_eval."""
-    rows = []
-    t0 = time.perf_counter()
-    for case in cases:
-        refs = case_references(case, "cross")[0] if with_refs else []
-        for kind in s.prompt_kinds():
-            H, W = case.scene.size
-            g0 = time.perf_counter()
-            frames = generator.generate([r.copy() for r in refs], case.prompts[kind], case.seed, case.scene.n_frames, H, W)
-            gen_s = time.perf_counter() - g0
-            metrics = evaluate_clip(frames, case, "cross")
-            rows.append({"case": case.id, "prompt_kind": kind, "prompt": case.prompts[kind],
-                         "identity_split": case.identity_split, "n_subjects": case.n_subjects,
-                         "generate_s": round(gen_s, 3), "metrics": metrics, "_frames": np.asarray(frames)})
-            if bar is not None:
-                bar.update(1)
-    return {"model": name, "references": "cross" if with_refs else "none", "n_cases": len(cases),
-            "n_videos": len(rows), "seconds": round(time.perf_counter() - t0, 2),
-            "cases": [c.summary() for c in cases], "rows": rows, "aggregates": aggregate(rows)}
+    """harness.run_eval over the settings' prompt kinds, ticking the ablation's shared progress bar."""
+    return run_eval(generator, cases, model_name=name, ref_kind="cross" if with_refs else "none",
+                    prompt_kinds=s.prompt_kinds(), progress=(lambda i, n: bar.update(1)) if bar is not None else False)
 
 
 def row_summary(results: dict) -> dict:

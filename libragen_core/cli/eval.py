@@ -28,9 +28,11 @@ def add_parser(sub) -> None:
     p.add_argument("--size", type=int, default=64, help="video height and width in pixels (default 64)")
     p.add_argument("--frames", type=int, default=17, help="frames per video, 4k+1 (default 17)")
     p.add_argument("--device", default="cpu", help="torch device for --model embedded (default cpu)")
-    p.add_argument("--refs", choices=("cross", "inpair"), default="cross",
+    p.add_argument("--refs", choices=("cross", "inpair", "none"), default="cross",
                    help="references given to the model: cross = the identity on white (default); inpair = crops of the "
-                        "true clip's last frame (where copy-paste shows)")
+                        "true clip's last frame (where copy-paste shows); none = text-to-video from the prompt alone")
+    p.add_argument("--prompts", default="all",
+                   help="prompt kinds to generate, comma-separated from caption, user_seen, user_heldout (default all)")
     p.add_argument("--cases", type=int, default=None, help="score only the first N cases (a quick check)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -51,7 +53,7 @@ def _embedded_generator(device: str):
 def run(args) -> int:
     from ..eval.harness import CopyPasteGenerator, GroundTruthGenerator, run_eval
     from ..eval.report import markdown_table, write_report
-    from ..eval.suite import build_suite
+    from ..eval.suite import PROMPT_KINDS, build_suite
 
     cases = build_suite(args.suite, size=(args.size, args.size), n_frames=args.frames)
     if args.cases is not None:
@@ -64,7 +66,9 @@ def run(args) -> int:
         gen = CopyPasteGenerator()
     else:
         gen = _embedded_generator(args.device)
-    results = run_eval(gen, cases, model_name=args.model, progress=not args.no_progress, ref_kind=args.refs)
+    kinds = PROMPT_KINDS if args.prompts == "all" else tuple(k.strip() for k in args.prompts.split(",") if k.strip())
+    results = run_eval(gen, cases, model_name=args.model, progress=not args.no_progress, ref_kind=args.refs,
+                       prompt_kinds=kinds)
     paths = write_report(results, cases, args.out)
     sys.stdout.write(markdown_table(results))
     for kind, path in paths.items():

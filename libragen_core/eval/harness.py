@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -155,16 +155,22 @@ def aggregate(rows: list[dict]) -> dict:
 
 
 def run_eval(generator, cases: list[EvalCase], *, model_name: str = "model", progress: bool | Callable = True,
-             ref_kind: str = "cross") -> dict:
+             ref_kind: str = "cross", prompt_kinds: Sequence[str] = PROMPT_KINDS) -> dict:
     """Generate and score every (case, prompt kind); returns the JSON-ready results.
 
     ref_kind "cross" gives the generator the on-white references (the default, what users give);
-    "inpair" gives it crops of the true clip, the setting in which copy-paste shows up.
+    "inpair" gives it crops of the true clip, the setting in which copy-paste shows up; "none"
+    gives it none (a text-to-video baseline), scored against the on-white references.
     """
+    if ref_kind != "none":
+        case_references(cases[0], ref_kind) if cases else None  # a wrong ref_kind fails before any generation
+    unknown = sorted(set(prompt_kinds) - set(PROMPT_KINDS))
+    if unknown or not prompt_kinds:
+        raise InputError(f"prompt kinds {unknown or '(none)'} are not in the suite; choose from {', '.join(PROMPT_KINDS)}")
+    scored_as = "cross" if ref_kind == "none" else ref_kind
     rows = []
     cache: dict[str, dict] = {}  # identical videos (a baseline ignores the prompt) are scored once
-    case_references(cases[0], ref_kind) if cases else None  # a wrong ref_kind fails before any generation
-    jobs = [(c, kind) for c in cases for kind in PROMPT_KINDS]
+    jobs = [(c, kind) for c in cases for kind in prompt_kinds]
     bar = None
     if progress is True:
         from tqdm import tqdm
@@ -174,13 +180,13 @@ def run_eval(generator, cases: list[EvalCase], *, model_name: str = "model", pro
     for i, (case, kind) in enumerate(jobs):
         H, W = case.scene.size
         g0 = time.perf_counter()
-        refs = case_references(case, ref_kind)[0]
+        refs = [] if ref_kind == "none" else case_references(case, ref_kind)[0]
         frames = generator.generate([r.copy() for r in refs], case.prompts[kind], case.seed, case.scene.n_frames, H, W)
         gen_s = time.perf_counter() - g0
         frames = check_frames(frames)
         key = hashlib.sha256(frames.tobytes()).hexdigest() + case.id
         if key not in cache:
-            cache[key] = evaluate_clip(frames, case, ref_kind)
+            cache[key] = evaluate_clip(frames, case, scored_as)
         rows.append({"case": case.id, "prompt_kind": kind, "prompt": case.prompts[kind], "identity_split": case.identity_split,
                      "n_subjects": case.n_subjects, "generate_s": round(gen_s, 3), "metrics": cache[key], "_frames": frames})
         if bar is not None:
