@@ -206,7 +206,10 @@ class TrainLoop:
     def run(self, step_fn: Callable[[int, torch.Generator], tuple[torch.Tensor, dict]],
             validate_fn: Callable[[int], dict] | None = None, until: int | None = None,
             items_per_step: int | None = None) -> int:
-        """Train from the current step to `until` (default cfg.steps); returns the step reached."""
+        """Train from the current step to `until` (default cfg.steps); returns the step reached.
+
+        validate_fn runs on the main process only: it must use the unwrapped modules (a DDP
+        module's forward broadcasts buffers, a collective the other processes would not join)."""
         from tqdm.auto import tqdm
 
         until = self.cfg.steps if until is None else min(until, self.cfg.steps)
