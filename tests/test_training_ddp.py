@@ -38,6 +38,7 @@ import torch
 
 from libragen_core.errors import ConfigError
 from libragen_core.io.safetensors_file import load_state_dict
+from tests.tiny_models import tiny_model_folder
 from training.common.loop import check_global_batch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -233,7 +234,7 @@ def test_sft_and_dpo_two_processes_match_one(tmp_path):
     DPO run starts from the one-process SFT LoRA, and then its pairs must be bitwise equal."""
     from training.pipeline import main
 
-    _tiny_model_folder(tmp_path / "base_model")
+    tiny_model_folder(tmp_path / "base_model")
     cfgs = {}
     for name in ("one", "two"):
         cfgs[name] = tmp_path / f"{name}.toml"
@@ -263,24 +264,3 @@ def test_sft_and_dpo_two_processes_match_one(tmp_path):
     print("max abs LoRA difference, 1 vs 2 processes:", figures)
 
 
-def _tiny_model_folder(folder: Path) -> None:
-    """A random model folder in the layout pretrain's export writes (as tests/test_training_post.py)."""
-    from libragen_core.models.bundle import ModelCard
-    from libragen_core.models.loading import save_dit
-    from libragen_core.models.text_small import SmallTextConfig, SmallTextEncoder, WordTokenizer
-    from libragen_core.models.vae_checkpoint import save_vae
-    from libragen_core.models.wan_dit import WanDiT, WanDiTConfig
-    from libragen_core.models.wan_vae import VAEConfig, WanVAE
-    from libragen_core.spriteworld.captions import caption_vocabulary
-
-    torch.manual_seed(0)
-    folder.mkdir(parents=True)
-    tok = WordTokenizer(caption_vocabulary()["words"])
-    SmallTextEncoder(SmallTextConfig(vocab_size=tok.vocab_size, text_dim=16, num_layers=1, num_heads=2,
-                                     max_length=48), tok).save(folder / "text.safetensors")
-    save_vae(WanVAE(VAEConfig(dim=4, num_res_blocks=1)), folder / "vae.safetensors")
-    save_dit(WanDiT(WanDiTConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=1, in_dim=16, out_dim=16, text_dim=16)),
-             folder / "dit.safetensors")
-    card = ModelCard(name="tiny", dit="dit.safetensors", vae="vae.safetensors", text_encoder="text.safetensors",
-                     tokenizer="text.vocab.json")
-    (folder / "model.json").write_text(card.to_json())

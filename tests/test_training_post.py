@@ -12,34 +12,13 @@ if str(ROOT) not in sys.path:
 
 from libragen_core.errors import ConfigError  # noqa: E402
 from libragen_core.lora import load_lora, merged_state_dict  # noqa: E402
-from libragen_core.models.bundle import ModelCard, load_model_folder  # noqa: E402
-from libragen_core.models.loading import save_dit  # noqa: E402
-from libragen_core.models.text_small import SmallTextConfig, SmallTextEncoder, WordTokenizer  # noqa: E402
-from libragen_core.models.vae_checkpoint import save_vae  # noqa: E402
-from libragen_core.models.wan_dit import WanDiT, WanDiTConfig  # noqa: E402
+from libragen_core.models.bundle import load_model_folder  # noqa: E402
 from libragen_core.models.wan_vae import VAEConfig, WanVAE  # noqa: E402
 from libragen_core.pipeline import generate  # noqa: E402
-from libragen_core.spriteworld.captions import caption_vocabulary  # noqa: E402
+from tests.tiny_models import tiny_model_folder  # noqa: E402
 from training.common.config import from_dict, load_config  # noqa: E402
 from training.pipeline import run_pipeline  # noqa: E402
 from training.post_config import PostChainConfig  # noqa: E402
-
-
-def _tiny_model_folder(folder: Path) -> None:
-    """A random model folder in the layout pretrain's export writes (no pretraining needed)."""
-    torch.manual_seed(0)
-    folder.mkdir(parents=True)
-    tok = WordTokenizer(caption_vocabulary()["words"])
-    SmallTextEncoder(SmallTextConfig(vocab_size=tok.vocab_size, text_dim=16, num_layers=1, num_heads=2,
-                                     max_length=48), tok).save(folder / "text.safetensors")
-    vae = WanVAE(VAEConfig(dim=4, num_res_blocks=1))
-    save_vae(vae, folder / "vae.safetensors")
-    save_dit(WanDiT(WanDiTConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=1, in_dim=16, out_dim=16, text_dim=16)),
-             folder / "dit.safetensors")
-    card = ModelCard(name="tiny", dit="dit.safetensors", vae="vae.safetensors", text_encoder="text.safetensors",
-                     tokenizer="text.vocab.json")
-    (folder / "model.json").write_text(card.to_json())
-
 
 DATA = {"size": [32, 32], "frames": 5}
 OPTIM = {"steps": 2, "batch": 2, "log_every": 1, "checkpoint_every": 1}
@@ -64,7 +43,7 @@ def _config(tmp: Path) -> dict:
 
 @pytest.mark.slow
 def test_tiny_chain_produces_a_loadable_model_folder(tmp_path, capsys):
-    _tiny_model_folder(tmp_path / "base_model")
+    tiny_model_folder(tmp_path / "base_model")
     cfg = from_dict(PostChainConfig, _config(tmp_path))
     out = run_pipeline(cfg, start="sft_in")
     run = tmp_path / "run"
