@@ -14,7 +14,7 @@ if str(ROOT) not in sys.path:
 from libragen_core.errors import ConfigError  # noqa: E402
 from libragen_core.lora import LoraFactors, LoraWeights, linear_layers, save_lora  # noqa: E402
 from libragen_core.models.loading import load_dit  # noqa: E402
-from tests.test_training_post import _tiny_model_folder  # noqa: E402
+from tests.tiny_models import tiny_model_folder  # noqa: E402
 from training.ablation import (  # noqa: E402
     CFG_PRESETS,
     Settings,
@@ -43,7 +43,7 @@ def _random_lora(base: Path, path: Path, seed: int) -> None:
 
 def _toy_run(tmp: Path) -> PostChainConfig:
     run = tmp / "run"
-    _tiny_model_folder(run / "model")
+    tiny_model_folder(run / "model")
     _random_lora(run / "model", run / "sft_in" / "lora.safetensors", 1)
     _random_lora(run / "model", run / "sft_cross" / "lora.safetensors", 2)
     return from_dict(PostChainConfig, {"run": {"out": str(run), "threads": 1}, "merge_sft": {"sweep": [0.0, 1.0]}})
@@ -66,7 +66,7 @@ def test_rows_name_what_is_missing_and_the_stage_that_writes_it(tmp_path):
     # once final/ holds the DPO merge, the row is that model folder
     run = Path(cfg.run.out)
     _random_lora(run / "model", run / "merge_dpo" / "lora.safetensors", 3)
-    _tiny_model_folder(run / "final")
+    tiny_model_folder(run / "final")
     (run / "final.lora.safetensors").write_bytes((run / "merge_dpo" / "lora.safetensors").read_bytes())
     final = {r.name: r for r in plan_rows(cfg)}["dpo_merged"]
     assert final.folder == run / "final" and final.stage == "final" and not final.missing
