@@ -141,3 +141,14 @@ def test_subject_loss_weight_covers_the_sprite_and_its_outline():
 
     clip = ProceduralClips(ClipSpec(seed=3, n_subjects=2))[0]
     assert clip.subject_mask.shape == clip.frames.shape[:3] and clip.subject_mask.any()
+
+
+def test_frame_diff_loss_sees_motion_not_a_constant_offset():
+    from training.pretrain import frame_diff_l1
+
+    x = torch.zeros(1, 3, 3, 4, 4)
+    x[:, :, 1, 1, 1] = 1.0  # a dot that appears in frame 1 only
+    w = torch.ones(1, 1, 3, 4, 4)
+    assert frame_diff_l1(x + 0.5, x, w) == 0  # a steady colour error is not motion
+    assert frame_diff_l1(torch.zeros_like(x), x, w) > 0  # losing the dot is
+    assert frame_diff_l1(x[:, :, :1], x[:, :, :1], w[:, :, :1]) == 0  # one frame: nothing to compare

@@ -95,6 +95,16 @@ def image_grad_l1(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor | None 
     return ((dx(a) - dx(b)).abs() * wx).mean() + ((dy(a) - dy(b)).abs() * wy).mean()
 
 
+def frame_diff_l1(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean L1 between the frame-to-frame differences of a and b ([B, C, T, H, W]), weighted per
+    pixel by the larger weight of the two frames: a moving sprite's trail, which whole-frame losses
+    let a small VAE blur into a smear."""
+    if a.shape[2] < 2:
+        return a.new_zeros(())
+    dt = lambda t: t[:, :, 1:] - t[:, :, :-1]  # noqa: E731
+    return ((dt(a) - dt(b)).abs() * torch.maximum(weight[:, :, 1:], weight[:, :, :-1])).mean()
+
+
 def subject_loss_weight(masks: np.ndarray, extra: float) -> torch.Tensor:
     """Per-pixel loss weight [B, 1, T, H, W] from subject masks [B, T, H, W]: 1 + extra on subject
     pixels and the one-pixel ring around them, where blur first erases a sprite's outline.
@@ -203,7 +213,12 @@ def run_vae(cfg: ChainConfig) -> Path:
         l2 = ((y - x).pow(2) * weight).mean()
         edge = image_grad_l1(y, x, weight)
         loss = sc.l1 * l1 + sc.l2 * l2 + sc.edge * edge
-        return loss, {"l1": l1.item(), "l2": l2.item(), "edge": edge.item()}
+        metrics = {"l1": l1.item(), "l2": l2.item(), "edge": edge.item()}
+        if sc.temporal:
+            temporal = frame_diff_l1(y, x, weight)
+            loss = loss + sc.temporal * temporal
+            metrics["temporal"] = temporal.item()
+        return loss, metrics
 
     def validate(step: int) -> dict:
         return vae_eval(vae, sc, folder, step)

@@ -79,6 +79,7 @@ class VAEStageConfig:
     l2: float = 1.0
     edge: float = 0.5  # L1 of image gradients: keeps thin sprite details (stripes, eyes)
     subject_weight: float = 0.0  # extra loss weight on subject pixels (+1 px border); needs clips with masks
+    temporal: float = 0.0  # L1 of frame-to-frame differences (video steps): what moved must move the same
     eval_clips: int = 12  # held-out clips for PSNR and the reconstruction sheet
     stats_clips: int = 64  # clips whose latents give the per-channel mean / std
 
@@ -90,8 +91,8 @@ class VAEStageConfig:
                 raise ConfigError(f"{name} must be a multiple of 8, got {getattr(self, name)}")
         if self.image_steps < 0 or self.decoder_steps < 0 or self.image_batch < 1 or self.init_gain < 0:
             raise ConfigError("image_steps, decoder_steps and init_gain must be >= 0 and image_batch >= 1")
-        if self.subject_weight < 0:
-            raise ConfigError(f"subject_weight must be >= 0, got {self.subject_weight}")
+        if self.subject_weight < 0 or self.temporal < 0:
+            raise ConfigError(f"subject_weight and temporal must be >= 0, got {self.subject_weight}, {self.temporal}")
 
 
 @dataclass(frozen=True)
