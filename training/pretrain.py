@@ -79,30 +79,31 @@ class VAEReconstruction(torch.nn.Module):
         return vae_forward(self.vae, x, frozen_encoder)
 
 
-def image_grad_l1(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean L1 between the horizontal and vertical pixel differences of a and b, optionally weighted
-    per pixel (the weight of a difference is the larger of its two pixels')."""
-    def dx(t):
-        return t[..., :, 1:] - t[..., :, :-1]
+def _diff_l1(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor | None, dim: int) -> torch.Tensor:
+    """Mean L1 between the neighbour differences of a and b along dim, optionally weighted per
+    pixel (the weight of a difference is the larger of its two pixels')."""
+    n = a.shape[dim]
 
-    def dy(t):
-        return t[..., 1:, :] - t[..., :-1, :]
+    def d(t):
+        return t.narrow(dim, 1, n - 1) - t.narrow(dim, 0, n - 1)
 
+    err = (d(a) - d(b)).abs()
     if weight is None:
-        return (dx(a) - dx(b)).abs().mean() + (dy(a) - dy(b)).abs().mean()
-    wx = torch.maximum(weight[..., :, 1:], weight[..., :, :-1])
-    wy = torch.maximum(weight[..., 1:, :], weight[..., :-1, :])
-    return ((dx(a) - dx(b)).abs() * wx).mean() + ((dy(a) - dy(b)).abs() * wy).mean()
+        return err.mean()
+    return (err * torch.maximum(weight.narrow(dim, 1, n - 1), weight.narrow(dim, 0, n - 1))).mean()
+
+
+def image_grad_l1(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """L1 of the horizontal plus the vertical pixel differences of a and b: keeps thin details."""
+    return _diff_l1(a, b, weight, -1) + _diff_l1(a, b, weight, -2)
 
 
 def frame_diff_l1(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Mean L1 between the frame-to-frame differences of a and b ([B, C, T, H, W]), weighted per
-    pixel by the larger weight of the two frames: a moving sprite's trail, which whole-frame losses
-    let a small VAE blur into a smear."""
+    """L1 of the frame-to-frame differences of a and b ([B, C, T, H, W]): a moving sprite's trail,
+    which whole-frame losses let a small VAE blur into a smear."""
     if a.shape[2] < 2:
         return a.new_zeros(())
-    dt = lambda t: t[:, :, 1:] - t[:, :, :-1]  # noqa: E731
-    return ((dt(a) - dt(b)).abs() * torch.maximum(weight[:, :, 1:], weight[:, :, :-1])).mean()
+    return _diff_l1(a, b, weight, 2)
 
 
 def subject_loss_weight(masks: np.ndarray, extra: float) -> torch.Tensor:
