@@ -272,31 +272,23 @@ class LatentCache:
         return self.folder / f"shard-{k:05d}.safetensors"
 
     def build(self, source, n: int, encode: Callable[[torch.Tensor], torch.Tensor], vae_digest: str,
-              shard_size: int = 256, batch: int = 8, progress: bool = True) -> LatentCache:
+              shard_size: int = 256, batch: int = 8, progress: bool = True, rank: int = 0, world: int = 1,
+              barrier: Callable[[], None] = lambda: None) -> LatentCache:
         """Encode items [0, n) of `source` (missing/invalid shards only), then load everything.
 
         encode: pixels [B, 3, T, H, W] in [-1, 1] -> normalized latents.
         Items for which a ManifestClips source returns None (bad entries) are left out.
+        Several processes (rank of world, with their barrier) share the work: the main process
+        checks the settings, then each encodes the shards k with k % world == rank.
         """
         from tqdm.auto import tqdm
 
         self.folder.mkdir(parents=True, exist_ok=True)
-        settings = {"source": source.settings(), "n": n, "shard_size": shard_size, "vae": vae_digest,
-                    "format": 2}  # 2: shards carry subject masks
-        index_file = self.folder / "index.json"
-        if index_file.is_file():
-            try:
-                old = json.loads(index_file.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
-                old = None
-            if old != settings:
-                # a cache of other data / another VAE: start over rather than mix
-                for p in self.folder.glob("shard-*.safetensors"):
-                    p.unlink()
-        with atomic_path(index_file) as tmp:
-            tmp.write_text(json.dumps(settings, indent=1), encoding="utf-8")
+        if rank == 0:
+            self._start(source, n, vae_digest, shard_size)
+        barrier()
         n_shards = (n + shard_size - 1) // shard_size
-        todo = [k for k in range(n_shards) if not self._valid(k)]
+        todo = [k for k in range(rank, n_shards, world) if not self._valid(k)]
         bar = tqdm(total=sum(min(shard_size, n - k * shard_size) for k in todo), desc="encoding latents",
                    disable=not progress, unit="clip")
         for k in todo:
@@ -326,7 +318,24 @@ class LatentCache:
                 tensors["masks"] = torch.cat(masks)
             save_state_dict(tensors, self._shard(k), metadata=meta)
         bar.close()
+        barrier()
         return self.load(n_shards)
+
+    def _start(self, source, n: int, vae_digest: str, shard_size: int) -> None:
+        settings = {"source": source.settings(), "n": n, "shard_size": shard_size, "vae": vae_digest,
+                    "format": 2}  # 2: shards carry subject masks
+        index_file = self.folder / "index.json"
+        if index_file.is_file():
+            try:
+                old = json.loads(index_file.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                old = None
+            if old != settings:
+                # a cache of other data / another VAE: start over rather than mix
+                for p in self.folder.glob("shard-*.safetensors"):
+                    p.unlink()
+        with atomic_path(index_file) as tmp:
+            tmp.write_text(json.dumps(settings, indent=1), encoding="utf-8")
 
     def _valid(self, k: int) -> bool:
         path = self._shard(k)
