@@ -257,6 +257,14 @@ def latent_subject_mask(mask: np.ndarray, latent_thw: Sequence[int]) -> np.ndarr
     return m.reshape(lt, lh, h // lh, lw, w // lw).any((2, 4)).astype(np.uint8)
 
 
+def select_masks(masks: torch.Tensor | None, idx: Sequence[int], where: str) -> torch.Tensor:
+    """Float {0, 1} [B, T', h, w] latent-grid subject masks of items idx of a cache."""
+    if masks is None:
+        raise InputError(f"{where} has no subject masks (its clips came without them, e.g. a video "
+                         f"dataset); set subject_weight = 0 for this data")
+    return masks[[int(i) for i in idx]].float()
+
+
 class LatentCache:
     """Normalized VAE latents + captions of a source's first n items, in shards on disk; with the
     subjects' masks on the latent grid when every clip has one (procedural clips)."""
@@ -379,10 +387,7 @@ class LatentCache:
 
     def subject_masks(self, idx: Sequence[int]) -> torch.Tensor:
         """Float {0, 1} [B, T', h, w] masks of items idx (see latent_subject_mask)."""
-        if self.masks is None:
-            raise InputError(f"the latent cache {self.folder} has no subject masks (its clips came without "
-                             f"them, e.g. a video manifest); set subject_weight = 0 for this data")
-        return self.masks[[int(i) for i in idx]].float()
+        return select_masks(self.masks, idx, f"the latent cache {self.folder}")
 
     def channel_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.latents.float().transpose(0, 1).flatten(1)
