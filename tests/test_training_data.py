@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from libragen_core.errors import CheckpointError, InputError
+from libragen_core.errors import CheckpointError
 from libragen_core.spriteworld.dataset import write_dataset
 from libragen_core.spriteworld.identity import COLORS
 from training.common.data import (
@@ -16,7 +16,6 @@ from training.common.data import (
     ManifestClips,
     ProceduralClips,
     frames_to_tensor,
-    latent_subject_mask,
     tensor_to_frames,
 )
 from training.common.validation import STRAIGHT_MOVES, motion_check
@@ -100,33 +99,6 @@ def test_latent_cache_skips_bad_entries_and_rebuilds_damaged_shards(small_datase
         again = LatentCache(tmp_path / "cache").build(ManifestClips(ds, max_bad_fraction=0.5), 5, encode, "v1",
                                                       shard_size=2, batch=2, progress=False)
     assert torch.equal(again.latents, cache.latents)
-    assert again.masks is None  # video files carry no subject masks: the weighted loss says so
-    with pytest.raises(InputError, match="no subject masks.*subject_weight = 0"):
-        again.subject_masks([0])
-
-
-def test_latent_subject_mask_follows_the_causal_frame_grouping():
-    m = np.zeros((9, 16, 16), bool)
-    m[0, 0, 0] = True  # frame 0 alone -> latent frame 0
-    m[4, 9, 15] = True  # frames 1-4 -> latent frame 1
-    m[5, 8, 0] = True  # frames 5-8 -> latent frame 2
-    got = latent_subject_mask(m, (3, 2, 2))
-    want = np.zeros((3, 2, 2), np.uint8)
-    want[0, 0, 0] = want[1, 1, 1] = want[2, 1, 0] = 1
-    assert np.array_equal(got, want)
-    with pytest.raises(ValueError, match="does not map"):
-        latent_subject_mask(m, (4, 2, 2))
-
-
-def test_latent_cache_of_procedural_clips_carries_their_subject_masks(tmp_path):
-    spec = ClipSpec(size=(32, 32), frames=5, sizes=("large",))
-    encode = lambda px: px[:, :, ::4, ::8, ::8] * 2  # noqa: E731  a stand-in encoder: strided pixels
-    cache = LatentCache(tmp_path).build(ProceduralClips(spec), 3, encode, "v1", shard_size=2, batch=2, progress=False)
-    m = cache.subject_masks([2, 0])
-    assert m.shape == (2, 2, 4, 4) and m.dtype == torch.float32
-    clip = ProceduralClips(spec)[2]
-    assert np.array_equal(m[0].numpy(), latent_subject_mask(clip.subject_mask, (2, 4, 4)))
-    assert 0 < m.mean() < 1
 
 
 def test_motion_check_is_right_on_real_clips_and_rejects_static_ones():

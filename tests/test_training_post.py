@@ -10,14 +10,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from libragen_core.errors import ConfigError, InputError  # noqa: E402
+from libragen_core.errors import ConfigError  # noqa: E402
 from libragen_core.lora import load_lora, merged_state_dict  # noqa: E402
 from libragen_core.models.bundle import load_model_folder  # noqa: E402
 from libragen_core.models.wan_vae import VAEConfig, WanVAE  # noqa: E402
 from libragen_core.pipeline import generate  # noqa: E402
 from tests.tiny_models import tiny_model_folder  # noqa: E402
 from training.common.config import from_dict, load_config  # noqa: E402
-from training.common.data import latent_subject_mask  # noqa: E402
 from training.pipeline import run_pipeline  # noqa: E402
 from training.post_config import PostChainConfig  # noqa: E402
 
@@ -154,10 +153,9 @@ def test_triplets_from_a_dataset_folder(tmp_path):
     write_dataset(tmp_path / "cross", "cross_pair", 2, seed=3, size=(32, 32), n_frames=5, video_format="gif",
                   scene_options={"n_subjects": 1})
     src = ManifestTriplets(tmp_path / "cross", "cross_pair")
-    frames, refs, caption, scene, mask = src[1]
+    frames, refs, caption, scene = src[1]
     assert frames.shape == (5, 32, 32, 3) and len(refs) == len(scene["subjects"]) and caption.startswith("Ref 1:")
     assert refs[0][0, 0].tolist() == [255, 255, 255]  # rendered on white
-    assert mask is None  # video files carry no subject masks
     with pytest.raises(ConfigError, match="--kind in_pair"):
         ManifestTriplets(tmp_path / "cross", "in_pair")
     # the cache holds one latent frame per reference, prepared as at inference
@@ -170,9 +168,4 @@ def test_triplets_from_a_dataset_folder(tmp_path):
         assert x0.shape == (2, 16, 2, 4, 4) and r.shape == (2, 16, 1, 4, 4) and len(caps) == 2
         again = TripletCache.build(tmp_path / "cache", source, 2, None, "x", progress=False)  # loaded, not rebuilt
         assert torch.equal(again.refs, cache.refs) and again.scenes == cache.scenes
-        assert (again.masks is None) == (source is src)  # procedural triplets keep their masks
-    m = TripletCache.build(tmp_path / "cache", src_1, 2, None, "x", progress=False).subject_masks([1])
-    assert m.shape == (1, 2, 4, 4) and np.array_equal(m[0].numpy(), latent_subject_mask(src_1[1].subject_mask, (2, 4, 4)))
-    with pytest.raises(InputError, match="no subject masks.*subject_weight = 0"):
-        TripletCache.build(tmp_path / "cache", src, 2, None, "x", progress=False).subject_masks([0])
     assert np.asarray(frames).dtype == np.uint8

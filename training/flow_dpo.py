@@ -42,13 +42,12 @@ def noised(x0: torch.Tensor, eps: torch.Tensor, sigma: torch.Tensor) -> tuple[to
 
 def velocity_mse(model: nn.Module, x0: torch.Tensor, eps: torch.Tensor, sigma: torch.Tensor,
                  context: torch.Tensor, refs: torch.Tensor | None = None,
-                 frame_pos: torch.Tensor | None = None, weight: torch.Tensor | None = None) -> torch.Tensor:
+                 frame_pos: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sample mean squared velocity error [B] on the video frames.
 
     x0, eps: [B, C, F, h, w]; sigma: [B]; context: [B, L, D]; refs: [B, C, R, h, w] clean reference
     latent frames (zeros = the null condition) or None; frame_pos: [F + R] positions (default
-    0..F+R-1, the sampler's positions with zero offsets); weight: per-element loss weight
-    broadcast against x0 (e.g. [B, 1, F, h, w] from subject masks).
+    0..F+R-1, the sampler's positions with zero offsets).
     """
     if x0.shape != eps.shape:
         raise InputError(f"x0 {tuple(x0.shape)} and eps {tuple(eps.shape)} must have the same shape")
@@ -63,10 +62,7 @@ def velocity_mse(model: nn.Module, x0: torch.Tensor, eps: torch.Tensor, sigma: t
         frame_pos = frame_positions(frames, num_refs, device=x0.device)
     out = model(x_t, sigma.to(x0.device, torch.float32) * 1000.0, context, frame_pos=frame_pos)
     out = trim_to_video(out, frames)
-    err = (out.float() - v.float()).square()
-    if weight is not None:
-        err = err * weight
-    return err.flatten(1).mean(1)
+    return (out.float() - v.float()).square().flatten(1).mean(1)
 
 
 def flow_dpo_inside(l_pol_w, l_ref_w, l_pol_l, l_ref_l, beta: float) -> torch.Tensor:
@@ -200,6 +196,6 @@ def _pad_like(null: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
 
 
 def sft_loss(model: nn.Module, x0: torch.Tensor, eps: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
-             refs: torch.Tensor | None = None, weight: torch.Tensor | None = None) -> torch.Tensor:
+             refs: torch.Tensor | None = None) -> torch.Tensor:
     """Mean flow-matching loss over the batch with references injected (video frames only)."""
-    return velocity_mse(model, x0, eps, sigma, context, refs, weight=weight).mean()
+    return velocity_mse(model, x0, eps, sigma, context, refs).mean()

@@ -103,7 +103,7 @@ def validate_s2v(dit, bundle, items, vc: PostValidation, folder: Path, step: int
     neg = encode_text(bundle, [""])
     was = dit.training
     dit.eval()
-    for i, (frames, refs, caption, scene_d, _) in enumerate(items):
+    for i, (frames, refs, caption, scene_d) in enumerate(items):
         h, w = frames.shape[1:3]
         with torch.no_grad():
             z = bundle.vae.encode(prepare_references(refs, h, w, device=dev).unsqueeze(2))

@@ -72,7 +72,6 @@ class SFTStageConfig:
     text_dropout: float = 0.1  # empty-prompt features: the ref-only branch
     sigma_sampling: Literal["logit_normal", "shifted", "uniform"] = "logit_normal"
     sigma_shift: float = 3.0
-    subject_weight: float = 0.0  # extra loss weight on latent cells that show a subject; needs procedural data
     validation: PostValidation = field(default_factory=PostValidation)
 
     def __post_init__(self):
@@ -80,8 +79,6 @@ class SFTStageConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"{name} is a probability in [0, 1], got {v}")
-        if self.subject_weight < 0:
-            raise ConfigError(f"subject_weight must be >= 0, got {self.subject_weight}")
         if self.clips < self.optim.batch:
             raise ConfigError(f"clips ({self.clips}) must be at least one batch ({self.optim.batch})")
 

@@ -415,11 +415,7 @@ def run_base(cfg: ChainConfig) -> Path:
         caps = ["" if d else c for d, c in zip(drop.tolist(), caps)]
         mine = loop.share(b)  # every process draws the global batch, then keeps its share
         ctx = text_features(loop.wrapped["text"], text, caps[mine], dev)
-        weight = None
-        if bc.subject_weight:
-            weight = (1.0 + bc.subject_weight * caches[p].subject_masks(idx)[mine]).unsqueeze(1).to(dev)
-        loss = flow_matching_loss(loop.wrapped["dit"], lat[mine].to(dev), ctx, sig[mine].to(dev), noise[mine].to(dev),
-                                  weight=weight)
+        loss = flow_matching_loss(loop.wrapped["dit"], lat[mine].to(dev), ctx, sig[mine].to(dev), noise[mine].to(dev))
         return loss, {"phase": p}
 
     def validate(step: int) -> dict:

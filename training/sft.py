@@ -87,19 +87,14 @@ def run_sft(cfg: PostChainConfig, stage: str) -> Path:
 
     def step_fn(step: int, gen: torch.Generator):
         # every process draws the global batch's dropout, sigmas and noise, then keeps its share
-        idx = sampler.next()
-        x0, refs, caps = cache.batch(idx)
+        x0, refs, caps = cache.batch(sampler.next())
         ctx = encode_text(bundle, caps).to(dev)
         refs, ctx, drop_r, drop_t = condition_dropout(refs, ctx, null_context, sc.ref_dropout, sc.text_dropout, gen)
         b = x0.shape[0]
         sigma = sample_sigmas(b, sc.sigma_sampling, shift=sc.sigma_shift, generator=gen)
         eps = torch.randn(x0.shape, generator=gen)
         m = loop.share(b)
-        weight = None
-        if sc.subject_weight:
-            weight = (1.0 + sc.subject_weight * cache.subject_masks(idx)[m]).unsqueeze(1).to(dev)
-        loss = sft_loss(loop.wrapped["dit"], x0[m].to(dev), eps[m].to(dev), sigma[m].to(dev), ctx[m], refs[m].to(dev),
-                        weight=weight)
+        loss = sft_loss(loop.wrapped["dit"], x0[m].to(dev), eps[m].to(dev), sigma[m].to(dev), ctx[m], refs[m].to(dev))
         return loss, {"ref_dropped": float(drop_r.float().mean()), "text_dropped": float(drop_t.float().mean())}
 
     def validate(step: int) -> dict:

@@ -21,7 +21,6 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -30,17 +29,9 @@ from libragen_core.conditioning.references import prepare_references
 from libragen_core.errors import ConfigError, InputError
 from libragen_core.io.safetensors_file import load_state_dict, read_header, save_state_dict
 
-from .common.data import ClipSpec, ProceduralClips, frames_to_tensor, latent_subject_mask, select_masks
+from .common.data import ClipSpec, ProceduralClips, frames_to_tensor
 
 KINDS = ("in_pair", "cross_pair")
-
-
-class Triplet(NamedTuple):
-    frames: np.ndarray  # uint8 [T, H, W, 3]
-    refs: list[np.ndarray]  # uint8 [h, w, 3], one per subject
-    caption: str
-    scene: dict
-    subject_mask: np.ndarray | None = None  # bool [T, H, W] (procedural triplets only)
 
 
 def reference_images(result, kind: str, rng: np.random.Generator) -> list[np.ndarray]:
@@ -75,7 +66,7 @@ class ProceduralTriplets:
         self.spec, self.kind = spec, kind
         self.clips = ProceduralClips(spec)
 
-    def __getitem__(self, i: int) -> Triplet:
+    def __getitem__(self, i: int) -> tuple[np.ndarray, list[np.ndarray], str, dict]:
         from libragen_core.spriteworld.captions import scene_caption
         from libragen_core.spriteworld.render import render_scene
 
@@ -84,8 +75,7 @@ class ProceduralTriplets:
         # references draw from their own stream: the clip does not depend on the reference kind
         refs = reference_images(result, self.kind, np.random.default_rng([self.spec.seed, i, 7]))
         # through JSON, so a fresh item equals one read back from a cache (lists, not tuples)
-        return Triplet(result.frames, refs, scene_caption(scene), json.loads(json.dumps(scene.to_dict())),
-                       result.masks.any(axis=0))
+        return result.frames, refs, scene_caption(scene), json.loads(json.dumps(scene.to_dict()))
 
     def settings(self) -> dict:
         return {"source": "procedural-triplets", "kind": self.kind, **asdict(self.spec)}
@@ -109,7 +99,7 @@ class ManifestTriplets:
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> Triplet:
+    def __getitem__(self, i: int) -> tuple[np.ndarray, list[np.ndarray], str, dict]:
         from PIL import Image
 
         from libragen_core.io.video import read_video
@@ -117,7 +107,7 @@ class ManifestTriplets:
         rec = self.records[i]
         frames, _ = read_video(self.folder / rec["video"])
         refs = [np.array(Image.open(self.folder / r["path"]).convert("RGB")) for r in rec["refs"]]
-        return Triplet(frames, refs, rec["caption"], rec["scene"])
+        return frames, refs, rec["caption"], rec["scene"]
 
     def settings(self) -> dict:
         digest = hashlib.sha256((self.folder / "manifest.jsonl").read_bytes()).hexdigest()[:16]
@@ -127,10 +117,8 @@ class ManifestTriplets:
 class TripletCache:
     """Latents, reference latents, captions and scenes of the first n triplets of a source."""
 
-    def __init__(self, latents: torch.Tensor, refs: torch.Tensor, captions: list[str], scenes: list[dict],
-                 masks: torch.Tensor | None = None, path: Path | None = None):
+    def __init__(self, latents: torch.Tensor, refs: torch.Tensor, captions: list[str], scenes: list[dict]):
         self.latents, self.refs, self.captions, self.scenes = latents, refs, captions, scenes
-        self.masks, self.path = masks, path  # masks: uint8 [N, f, h, w] subject cells (see latent_subject_mask)
 
     def __len__(self) -> int:
         return self.latents.shape[0]
@@ -145,57 +133,46 @@ class TripletCache:
         if n < 1:
             raise ConfigError(f"a triplet cache needs at least one clip, got n={n}")
         folder = Path(folder)
-        key = hashlib.sha256(json.dumps({"src": source.settings(), "n": n, "vae": vae_digest, "format": 2},
-                                        sort_keys=True).encode()).hexdigest()[:16]  # format 2: subject masks
+        key = hashlib.sha256(json.dumps({"src": source.settings(), "n": n, "vae": vae_digest},
+                                        sort_keys=True).encode()).hexdigest()[:16]
         path = folder / f"triplets-{key}.safetensors"
         if path.is_file():
             return cls.load(path)
         folder.mkdir(parents=True, exist_ok=True)
-        lats, refs, masks, caps, scenes = [], [], [], [], []
+        lats, refs, caps, scenes = [], [], [], []
         h, w = source.spec.size
         bar = tqdm(total=n, desc=f"encoding {source.kind} triplets", disable=not progress, unit="clip")
         for lo in range(0, n, batch):
             items = [source[i] for i in range(lo, min(n, lo + batch))]
-            counts = {len(t.refs) for t in items}
+            counts = {len(r) for _, r, _, _ in items}
             if len(counts) != 1:
                 raise InputError("triplets of one cache must all have the same number of subjects; fix n_subjects")
             with torch.no_grad():
-                lats.append(encode(frames_to_tensor(np.stack([t.frames for t in items]))).to(torch.float16))
-                ref_px = torch.stack([prepare_references(t.refs, h, w) for t in items])  # [B, R, 3, H, W]
+                lats.append(encode(frames_to_tensor(np.stack([f for f, _, _, _ in items]))).to(torch.float16))
+                ref_px = torch.stack([prepare_references(r, h, w) for _, r, _, _ in items])  # [B, R, 3, H, W]
                 b, r = ref_px.shape[:2]
                 z = encode(ref_px.flatten(0, 1).unsqueeze(2))  # [B*R, C, 1, h, w]
                 refs.append(z.squeeze(2).unflatten(0, (b, r)).to(torch.float16))
-            if all(t.subject_mask is not None for t in items):
-                grid = lats[-1].shape[2:]
-                masks.append(torch.from_numpy(np.stack([latent_subject_mask(t.subject_mask, grid) for t in items])))
-            caps += [t.caption for t in items]
-            scenes += [t.scene for t in items]
+            caps += [c for _, _, c, _ in items]
+            scenes += [s for _, _, _, s in items]
             bar.update(len(items))
         bar.close()
-        cache = cls(torch.cat(lats), torch.cat(refs), caps, scenes,
-                    torch.cat(masks) if len(masks) == len(lats) else None, path)
-        tensors = {"latents": cache.latents.contiguous(), "refs": cache.refs.contiguous()}
-        if cache.masks is not None:
-            tensors["masks"] = cache.masks
-        save_state_dict(tensors, path, metadata={"captions": json.dumps(caps), "scenes": json.dumps(scenes)})
+        cache = cls(torch.cat(lats), torch.cat(refs), caps, scenes)
+        save_state_dict({"latents": cache.latents.contiguous(), "refs": cache.refs.contiguous()}, path,
+                        metadata={"captions": json.dumps(caps), "scenes": json.dumps(scenes)})
         return cache
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TripletCache:
         _, meta = read_header(path)
         sd = load_state_dict(path)
-        return cls(sd["latents"], sd["refs"], json.loads(meta["captions"]), json.loads(meta["scenes"]),
-                   sd.get("masks"), Path(path))
+        return cls(sd["latents"], sd["refs"], json.loads(meta["captions"]), json.loads(meta["scenes"]))
 
     def batch(self, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         """(latents [B, C, f, h, w], ref frames [B, C, R, h, w], captions) in float32."""
         idx = [int(i) for i in idx]
         return (self.latents[idx].float(), self.refs[idx].float().transpose(1, 2).contiguous(),
                 [self.captions[i] for i in idx])
-
-    def subject_masks(self, idx: Sequence[int]) -> torch.Tensor:
-        """Float {0, 1} [B, f, h, w] masks of triplets idx (see latent_subject_mask)."""
-        return select_masks(self.masks, idx, f"the triplet cache {self.path or '(in memory)'}")
 
     def subjects_latents(self, i: int) -> torch.Tensor:
         """Triplet i's references in the sampler's Subjects layout [R, C, 1, h, w]."""

@@ -242,37 +242,12 @@ def file_digest(path: str | os.PathLike) -> str:
     return h.hexdigest()[:16]
 
 
-def latent_subject_mask(mask: np.ndarray, latent_thw: Sequence[int]) -> np.ndarray:
-    """Subject mask bool [T, H, W] -> uint8 [T', h, w] on the latent grid of a causal video VAE.
-
-    A cell is 1 where a subject shows in any of its pixels, in any frame its latent frame encodes:
-    frame 0 alone, then groups of (T - 1) / (T' - 1) frames (Wan's 1 + 4k layout)."""
-    lt, lh, lw = (int(v) for v in latent_thw)
-    t, h, w = mask.shape
-    if h % lh or w % lw or (lt > 1 and (t - 1) % (lt - 1)) or (lt == 1 and t != 1):
-        raise ValueError(f"a {t}x{h}x{w} mask does not map onto a {lt}x{lh}x{lw} latent grid")
-    m = mask.astype(bool)
-    if lt > 1:
-        m = np.concatenate([m[:1], m[1:].reshape(lt - 1, (t - 1) // (lt - 1), h, w).any(1)])
-    return m.reshape(lt, lh, h // lh, lw, w // lw).any((2, 4)).astype(np.uint8)
-
-
-def select_masks(masks: torch.Tensor | None, idx: Sequence[int], where: str) -> torch.Tensor:
-    """Float {0, 1} [B, T', h, w] latent-grid subject masks of items idx of a cache."""
-    if masks is None:
-        raise InputError(f"{where} has no subject masks (its clips came without them, e.g. a video "
-                         f"dataset); set subject_weight = 0 for this data")
-    return masks[[int(i) for i in idx]].float()
-
-
 class LatentCache:
-    """Normalized VAE latents + captions of a source's first n items, in shards on disk; with the
-    subjects' masks on the latent grid when every clip has one (procedural clips)."""
+    """Normalized VAE latents + captions of a source's first n items, in shards on disk."""
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
         self.latents: torch.Tensor | None = None
-        self.masks: torch.Tensor | None = None
         self.captions: list[str] = []
         self.indices: list[int] = []
 
@@ -301,7 +276,7 @@ class LatentCache:
                    disable=not progress, unit="clip")
         for k in todo:
             lo, hi = k * shard_size, min(n, (k + 1) * shard_size)
-            lat, masks, caps, idxs, pending = [], [], [], [], []
+            lat, caps, idxs, pending = [], [], [], []
             for i in range(lo, hi):
                 clip = source.load(i) if hasattr(source, "load") else source[i]
                 if clip is not None:
@@ -310,10 +285,6 @@ class LatentCache:
                     with torch.no_grad():
                         px = frames_to_tensor(np.stack([c.frames for c in pending]))
                         lat.append(encode(px).to(torch.float16).cpu())
-                    if all(c.subject_mask is not None for c in pending):
-                        grid = lat[-1].shape[2:]
-                        masks.append(torch.from_numpy(np.stack([latent_subject_mask(c.subject_mask, grid)
-                                                                for c in pending])))
                     caps += [c.caption for c in pending]
                     idxs += [c.index for c in pending]
                     bar.update(len(pending))
@@ -321,17 +292,13 @@ class LatentCache:
             if not lat:
                 continue
             meta = {"captions": json.dumps(caps), "indices": json.dumps(idxs)}
-            tensors = {"latents": torch.cat(lat)}
-            if len(masks) == len(lat):
-                tensors["masks"] = torch.cat(masks)
-            save_state_dict(tensors, self._shard(k), metadata=meta)
+            save_state_dict({"latents": torch.cat(lat)}, self._shard(k), metadata=meta)
         bar.close()
         barrier()
         return self.load(n_shards)
 
     def _start(self, source, n: int, vae_digest: str, shard_size: int) -> None:
-        settings = {"source": source.settings(), "n": n, "shard_size": shard_size, "vae": vae_digest,
-                    "format": 2}  # 2: shards carry subject masks
+        settings = {"source": source.settings(), "n": n, "shard_size": shard_size, "vae": vae_digest}
         index_file = self.folder / "index.json"
         if index_file.is_file():
             try:
@@ -365,17 +332,14 @@ class LatentCache:
             paths = [self._shard(k) for k in range(n_shards) if self._shard(k).is_file()]
         if not paths:
             raise CheckpointError(f"the latent cache {self.folder} holds no shards; build it first")
-        lats, masks, self.captions, self.indices = [], [], [], []
+        lats, self.captions, self.indices = [], [], []
         for p in paths:
             _, meta = read_header(p)
             with safe_open(str(p), framework="pt") as f:
                 lats.append(f.get_tensor("latents"))
-                if "masks" in f.keys():
-                    masks.append(f.get_tensor("masks"))
             self.captions += json.loads(meta["captions"])
             self.indices += json.loads(meta["indices"])
         self.latents = torch.cat(lats)
-        self.masks = torch.cat(masks) if len(masks) == len(lats) else None
         return self
 
     def __len__(self) -> int:
@@ -384,10 +348,6 @@ class LatentCache:
     def batch(self, idx: Sequence[int]) -> tuple[torch.Tensor, list[str]]:
         idx = [int(i) for i in idx]
         return self.latents[idx].float(), [self.captions[i] for i in idx]
-
-    def subject_masks(self, idx: Sequence[int]) -> torch.Tensor:
-        """Float {0, 1} [B, T', h, w] masks of items idx (see latent_subject_mask)."""
-        return select_masks(self.masks, idx, f"the latent cache {self.folder}")
 
     def channel_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.latents.float().transpose(0, 1).flatten(1)

@@ -38,13 +38,12 @@ def noisy_input(x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor) -> t
 
 def flow_matching_loss(model: Callable, x0: torch.Tensor, context: torch.Tensor, sigma: torch.Tensor,
                        noise: torch.Tensor, *, frame_pos=None, reduce: bool = True,
-                       extra_clean: torch.Tensor | None = None, weight: torch.Tensor | None = None) -> torch.Tensor:
+                       extra_clean: torch.Tensor | None = None) -> torch.Tensor:
     """MSE between the model's velocity and eps - x0.
 
     extra_clean: clean latent frames appended after the video on the time axis (subject
     references, METHOD.md 1); they go in un-noised and their outputs are not in the loss.
     reduce=False gives one loss per batch item (for DPO, which compares items).
-    weight: per-element loss weight broadcast against x0 (e.g. [B, 1, T, H, W] from subject masks).
     """
     xt = noisy_input(x0, sigma, noise)
     if extra_clean is not None:
@@ -52,7 +51,5 @@ def flow_matching_loss(model: Callable, x0: torch.Tensor, context: torch.Tensor,
     kw = {} if frame_pos is None else {"frame_pos": frame_pos}
     v = model(xt, sigma * 1000.0, context, **kw)[:, :, : x0.shape[2]]
     err = (v.float() - (noise - x0).float()).pow(2)
-    if weight is not None:
-        err = err * weight
     per_item = err.flatten(1).mean(1)
     return per_item.mean() if reduce else per_item

@@ -144,7 +144,6 @@ class BaseStageConfig:
     sigma_std: float = 1.0
     sigma_shift: float = 3.0
     caption_dropout: float = 0.1  # share of items trained with the empty prompt (for CFG)
-    subject_weight: float = 0.0  # extra loss weight on latent cells that show a subject; needs clips with masks
     text_lr_scale: float = 1.0
     adaln_zero: bool = True
     zero_cross_attn: bool = True  # with adaln_zero: also zero the cross-attention output projection
@@ -157,8 +156,6 @@ class BaseStageConfig:
         ends = [p.until_step for p in self.phases]
         if ends != sorted(ends) or len(set(ends)) != len(ends):
             raise ConfigError(f"base.phases until_step values must increase, got {ends}")
-        if self.subject_weight < 0:
-            raise ConfigError(f"base.subject_weight must be >= 0, got {self.subject_weight}")
 
 
 @dataclass(frozen=True)
