@@ -152,3 +152,40 @@ def test_frame_diff_loss_sees_motion_not_a_constant_offset():
     assert frame_diff_l1(x + 0.5, x, w) == 0  # a steady colour error is not motion
     assert frame_diff_l1(torch.zeros_like(x), x, w) > 0  # losing the dot is
     assert frame_diff_l1(x[:, :, :1], x[:, :, :1], w[:, :, :1]) == 0  # one frame: nothing to compare
+
+
+def test_adversarial_terms_move_only_their_own_side():
+    from training.common.vae_adversarial import PatchDiscriminator, adversarial_losses
+
+    torch.manual_seed(0)
+    disc = PatchDiscriminator(8)
+    real = torch.rand(2, 3, 2, 16, 16) * 2 - 1
+    gen_param = torch.zeros(1, requires_grad=True)  # stands in for the VAE's weights
+    fake = real.flip(-1) + gen_param
+    g_loss, d_loss = adversarial_losses(disc, disc, real, fake)
+    assert disc(real).shape == (4, 1, 4, 4)  # one logit per patch of every frame
+    g_loss.backward(retain_graph=True)
+    assert gen_param.grad is not None and gen_param.grad.abs().sum() > 0
+    assert all(p.grad is None for p in disc.parameters())  # the generator term leaves the critic alone
+    gen_param.grad = None
+    d_loss.backward()
+    assert gen_param.grad is None  # the critic's hinge loss leaves the generator alone
+    assert all(p.grad is not None for p in disc.parameters())
+
+
+@pytest.mark.slow
+def test_vae_stage_with_the_adversarial_term_trains_and_checkpoints_the_discriminator(tmp_path):
+    from libragen_core.io.safetensors_file import load_state_dict
+
+    cfg = tmp_path / "toy.toml"
+    cfg.write_text(CONFIG.format(out=tmp_path / "run"), encoding="utf-8")
+    assert main(["--config", str(cfg), "--stages", "vae", "--set", "vae.adversarial=0.1",
+                 "--set", "vae.adversarial_start=1", "--set", "vae.disc_dim=8",
+                 "--set", "vae.optim.checkpoint_every=1", "--set", "vae.optim.keep_checkpoints=10"]) == 0
+    ckpts = tmp_path / "run" / "vae" / "checkpoints"
+    d1 = load_state_dict(ckpts / "step-00000001" / "model-disc.safetensors")  # before the term is on
+    d3 = load_state_dict(ckpts / "step-00000003" / "model-disc.safetensors")
+    assert any(not torch.equal(d1[k], d3[k]) for k in d1)
+    steps = [s for s, r in read_metrics(tmp_path / "run" / "vae" / "metrics.jsonl").items() if "adv_d" in r]
+    assert steps == [2, 3]
+    assert "disc" not in json.dumps(list(load_state_dict(tmp_path / "run" / "vae" / "vae.safetensors")))

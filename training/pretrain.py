@@ -46,6 +46,7 @@ from .common.loop import (
 )
 from .common.losses import flow_matching_loss, sample_sigmas
 from .common.schema import BaseStageConfig, ChainConfig, VAEStageConfig
+from .common.vae_adversarial import PatchDiscriminator, adversarial_losses
 from .common.vae_init import inflate_image_vae, kaiming_init
 from .common.validation import STRAIGHT_MOVES, motion_check, save_contact_sheet, summarize
 
@@ -167,10 +168,15 @@ def run_vae(cfg: ChainConfig) -> Path:
     seed_everything(cfg.run.seed)
     vae = build_vae(sc)
     clips = ProceduralClips(sc.data)
-    # the decoder phase leaves the encoder without gradients: DDP must be told that some
-    # parameters may get none in a step (else it waits for their gradients forever)
-    loop = TrainLoop(folder, "vae", sc.optim, cfg.run, {"vae": vae}, ema_modules=(),
-                     forward_modules={"vae": VAEReconstruction(vae)}, find_unused_parameters=sc.decoder_steps > 0)
+    modules = {"vae": vae}
+    if sc.adversarial:
+        modules["disc"] = PatchDiscriminator(sc.disc_dim)
+    # the decoder phase leaves the encoder without gradients, and the discriminator has none before
+    # adversarial_start: DDP must be told that some parameters may get none in a step (else it
+    # waits for their gradients forever)
+    loop = TrainLoop(folder, "vae", sc.optim, cfg.run, modules, ema_modules=(),
+                     forward_modules={"vae": VAEReconstruction(vae)},
+                     find_unused_parameters=sc.decoder_steps > 0 or sc.adversarial > 0)
     if sc.image_steps:
         check_global_batch(sc.image_batch, loop.world, "vae.image_batch")
     loop.resume()
@@ -219,6 +225,10 @@ def run_vae(cfg: ChainConfig) -> Path:
             temporal = frame_diff_l1(y, x, weight)
             loss = loss + sc.temporal * temporal
             metrics["temporal"] = temporal.item()
+        if sc.adversarial and loop.step >= sc.adversarial_start:
+            g_loss, d_loss = adversarial_losses(modules["disc"], loop.wrapped["disc"], x, y)
+            loss = loss + sc.adversarial * g_loss + d_loss
+            metrics.update(adv_g=g_loss.item(), adv_d=d_loss.item())
         return loss, metrics
 
     def validate(step: int) -> dict:

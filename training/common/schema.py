@@ -80,6 +80,9 @@ class VAEStageConfig:
     edge: float = 0.5  # L1 of image gradients: keeps thin sprite details (stripes, eyes)
     subject_weight: float = 0.0  # extra loss weight on subject pixels (+1 px border); needs clips with masks
     temporal: float = 0.0  # L1 of frame-to-frame differences (video steps): what moved must move the same
+    adversarial: float = 0.0  # weight of a patch discriminator's hinge loss (training/common/vae_adversarial.py)
+    adversarial_start: int = 0  # step from which the adversarial term is on (reconstructions roughly right first)
+    disc_dim: int = 32  # the discriminator's first width
     eval_clips: int = 12  # held-out clips for PSNR and the reconstruction sheet
     stats_clips: int = 64  # clips whose latents give the per-channel mean / std
 
@@ -93,6 +96,9 @@ class VAEStageConfig:
             raise ConfigError("image_steps, decoder_steps and init_gain must be >= 0 and image_batch >= 1")
         if self.subject_weight < 0 or self.temporal < 0:
             raise ConfigError(f"subject_weight and temporal must be >= 0, got {self.subject_weight}, {self.temporal}")
+        if self.adversarial < 0 or self.adversarial_start < 0 or self.disc_dim < 8 or self.disc_dim % 4:
+            raise ConfigError(f"adversarial and adversarial_start must be >= 0 and disc_dim a multiple of 4 (>= 8), got "
+                              f"{self.adversarial}, {self.adversarial_start}, {self.disc_dim}")
 
 
 @dataclass(frozen=True)
