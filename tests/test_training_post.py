@@ -169,3 +169,45 @@ def test_triplets_from_a_dataset_folder(tmp_path):
         again = TripletCache.build(tmp_path / "cache", source, 2, None, "x", progress=False)  # loaded, not rebuilt
         assert torch.equal(again.refs, cache.refs) and again.scenes == cache.scenes
     assert np.asarray(frames).dtype == np.uint8
+
+
+@pytest.mark.slow
+def test_chain_goes_on_without_a_dpo_stage_whose_pairs_are_all_filtered_out(tmp_path, capsys):
+    from libragen_core.errors import InputError
+    from training.dpo import run_dpo
+
+    tiny_model_folder(tmp_path / "base_model")
+    raw = _config(tmp_path)
+    # no pair can beat an identity margin of 10 (identity is in [0, 1]): nothing survives the filter
+    raw["dpo_consis"] = {**raw["dpo_consis"], "too_few_pairs": "skip",
+                         "filter": {"auto": True, "min_identity_margin": 10.0, "max_motion_gap": -1.0}}
+    cfg = from_dict(PostChainConfig, raw)
+    assert run_pipeline(cfg, start="sft_in") == tmp_path / "run" / "final"
+    run = tmp_path / "run"
+    state = json.loads((run / "pipeline.json").read_text())
+    assert state["done"][-4:] == ["dpo_consis", "dpo_realfake", "merge_dpo", "final"]
+    assert "only 0 of 2 pairs" in state["skipped"]["dpo_consis"] and "dpo_realfake" not in state["skipped"]
+    assert not (run / "dpo_consis" / "lora.safetensors").exists()
+    assert "SKIPPED" in capsys.readouterr().out
+
+    # the DPO merge's cross side is the cross-pair SFT LoRA alone
+    sft_in, sft_cross, dpo_r, final_lora = (load_lora(p) for p in (
+        run / "sft_in" / "lora.safetensors", run / "sft_cross" / "lora.safetensors",
+        run / "dpo_realfake" / "lora.safetensors", run / "final.lora.safetensors"))
+    name = sft_in.layer_names()[0]
+    want = 0.25 * sft_cross.delta(name) + 0.75 * (sft_in.delta(name) + dpo_r.delta(name))
+    torch.testing.assert_close(final_lora.delta(name), want, rtol=1e-5, atol=1e-7)
+    assert "without dpo_consis" in json.loads((run / "final" / "model.json").read_text())["notes"]
+
+    # the ablation reports the row as skipped, with the reason, instead of evaluating it
+    from training.ablation import plan_rows
+
+    row = next(r for r in plan_rows(cfg) if r.name == "consis_dpo")
+    assert "only 0 of 2 pairs" in row.skipped
+
+    # "stop" (the default) raises, names the switch, and writes nothing
+    (run / "dpo_consis" / "DONE.json").unlink()
+    stop = from_dict(PostChainConfig, {**raw, "dpo_consis": {**raw["dpo_consis"], "too_few_pairs": "stop"}})
+    with pytest.raises(InputError, match=r"only 0 of 2 pairs.*too_few_pairs = 'skip'"):
+        run_dpo(stop, "dpo_consis")
+    assert not (run / "dpo_consis" / "DONE.json").exists() and not (run / "dpo_consis" / "lora.safetensors").exists()

@@ -47,6 +47,7 @@ from libragen_core.eval.harness import (
 from libragen_core.eval.suite import PROMPT_KINDS, SUITES, EvalCase, build_suite
 from libragen_core.io.atomic import atomic_path
 
+from .post_common import skipped_reason
 from .post_config import PostChainConfig
 
 CACHE_VERSION = 1
@@ -72,6 +73,7 @@ class RowSpec:
     folder: Path | None = None  # a whole model folder instead of base + LoRAs
     refs: bool = True  # base: text-to-video, no references
     missing: tuple[str, ...] = ()  # files that are not there yet
+    skipped: str = ""  # why its stage finished without weights (DPO with too few kept pairs)
     source: str = ""
 
 
@@ -98,7 +100,8 @@ def plan_rows(cfg: PostChainConfig) -> list[RowSpec]:
 
     def lora_row(name, label, stage, files, source):
         missing = base_missing + tuple(str(f) for f in files if not f.is_file())
-        return RowSpec(name, label, stage, tuple(files), missing=missing, source=source)
+        skipped = skipped_reason(_stage_folder(cfg, stage)) or ""
+        return RowSpec(name, label, stage, tuple(files), missing=missing, skipped=skipped, source=source)
 
     sft_in, sft_cross = (_stage_folder(cfg, s) / "lora.safetensors" for s in ("sft_in", "sft_cross"))
     rows = [RowSpec("base", "base (T2V, no refs)", "export", refs=False, missing=base_missing,
@@ -308,8 +311,9 @@ def run_ablation(cfg: PostChainConfig, s: Settings, rows: str | None = None, out
                          cache_key([], {**bset, "bound": b}), out_dir / "rows" / f"{b}.json"))
     missing = []
     for spec in specs:
-        if spec.missing:
-            missing.append({"row": spec.name, "label": spec.label, "stage": spec.stage, "missing": list(spec.missing)})
+        if spec.missing or spec.skipped:
+            missing.append({"row": spec.name, "label": spec.label, "stage": spec.stage, "missing": list(spec.missing),
+                            **({"skipped": spec.skipped} if spec.skipped else {})})
             continue
         files = weight_files(spec, base)
         for kind in s.cfg_kinds:
@@ -467,11 +471,14 @@ def markdown(ab: dict) -> str:
                      f" | {s['normalized_mean']:.3f} | {s['fidelity_pct_real']:.0f}% | {s['motion_pct_real']:.0f}% | "
                      f"{s['s_per_video']:.2f} |")
     for m in ab["missing"]:
-        lines.append(f"| {m['label']} | missing (stage `{m['stage']}`) | " + " | ".join("-" for _ in cols) +
+        what = "skipped" if m.get("skipped") else "missing"
+        lines.append(f"| {m['label']} | {what} (stage `{m['stage']}`) | " + " | ".join("-" for _ in cols) +
                      " | - | - | - | - |")
     if ab["missing"]:
-        lines += ["", "Missing rows (run the stage, then rerun the ablation; finished rows are cached):"]
-        lines += [f"- `{m['row']}`: stage `{m['stage']}` writes {', '.join(m['missing'])}" for m in ab["missing"]]
+        lines += ["", "Rows without weights (missing: run the stage, then rerun the ablation; finished rows are cached):"]
+        lines += [f"- `{m['row']}`: stage `{m['stage']}` " +
+                  (f"was skipped: {m['skipped']}" if m.get("skipped") else f"writes {', '.join(m['missing'])}")
+                  for m in ab["missing"]]
     if ab["checks"]:
         lines += ["", "Checks (issue 5):"]
         lines += [f"- {c['cfg']}: {c['check']}: {c['value']} -> {'yes' if c['passed'] else 'NO'}" for c in ab["checks"]]

@@ -34,6 +34,7 @@ from .post_common import (
     load_base,
     loop_loss,
     mark_done,
+    skipped_reason,
     stage_folder,
     vae_digest,
     validate_s2v,
@@ -68,7 +69,9 @@ def stack_pairs(pairs: list[dict]) -> dict[str, torch.Tensor]:
     return out
 
 
-def run_dpo(cfg: PostChainConfig, stage: str) -> Path:
+def run_dpo(cfg: PostChainConfig, stage: str) -> Path | None:
+    """Train the stage's DPO LoRA; returns its file, or None when the stage was skipped for too
+    few kept pairs (too_few_pairs = "skip")."""
     from .sft import lora_path as sft_lora
 
     kind, triplet_kind, start = DPO_STAGES[stage]
@@ -76,8 +79,10 @@ def run_dpo(cfg: PostChainConfig, stage: str) -> Path:
     folder = stage_folder(cfg, stage)
     out = lora_path(cfg, stage)
     if is_done(folder):
-        print(f"[{stage}] already finished ({out}); delete {folder / 'DONE.json'} to redo")
-        return out
+        reason = skipped_reason(folder)
+        print(f"[{stage}] already " + (f"skipped ({reason})" if reason else f"finished ({out})") +
+              f"; delete {folder / 'DONE.json'} to redo")
+        return None if reason else out
     if dc.split_backward and cfg.run.mixed_precision == "fp16":
         raise ConfigError(f"[{stage}] split_backward does its own backward passes, which fp16 loss scaling "
                           "does not see; use run.mixed_precision = 'bf16' or 'no'")
@@ -97,11 +102,21 @@ def run_dpo(cfg: PostChainConfig, stage: str) -> Path:
         _generate(cfg, stage, dc, dit, bundle, folder, kind, triplet_kind)
     wait_for_everyone(cfg.run)
     records = read_records(folder / "pairs")
-    data = stack_pairs(load_pairs(folder / "pairs", dc.filter.decisions or None))
-    n = data["winner"].shape[0]
+    pairs = load_pairs(folder / "pairs", dc.filter.decisions or None)
+    n = len(pairs)
     if n < dc.optim.batch:
-        raise InputError(f"[{stage}] only {n} pairs are left after filtering, fewer than one batch ({dc.optim.batch}); "
-                         "generate more pairs, loosen the filter or lower the batch")
+        reason = (f"only {n} of {len(records)} pairs are left after filtering, fewer than one batch "
+                  f"({dc.optim.batch})")
+        fix = "generate more pairs, loosen the filter or lower the batch"
+        if dc.too_few_pairs == "stop":
+            raise InputError(f"[{stage}] {reason}; {fix} (or set {stage}.too_few_pairs = 'skip')")
+        if acc.is_main_process:
+            mark_done(folder, {"skipped": reason, "pairs_kept": n, "pairs_total": len(records)})
+            print(f"[{stage}] SKIPPED: {reason}. No LoRA is written; the DPO merge goes on without it. To train "
+                  f"it: {fix}, then delete {folder / 'DONE.json'} and rerun.")
+        wait_for_everyone(cfg.run)
+        return None
+    data = stack_pairs(pairs)
 
     # the LoRA's random init from a seed of its own, not from whatever this process drew before
     seed_everything(cfg.run.seed + 2000 + list(DPO_STAGES).index(stage))

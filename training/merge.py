@@ -28,7 +28,7 @@ from pathlib import Path
 from libragen_core.errors import ConfigError, InputError, LibraGenError
 from libragen_core.lora import load_lora, merge_loras, save_lora
 
-from .post_common import is_done, mark_done, stage_folder, stage_main
+from .post_common import is_done, mark_done, skipped_reason, stage_folder, stage_main
 from .post_config import MergeStageConfig, PostChainConfig
 
 
@@ -82,8 +82,12 @@ def _merge_stage(cfg: PostChainConfig, stage: str) -> Path:
     if stage == "merge_sft":
         side_a, side_b = [sft_lora(cfg, "sft_cross")], [sft_lora(cfg, "sft_in")]
     elif stage == "merge_dpo":
-        side_a = [sft_lora(cfg, "sft_cross"), dpo_lora(cfg, "dpo_consis")]
-        side_b = [sft_lora(cfg, "sft_in"), dpo_lora(cfg, "dpo_realfake")]
+        # a DPO stage skipped for too few pairs leaves its side to the SFT LoRA alone
+        skipped = {s: r for s in ("dpo_consis", "dpo_realfake") if (r := skipped_reason(stage_folder(cfg, s)))}
+        side_a = [sft_lora(cfg, "sft_cross")] + ([] if "dpo_consis" in skipped else [dpo_lora(cfg, "dpo_consis")])
+        side_b = [sft_lora(cfg, "sft_in")] + ([] if "dpo_realfake" in skipped else [dpo_lora(cfg, "dpo_realfake")])
+        for s, r in skipped.items():
+            print(f"[{stage}] {s} was skipped ({r}): merging without it")
     else:
         raise ValueError(f"unknown merge stage {stage!r}")
     missing = [str(p) for p in (*side_a, *side_b) if not Path(p).is_file()]
@@ -96,7 +100,8 @@ def _merge_stage(cfg: PostChainConfig, stage: str) -> Path:
         (folder / "sweep").mkdir(exist_ok=True)
         for w, name in zip(mc.sweep, sweep_names(mc.sweep)):
             write_merge(side_a, side_b, w, mc, folder / "sweep" / name, label)
-    mark_done(folder, {"lora": str(out), "weight": mc.weight, "method": mc.method, "sweep": list(mc.sweep)})
+    mark_done(folder, {"lora": str(out), "weight": mc.weight, "method": mc.method, "sweep": list(mc.sweep),
+                       "side_a": [str(p) for p in side_a], "side_b": [str(p) for p in side_b]})
     print(f"[{stage}] wrote {out}" + (f" and {len(mc.sweep)} sweep files" if mc.sweep else ""))
     return out
 

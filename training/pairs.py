@@ -231,7 +231,8 @@ def read_records(out: str | os.PathLike) -> list[PairRecord]:
 
 
 def load_pairs(out: str | os.PathLike, decisions: str | os.PathLike | None = None) -> list[dict[str, torch.Tensor]]:
-    """The kept pairs' tensors (winner, loser, context, refs?), manual rejections applied again."""
+    """The kept pairs' tensors (winner, loser, context, refs?), manual rejections applied again;
+    possibly none (the DPO stage decides what too few means)."""
     out = Path(out)
     rejected = read_decisions(decisions)
     pairs = []
@@ -240,6 +241,4 @@ def load_pairs(out: str | os.PathLike, decisions: str | os.PathLike | None = Non
             sd = load_state_dict(out / "pairs" / f"{r.id}.safetensors")
             sd["id"] = r.id
             pairs.append(sd)
-    if not pairs:
-        raise InputError(f"no pairs are left in {out} after filtering; loosen the filter thresholds or generate more")
     return pairs

@@ -26,7 +26,7 @@ from libragen_core.errors import ConfigError, InputError
 from libragen_core.io.atomic import atomic_path
 
 from .common.loop import is_main_process, wait_for_everyone
-from .post_common import base_folder, mark_done, stage_folder, stage_main
+from .post_common import base_folder, mark_done, skipped_reason, stage_folder, stage_main
 from .post_config import PostChainConfig
 
 STAGES = ("vae", "base", "export", "sft_in", "sft_cross", "merge_sft", "dpo_consis", "dpo_realfake", "merge_dpo",
@@ -71,8 +71,10 @@ def _write_final(cfg: PostChainConfig, out: Path) -> None:
         lora = load_lora(lora_file)
         merge_lora_into(dit, lora)
         shutil.copyfile(lora_file, out.with_name(out.name + ".lora.safetensors"))
+        skipped = [s for s in ("dpo_consis", "dpo_realfake") if skipped_reason(stage_folder(cfg, s))]
         notes = (f"{notes} Post-trained (training/pipeline.py): {lora_file.parent.name} LoRA "
-                 f"({lora.metadata.get('method', '?')}) folded into the DiT.").strip()
+                 f"({lora.metadata.get('method', '?')}) folded into the DiT"
+                 + (f", without {' and '.join(skipped)} (skipped: too few kept pairs)." if skipped else ".")).strip()
     save_dit(dit, out / card.dit)
     final_card = ModelCard(name=cfg.final.name, dit=card.dit, vae=card.vae, text_encoder=card.text_encoder,
                            tokenizer=card.tokenizer, trained=card.trained, defaults=card.defaults,
@@ -132,6 +134,7 @@ def run_pipeline(cfg: PostChainConfig, start: str | None = None, until: str | No
     state = read_state(cfg)
     if start:  # earlier stages count as finished (their outputs are given); redo from here on
         state["done"] = list(STAGES[:lo])
+        state["skipped"] = {k: v for k, v in state.get("skipped", {}).items() if k in state["done"]}
         if is_main_process(cfg.run):
             for s in STAGES[lo:]:
                 (stage_folder(cfg, s) / "DONE.json").unlink(missing_ok=True)
@@ -151,6 +154,10 @@ def run_pipeline(cfg: PostChainConfig, start: str | None = None, until: str | No
             _say(cfg, f"[pipeline] {stage} stopped before its last step (max_minutes); re-run to continue")
             return None
         state["done"].append(stage)
+        reason = skipped_reason(stage_folder(cfg, stage)) if stage in ("dpo_consis", "dpo_realfake") else None
+        if reason:  # finished without output; the record says so next to the list of finished stages
+            state.setdefault("skipped", {})[stage] = reason
+            _say(cfg, f"[pipeline] {stage}: skipped ({reason}); the chain goes on without it")
         write_state(cfg, state)
         if stage in ("vae", "base", "export") and is_main_process(cfg.run):
             mark_done(stage_folder(cfg, stage) if stage != "export" else base_folder(cfg), {"stage": stage})

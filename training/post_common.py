@@ -51,6 +51,15 @@ def is_done(folder: Path) -> bool:
     return (folder / DONE_FILE).is_file()
 
 
+def skipped_reason(folder: Path) -> str | None:
+    """Why a finished stage produced no output (DPO with too few pairs), or None."""
+    try:
+        info = json.loads((folder / DONE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return info.get("skipped") or None
+
+
 def mark_done(folder: Path, info: dict) -> None:
     with atomic_path(folder / DONE_FILE) as tmp:
         tmp.write_text(json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **info},

@@ -125,6 +125,10 @@ class DPOStageConfig:
     sft_weight: float = 0.0  # Reg-DPO: weight of the flow loss on the winners
     split_backward: bool = True  # winner and loser halves back-propagated one after the other
     rope_offset: float = 8.0  # Consis-DPO: added to every reference's temporal RoPE index for the loser
+    # Fewer kept pairs than one batch: "stop" raises; "skip" finishes the stage without a LoRA
+    # (recorded in its DONE.json and in pipeline.json) and the DPO merge takes the SFT LoRA alone
+    # on that side, so a long chain does not die at its last stages over a filter outcome.
+    too_few_pairs: Literal["stop", "skip"] = "stop"
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     filter: PairFilterConfig = field(default_factory=PairFilterConfig)
     sigma_sampling: Literal["logit_normal", "shifted", "uniform"] = "logit_normal"
@@ -138,6 +142,8 @@ class DPOStageConfig:
             raise ConfigError(f"sft_weight must be >= 0, got {self.sft_weight}")
         if self.pairs < 1:
             raise ConfigError(f"pairs must be at least 1, got {self.pairs}")
+        if self.too_few_pairs not in ("stop", "skip"):
+            raise ConfigError(f"too_few_pairs must be 'stop' or 'skip', got {self.too_few_pairs!r}")
 
 
 @dataclass(frozen=True)
