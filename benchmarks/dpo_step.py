@@ -42,7 +42,8 @@ def run_mode(args) -> dict:
 
     from libragen_core.lora import add_lora, fold_adapters
     from libragen_core.models.wan_dit import WanDiT, WanDiTConfig
-    from training.flow_dpo import DPOBatch, flow_dpo_backward, sft_loss
+    from training.common.losses import flow_matching_loss
+    from training.flow_dpo import DPOBatch, flow_dpo_backward
 
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
@@ -69,14 +70,14 @@ def run_mode(args) -> dict:
         for p in params:
             p.grad = None
         if args.mode == "sft":
-            sft_loss(model, x_w, eps, sigma, ctx, refs).backward()
+            flow_matching_loss(model, x_w, ctx, sigma, eps, refs=refs).backward()
         else:
             flow_dpo_backward(model, batch, eps, sigma, beta=500.0, split=args.mode == "dpo-split")
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
     with torch.no_grad():
-        sft_loss(model, x_w, eps, sigma, ctx, refs)  # warm-up without a graph
+        flow_matching_loss(model, x_w, ctx, sigma, eps, refs=refs)  # warm-up without a graph
     if dev.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

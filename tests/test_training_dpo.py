@@ -13,13 +13,13 @@ if str(ROOT) not in sys.path:  # training/ runs from the repo; it is not an inst
 from libragen_core.errors import ConfigError  # noqa: E402
 from libragen_core.lora import add_lora, disable_adapter, fold_adapters, lora_trainable_parameters  # noqa: E402
 from libragen_core.models.wan_dit import WanDiT, WanDiTConfig  # noqa: E402
+from training.common.losses import flow_matching_loss  # noqa: E402
 from training.flow_dpo import (  # noqa: E402
     DPOBatch,
     condition_dropout,
     flow_dpo_backward,
     flow_dpo_loss,
     split_weights,
-    velocity_mse,
 )
 
 CFG = WanDiTConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=2, in_dim=4, out_dim=4, text_dim=8)
@@ -142,9 +142,8 @@ def test_policy_equal_to_reference_gives_log2():
 def test_velocity_loss_ignores_reference_frames_and_sees_them():
     model, batch, eps, sigma = _setup(refs=2)
     with torch.no_grad():
-        a = velocity_mse(model, batch.winner, eps, sigma, batch.context, batch.refs)
-        b = velocity_mse(model, batch.winner, eps, sigma, batch.context, torch.zeros_like(batch.refs))
-        c = velocity_mse(model, batch.winner, eps, sigma, batch.context, None)
+        a, b, c = (flow_matching_loss(model, batch.winner, batch.context, sigma, eps, refs=r, reduce=False)
+                   for r in (batch.refs, torch.zeros_like(batch.refs), None))
     assert a.shape == (2,) and not torch.allclose(a, b) and not torch.allclose(b, c)
 
 

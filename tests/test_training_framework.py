@@ -176,9 +176,9 @@ def test_sigma_sampling_and_flow_matching_target():
     sig = torch.tensor([0.1, 0.5, 0.9])
     xt = noisy_input(x0, sig, eps)
     assert torch.allclose(xt[1], 0.5 * eps[1] + 0.5 * x0[1])
-    oracle = lambda x, t, ctx: eps - x0  # noqa: E731  the true velocity: zero loss
+    oracle = lambda x, t, ctx, **kw: eps - x0  # noqa: E731  the true velocity: zero loss
     assert float(flow_matching_loss(oracle, x0, None, sig, eps)) == 0.0
-    wrong = lambda x, t, ctx: torch.zeros_like(x)  # noqa: E731
+    wrong = lambda x, t, ctx, **kw: torch.zeros_like(x)  # noqa: E731
     per = flow_matching_loss(wrong, x0, None, sig, eps, reduce=False)
     assert per.shape == (3,) and torch.allclose(per, (eps - x0).pow(2).flatten(1).mean(1))
 

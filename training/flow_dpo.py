@@ -1,9 +1,6 @@
-"""Flow-matching training losses with subject injection: the SFT loss and Flow-DPO (METHOD.md 3-4).
-
-Conventions (DESIGN.md): x_t = sigma * eps + (1 - sigma) * x0, target v = eps - x0, model
-timestep t = sigma * 1000. Reference latent frames are appended after the video frames on the
-time axis with RoPE positions F, F+1, ... (as the sampler does at inference); the loss covers the
-video frames only.
+"""Flow-DPO on the flow-matching error with subject injection (METHOD.md 4), and the condition
+dropout of SFT (METHOD.md 3). The per-pair error is training/common/losses.flow_matching_loss:
+references appended after the video frames, the loss on the video frames only.
 
 Flow-DPO, per pair i (winner w, loser l, same eps and sigma):
 
@@ -29,40 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from libragen_core.conditioning.subjects import append_references, frame_positions, trim_to_video
 from libragen_core.errors import ConfigError, InputError
 from libragen_core.lora import disable_adapter
 
-
-def noised(x0: torch.Tensor, eps: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x_t, v) for per-sample sigma [B]."""
-    s = sigma.reshape(-1, *([1] * (x0.ndim - 1))).to(x0.dtype)
-    return s * eps + (1 - s) * x0, eps - x0
-
-
-def velocity_mse(model: nn.Module, x0: torch.Tensor, eps: torch.Tensor, sigma: torch.Tensor,
-                 context: torch.Tensor, refs: torch.Tensor | None = None,
-                 frame_pos: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-sample mean squared velocity error [B] on the video frames.
-
-    x0, eps: [B, C, F, h, w]; sigma: [B]; context: [B, L, D]; refs: [B, C, R, h, w] clean reference
-    latent frames (zeros = the null condition) or None; frame_pos: [F + R] positions (default
-    0..F+R-1, the sampler's positions with zero offsets).
-    """
-    if x0.shape != eps.shape:
-        raise InputError(f"x0 {tuple(x0.shape)} and eps {tuple(eps.shape)} must have the same shape")
-    if sigma.shape != (x0.shape[0],):
-        raise InputError(f"sigma must hold one value per sample ({x0.shape[0]}); got shape {tuple(sigma.shape)}")
-    frames = x0.shape[2]
-    x_t, v = noised(x0, eps, sigma)
-    num_refs = 0 if refs is None else refs.shape[2]
-    if num_refs:
-        x_t = append_references(x_t, refs)
-    if frame_pos is None:
-        frame_pos = frame_positions(frames, num_refs, device=x0.device)
-    out = model(x_t, sigma.to(x0.device, torch.float32) * 1000.0, context, frame_pos=frame_pos)
-    out = trim_to_video(out, frames)
-    return (out.float() - v.float()).square().flatten(1).mean(1)
+from .common.losses import flow_matching_loss
 
 
 def flow_dpo_inside(l_pol_w, l_ref_w, l_pol_l, l_ref_l, beta: float) -> torch.Tensor:
@@ -128,24 +95,27 @@ def flow_dpo_backward(model: nn.Module, batch: DPOBatch, eps: torch.Tensor, sigm
         raise ConfigError(f"dpo beta must be positive (published values span 100 to 5000); got {beta}")
     if sft_weight < 0:
         raise ConfigError(f"dpo sft_weight (Reg-DPO) must be >= 0; got {sft_weight}")
-    args = (batch.context, batch.refs)
+
+    def errors(x0: torch.Tensor) -> torch.Tensor:  # [B]: each pair's flow-matching error
+        return flow_matching_loss(model, x0, batch.context, sigma, eps, refs=batch.refs, reduce=False)
+
     with torch.no_grad(), disable_adapter(model):
-        l_ref_w = velocity_mse(model, batch.winner, eps, sigma, *args)
-        l_ref_l = velocity_mse(model, batch.loser, eps, sigma, *args)
+        l_ref_w = errors(batch.winner)
+        l_ref_l = errors(batch.loser)
     if split:
         with torch.no_grad():
-            l_pol_l = velocity_mse(model, batch.loser, eps, sigma, *args)
+            l_pol_l = errors(batch.loser)
         # the winner's forward is the one that keeps its graph: its values give inside exactly
-        l_pol_w = velocity_mse(model, batch.winner, eps, sigma, *args)
+        l_pol_w = errors(batch.winner)
         inside = flow_dpo_inside(l_pol_w.detach(), l_ref_w, l_pol_l, l_ref_l, beta)
         g_w, g_l = split_weights(inside, beta, sft_weight)
         (g_w * l_pol_w).sum().backward()
         l_pol_w = l_pol_w.detach()
-        (g_l * velocity_mse(model, batch.loser, eps, sigma, *args)).sum().backward()
+        (g_l * errors(batch.loser)).sum().backward()
         loss = -F.logsigmoid(inside).mean() + sft_weight * l_pol_w.mean()
     else:
-        l_pol_w = velocity_mse(model, batch.winner, eps, sigma, *args)
-        l_pol_l = velocity_mse(model, batch.loser, eps, sigma, *args)
+        l_pol_w = errors(batch.winner)
+        l_pol_l = errors(batch.loser)
         dpo, inside = flow_dpo_loss(l_pol_w, l_ref_w, l_pol_l, l_ref_l, beta)
         loss = dpo + sft_weight * l_pol_w.mean()
         loss.backward()
@@ -193,9 +163,3 @@ def _pad_like(null: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         raise InputError(f"null_context must be [1, L, {context.shape[-1]}] (the empty prompt's features); "
                          f"got {tuple(null.shape)}")
     return null
-
-
-def sft_loss(model: nn.Module, x0: torch.Tensor, eps: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
-             refs: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean flow-matching loss over the batch with references injected (video frames only)."""
-    return velocity_mse(model, x0, eps, sigma, context, refs).mean()

@@ -29,8 +29,8 @@ from .common.loop import (
     seed_everything,
     wait_for_everyone,
 )
-from .common.losses import sample_sigmas
-from .flow_dpo import condition_dropout, sft_loss
+from .common.losses import flow_matching_loss, sample_sigmas
+from .flow_dpo import condition_dropout
 from .post_common import (
     encode_text,
     heldout_triplets,
@@ -94,7 +94,8 @@ def run_sft(cfg: PostChainConfig, stage: str) -> Path:
         sigma = sample_sigmas(b, sc.sigma_sampling, shift=sc.sigma_shift, generator=gen)
         eps = torch.randn(x0.shape, generator=gen)
         m = loop.share(b)
-        loss = sft_loss(loop.wrapped["dit"], x0[m].to(dev), eps[m].to(dev), sigma[m].to(dev), ctx[m], refs[m].to(dev))
+        loss = flow_matching_loss(loop.wrapped["dit"], x0[m].to(dev), ctx[m], sigma[m].to(dev), eps[m].to(dev),
+                                  refs=refs[m].to(dev))
         return loss, {"ref_dropped": float(drop_r.float().mean()), "text_dropped": float(drop_t.float().mean())}
 
     def validate(step: int) -> dict:

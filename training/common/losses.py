@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 import torch
 
+from libragen_core.conditioning.subjects import append_references, frame_positions, trim_to_video
+from libragen_core.errors import InputError
 from libragen_core.sampling.schedules import shift_sigma
 
 SIGMA_KINDS = ("logit_normal", "shifted", "uniform")
@@ -37,19 +39,27 @@ def noisy_input(x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor) -> t
 
 
 def flow_matching_loss(model: Callable, x0: torch.Tensor, context: torch.Tensor, sigma: torch.Tensor,
-                       noise: torch.Tensor, *, frame_pos=None, reduce: bool = True,
-                       extra_clean: torch.Tensor | None = None) -> torch.Tensor:
-    """MSE between the model's velocity and eps - x0.
+                       noise: torch.Tensor, *, refs: torch.Tensor | None = None, frame_pos: torch.Tensor | None = None,
+                       reduce: bool = True) -> torch.Tensor:
+    """MSE between the model's velocity and eps - x0 on the video frames.
 
-    extra_clean: clean latent frames appended after the video on the time axis (subject
-    references, METHOD.md 1); they go in un-noised and their outputs are not in the loss.
-    reduce=False gives one loss per batch item (for DPO, which compares items).
+    x0, noise: [B, C, F, h, w]; sigma: [B]; context: [B, L, D]; refs: [B or 1, C, R, h, w] clean
+    subject reference latents (zeros = the null condition), appended after the video on the time
+    axis un-noised and left out of the loss (METHOD.md 1); frame_pos: [F + R] RoPE positions
+    (default 0..F+R-1, the sampler's with zero offsets). reduce=False gives one loss per item
+    (DPO compares items).
     """
+    if x0.shape != noise.shape:
+        raise InputError(f"x0 {tuple(x0.shape)} and the noise {tuple(noise.shape)} must have the same shape")
+    if sigma.shape != (x0.shape[0],):
+        raise InputError(f"sigma must hold one value per sample ({x0.shape[0]}); got shape {tuple(sigma.shape)}")
+    frames = x0.shape[2]
     xt = noisy_input(x0, sigma, noise)
-    if extra_clean is not None:
-        xt = torch.cat([xt, extra_clean.to(xt.dtype)], dim=2)
-    kw = {} if frame_pos is None else {"frame_pos": frame_pos}
-    v = model(xt, sigma * 1000.0, context, **kw)[:, :, : x0.shape[2]]
-    err = (v.float() - (noise - x0).float()).pow(2)
-    per_item = err.flatten(1).mean(1)
+    num_refs = 0 if refs is None else refs.shape[2]
+    if num_refs:
+        xt = append_references(xt, refs)
+    if frame_pos is None:
+        frame_pos = frame_positions(frames, num_refs, device=x0.device)
+    v = trim_to_video(model(xt, sigma.to(x0.device, torch.float32) * 1000.0, context, frame_pos=frame_pos), frames)
+    per_item = (v.float() - (noise - x0).float()).square().flatten(1).mean(1)
     return per_item.mean() if reduce else per_item
