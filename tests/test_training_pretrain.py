@@ -94,6 +94,13 @@ def test_pretrain_chain_writes_a_loadable_model_folder(tmp_path):
                    seed=0, steps=2)
     assert out.frames.shape == (5, 32, 32, 3)
 
+    # a rerun of the finished VAE stage leaves its file alone (latent caches are keyed by its digest;
+    # runs/sprite6 saw a resumed stage rewrite it with other bytes, and its caches re-encoded)
+    vae_file = run / "vae" / "vae.safetensors"
+    before = (vae_file.read_bytes(), vae_file.stat().st_mtime_ns)
+    assert main(["--config", str(cfg), "--stages", "vae"]) == 0
+    assert (vae_file.read_bytes(), vae_file.stat().st_mtime_ns) == before
+
 
 def test_bad_stage_and_config_errors_exit_with_a_message(tmp_path, capsys):
     cfg = tmp_path / "bad.toml"

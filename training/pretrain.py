@@ -180,6 +180,11 @@ def run_vae(cfg: ChainConfig) -> Path:
     if sc.image_steps:
         check_global_batch(sc.image_batch, loop.world, "vae.image_batch")
     loop.resume()
+    if loop.step >= sc.optim.steps and final.is_file() and (folder / "latent_stats.json").is_file():
+        # finished earlier: rewriting the same weights would change the file's digest, and with
+        # it the key of every latent cache encoded by this VAE
+        loop.acc.print(f"[vae] already finished ({final})")
+        return final
     dev = loop.device
     b = sc.optim.batch
     t_len = sc.data.frames
