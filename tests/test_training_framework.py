@@ -132,8 +132,7 @@ def test_from_scratch_init_gives_the_text_a_usable_scale():
     assert released < 0.05 and fresh > 0.2
 
 
-def test_text_probe_tells_a_text_blind_model_from_one_that_reads_text(tmp_path):
-    from training.common.data import LatentCache
+def test_text_probe_tells_a_text_blind_model_from_one_that_reads_text():
     from training.text_probe import probe
 
     class Text(torch.nn.Module):  # a word-hash encoder: different captions, different features
@@ -148,18 +147,17 @@ def test_text_probe_tells_a_text_blind_model_from_one_that_reads_text(tmp_path):
             table = torch.randn(100, 16, generator=g)
             return table[ids] * mask[..., None]
 
-    cache = LatentCache(tmp_path)
-    cache.latents = torch.randn(6, 4, 2, 4, 4)
-    cache.captions = [f"a {c} star moves {d}" for c, d in zip("rgbrgb", ["left", "up", "down"] * 2)]
+    latents = torch.randn(6, 4, 2, 4, 4)
+    captions = [f"a {c} star moves {d}" for c, d in zip("rgbrgb", ["left", "up", "down"] * 2)]
     torch.manual_seed(0)
     blind = adaln_zero_init(_tiny_dit())  # cross-attention output zero: the caption cannot matter
     for blk in blind.blocks:
         torch.nn.init.normal_(blk.modulation, std=0.1)
     torch.nn.init.normal_(blind.head.head.weight, std=0.1)
-    r = probe(blind, Text(), cache, 6, [0.9])["0.9"]
+    r = probe(blind, Text(), latents, captions, [0.9])["0.9"]
     assert r["content_gap"] == 0.0 and r["own"] == r["shuffled"]
     reader = _tiny_dit()  # the release init: random cross-attention, the output depends on the words
-    r = probe(reader, Text(), cache, 6, [0.9])["0.9"]
+    r = probe(reader, Text(), latents, captions, [0.9])["0.9"]
     assert abs(r["content_gap"]) > 1e-6
 
 

@@ -79,7 +79,7 @@ def test_pretrain_chain_writes_a_loadable_model_folder(tmp_path):
     assert sorted(psnr) == [1, 2, 3] and min(psnr.values()) > 0
     assert all((run / "vae" / "samples" / f"recon-{s:08d}.png").is_file() for s in psnr)
     base_metrics = read_metrics(run / "base" / "metrics.jsonl")
-    assert {"loss", "val/direction_ok", "val/real_via_codec_direction_ok"} <= set(base_metrics[2])
+    assert {"loss", "val/direction_ok", "val/real_via_codec_direction_ok", "val/text_gap_0.9"} <= set(base_metrics[2])
     assert (run / "base" / "samples" / "t2v-00000003.png").is_file()
     card = json.loads((run / "model" / "model.json").read_text())
     assert card["trained"] and card["tokenizer"] == "text.vocab.json" and card["defaults"]["frames"] == 5

@@ -341,7 +341,17 @@ def sample_t2v(dit, text, vae, prompts: list[str], frames: int, size, vc, seed: 
 def base_validate(dit, text, vae, ema, bc: BaseStageConfig, scenes, folder: Path, step: int, logger=None) -> dict:
     from libragen_core.spriteworld.identity import COLORS
 
+    from .text_probe import probe
+
+    if "ceiling" not in _CEILING:
+        # the same check on the real clips passed through the codec: the most a sample can score
+        with torch.no_grad():
+            _CEILING["latents"] = vae.encode(frames_to_tensor(np.stack([c.frames for c in scenes]))).cpu()
+            recon = tensor_to_frames(vae.decode(_CEILING["latents"]))
+        _CEILING["ceiling"] = summarize([motion_check(r, COLORS[c.scene.subjects[0].identity.color],
+                                                      c.scene.subjects[0].motion) for c, r in zip(scenes, recon)])
     ctxs = [ema["dit"].applied(dit), ema["text"].applied(text)] if ema else []
+    modes = (dit.training, text.training)
     for c in ctxs:
         c.__enter__()
     try:
@@ -349,17 +359,15 @@ def base_validate(dit, text, vae, ema, bc: BaseStageConfig, scenes, folder: Path
         prompts = [c.caption for c in scenes]
         frames = scenes[0].frames
         gen = sample_t2v(dit, text, vae, prompts, frames.shape[0], frames.shape[1:3], bc.validation, bc.validation.seed)
-        text.train()
+        # does the DiT read its caption at all? (lr 2e-3 once shut the text path off: gap 0.0000)
+        gaps = {f"text_gap_{s}": r["content_gap"]
+                for s, r in probe(dit, text, _CEILING["latents"], prompts, TEXT_GAP_SIGMAS).items()}
     finally:
+        dit.train(modes[0])
+        text.train(modes[1])
         for c in reversed(ctxs):
             c.__exit__(None, None, None)
     results, rows = [], []
-    if "ceiling" not in _CEILING:
-        # the same check on the real clips passed through the codec: the most a sample can score
-        with torch.no_grad():
-            recon = tensor_to_frames(vae.decode(vae.encode(frames_to_tensor(np.stack([c.frames for c in scenes])))))
-        _CEILING["ceiling"] = summarize([motion_check(r, COLORS[c.scene.subjects[0].identity.color],
-                                                      c.scene.subjects[0].motion) for c, r in zip(scenes, recon)])
     for c, g in zip(scenes, gen):
         spec = c.scene.subjects[0]
         r = motion_check(g, COLORS[spec.identity.color], spec.motion)
@@ -373,11 +381,13 @@ def base_validate(dit, text, vae, ema, bc: BaseStageConfig, scenes, folder: Path
     if logger is not None:
         logger.image(step, "samples", img)
     out = summarize(results)
+    out.update(gaps)
     out.update({f"real_via_codec_{k}": v for k, v in _CEILING["ceiling"].items()})
     return out
 
 
 _CEILING: dict = {}
+TEXT_GAP_SIGMAS = (0.6, 0.9)  # loss(shuffled captions) - loss(own) on the validation clips: > 0 = text is used
 
 
 def run_base(cfg: ChainConfig) -> Path:

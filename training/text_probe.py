@@ -43,32 +43,37 @@ def load_weights(folder: Path, dit, text, prefer: str = "ema") -> str:
 
 
 @torch.no_grad()
-def probe(dit, text, cache: LatentCache, n: int, sigmas: list[float], seed: int = 0, batch: int = 32) -> dict:
+def probe(dit, text, latents: torch.Tensor, captions: list[str], sigmas: list[float], seed: int = 0,
+          batch: int = 32) -> dict:
+    """Loss per sigma with each clip's own caption, a shuffled one and none, and the two gaps.
+    Leaves dit and text in eval mode."""
     from .pretrain import text_features
 
-    n = min(n, len(cache))
+    n = len(captions)
+    dev = next(dit.parameters()).device
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n, generator=g).tolist()
-    own_caps = [cache.captions[i] for i in range(n)]
-    variants = {"own": own_caps, "shuffled": [own_caps[j] for j in perm], "empty": [""] * n}
+    variants = {"own": list(captions), "shuffled": [captions[j] for j in perm], "empty": [""] * n}
     dit.eval()
     text.eval()
     out: dict = {}
-    for s in sigmas:
-        g.manual_seed(seed + int(s * 1000))
-        noise = torch.randn(cache.latents[:n].shape, generator=g)
-        row = {}
-        for name, caps in variants.items():
-            total = 0.0
-            for lo in range(0, n, batch):
-                lat = cache.latents[lo:lo + batch].float()
-                ctx = text_features(text, text, caps[lo:lo + batch], "cpu")
-                sig = torch.full((lat.shape[0],), s)
-                total += float(flow_matching_loss(dit, lat, ctx, sig, noise[lo:lo + batch])) * lat.shape[0]
-            row[name] = total / n
-        row["content_gap"] = row["shuffled"] - row["own"]
-        row["presence_gap"] = row["empty"] - row["shuffled"]
-        out[f"{s:g}"] = row
+    with torch.no_grad():
+        for s in sigmas:
+            g.manual_seed(seed + int(s * 1000))
+            noise = torch.randn(latents.shape, generator=g)
+            row = {}
+            for name, caps in variants.items():
+                total = 0.0
+                for lo in range(0, n, batch):
+                    lat = latents[lo:lo + batch].float().to(dev)
+                    ctx = text_features(text, text, caps[lo:lo + batch], dev)
+                    sig = torch.full((lat.shape[0],), s, device=dev)
+                    loss = flow_matching_loss(dit, lat, ctx, sig, noise[lo:lo + batch].to(dev))
+                    total += float(loss) * lat.shape[0]
+                row[name] = total / n
+            row["content_gap"] = row["shuffled"] - row["own"]
+            row["presence_gap"] = row["empty"] - row["shuffled"]
+            out[f"{s:g}"] = row
     return out
 
 
@@ -108,7 +113,8 @@ def main(argv=None) -> int:
         dit, text = build_dit(cfg.base, z), build_text(cfg.base)
         kind = load_weights(ck, dit, text, args.weights)
         sigmas = [float(s) for s in args.sigmas.split(",") if s.strip()]
-        res = probe(dit, text, cache, args.clips, sigmas)
+        n = min(args.clips, len(cache))
+        res = probe(dit, text, cache.latents[:n], cache.captions[:n], sigmas)
     except LibraGenError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
