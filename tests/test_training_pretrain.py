@@ -196,3 +196,19 @@ def test_vae_stage_with_the_adversarial_term_trains_and_checkpoints_the_discrimi
     steps = [s for s, r in read_metrics(tmp_path / "run" / "vae" / "metrics.jsonl").items() if "adv_d" in r]
     assert steps == [2, 3]
     assert "disc" not in json.dumps(list(load_state_dict(tmp_path / "run" / "vae" / "vae.safetensors")))
+
+
+def test_text_path_groups_split_every_parameter_once():
+    from training.common.schema import BaseStageConfig, DiTShape, TextShape
+    from training.pretrain import build_dit, build_text, text_path_groups
+
+    bc = BaseStageConfig(dit=DiTShape(dim=32, ffn_dim=64, num_heads=2, num_layers=2), text=TextShape(text_dim=16))
+    dit, text = build_dit(bc, 4), build_text(bc)
+    rest, path = text_path_groups(dit, text, 0.25)
+    assert path["lr_scale"] == 0.25 and "lr_scale" not in rest
+    every = list(dit.parameters()) + list(text.parameters())
+    assert sorted(map(id, rest["params"] + path["params"])) == sorted(map(id, every))
+    cross = {id(p) for b in dit.blocks for p in b.cross_attn.parameters()}
+    assert cross | {id(p) for p in text.parameters()} | {id(p) for p in dit.text_embedding.parameters()} == \
+        {id(p) for p in path["params"]}
+    assert not cross & {id(p) for p in rest["params"]}

@@ -272,6 +272,16 @@ def build_dit(bc: BaseStageConfig, z_dim: int):
     return adaln_zero_init(dit, bc.zero_cross_attn) if bc.adaln_zero else dit
 
 
+def text_path_groups(dit, text, scale: float) -> list[dict]:
+    """Optimizer groups: the text path (the text encoder, the DiT's text embedding and every
+    cross-attention) at lr x scale, the rest of the DiT at lr. At lr 2e-3 for everything the text
+    path shut itself off (docs/training.md, sixth session)."""
+    path = {id(p) for m in (text, dit.text_embedding, *(b.cross_attn for b in dit.blocks)) for p in m.parameters()}
+    rest = [p for p in dit.parameters() if id(p) not in path]
+    return [{"params": rest}, {"params": [p for p in (*text.parameters(), *dit.parameters()) if id(p) in path],
+                               "lr_scale": scale}]
+
+
 def text_features(text_module, tokenizer_owner, prompts: list[str], device) -> torch.Tensor:
     """Like SmallTextEncoder.encode (zero-padded to max_length) but through a (possibly wrapped) module."""
     ids, mask = tokenizer_owner.tokenize(prompts)
@@ -414,8 +424,7 @@ def run_base(cfg: ChainConfig) -> Path:
     text = build_text(bc)
     dit = build_dit(bc, vae.config.z_dim)
     sampler = PhasedSampler(caches, bc.optim.batch, cfg.run.seed)
-    groups = [{"params": list(dit.parameters())},
-              {"params": list(text.parameters()), "lr_scale": bc.text_lr_scale}]
+    groups = text_path_groups(dit, text, bc.text_lr_scale)
     loop = TrainLoop(folder, "base", bc.optim, cfg.run, {"dit": dit, "text": text}, param_groups=groups,
                      ema_modules=("dit", "text"), data_state=sampler, accelerator=acc)
     loop.resume()

@@ -150,7 +150,7 @@ class BaseStageConfig:
     sigma_std: float = 1.0
     sigma_shift: float = 3.0
     caption_dropout: float = 0.1  # share of items trained with the empty prompt (for CFG)
-    text_lr_scale: float = 1.0
+    text_lr_scale: float = 1.0  # lr factor of the text path: text encoder, DiT text embedding, cross-attention
     adaln_zero: bool = True
     zero_cross_attn: bool = True  # with adaln_zero: also zero the cross-attention output projection
     encode_batch: int = 8
