@@ -101,6 +101,23 @@ def test_latent_cache_skips_bad_entries_and_rebuilds_damaged_shards(small_datase
     assert torch.equal(again.latents, cache.latents)
 
 
+def test_latent_cache_of_procedural_clips_is_reused_on_the_next_build(tmp_path):
+    # ProceduralClips settings hold tuples; index.json reads them back as lists: still the same cache
+    src = ProceduralClips(ClipSpec(motions=tuple(STRAIGHT_MOVES), sizes=("large",), size=(32, 32), frames=5))
+    calls = []
+
+    def encode(px):
+        calls.append(px.shape[0])
+        return px[:, :, ::4, ::8, ::8]
+
+    first = LatentCache(tmp_path / "cache").build(src, 4, encode, "v1", shard_size=2, batch=2, progress=False)
+    assert sum(calls) == 4
+    again = LatentCache(tmp_path / "cache").build(src, 4, encode, "v1", shard_size=2, batch=2, progress=False)
+    assert sum(calls) == 4 and torch.equal(again.latents, first.latents)
+    LatentCache(tmp_path / "cache").build(src, 4, encode, "v2", shard_size=2, batch=2, progress=False)
+    assert sum(calls) == 8  # another VAE: encoded anew
+
+
 def test_motion_check_is_right_on_real_clips_and_rejects_static_ones():
     spec = ClipSpec(motions=tuple(STRAIGHT_MOVES), sizes=("large",))
     src = ProceduralClips(spec)

@@ -298,7 +298,9 @@ class LatentCache:
         return self.load(n_shards)
 
     def _start(self, source, n: int, vae_digest: str, shard_size: int) -> None:
-        settings = {"source": source.settings(), "n": n, "shard_size": shard_size, "vae": vae_digest}
+        # through JSON, as stored: a tuple in the settings must compare equal to the list read back
+        settings = json.loads(json.dumps({"source": source.settings(), "n": n, "shard_size": shard_size,
+                                          "vae": vae_digest}))
         index_file = self.folder / "index.json"
         if index_file.is_file():
             try:
