@@ -509,7 +509,8 @@ def _write_export(cfg: ChainConfig, out: Path) -> None:
                      tokenizer="text.vocab.json", trained=True, style_guide=guide,
                      defaults=GenerationDefaults(frames=d.frames, height=d.size[0], width=d.size[1], steps=ex.steps,
                                                  shift=ex.shift, solver=ex.solver, cfg=ex.cfg, fps=8.0),
-                     notes=f"SpriteWorld base T2V model, pretrained by training/pretrain.py ({cfg.run.out})")
+                     # the run folder's name only: a shipped card should not carry this machine's paths
+                     notes=f"SpriteWorld base T2V model, pretrained by training/pretrain.py (run {Path(cfg.run.out).name}).")
     from libragen_core.io.atomic import atomic_path
 
     with atomic_path(out / CARD_FILE) as tmp:
