@@ -29,7 +29,12 @@ def pooled(frames: np.ndarray, k: int = 8) -> np.ndarray:
 
 
 def main(argv=None) -> int:
-    from libragen_core.eval.harness import SUMMARY_METRICS, GroundTruthGenerator, evaluate_clip
+    from libragen_core.eval.harness import (
+        SUMMARY_METRICS,
+        GroundTruthGenerator,
+        evaluate_clip,
+        vae_round_trip,
+    )
     from libragen_core.eval.suite import build_suite
     from libragen_core.models.vae_checkpoint import load_vae
     from training.pretrain import psnr
@@ -48,10 +53,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     for c in cases:
         frames = gt.generate(None, c.prompts["caption"], c.seed, c.scene.n_frames, *c.scene.size)
-        x = torch.from_numpy(frames).float().permute(3, 0, 1, 2)[None] / 127.5 - 1
-        with torch.no_grad():
-            y = vae.decode_raw(vae.encode_raw(x))
-        rec = ((y[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).numpy()
+        rec = vae_round_trip(vae, frames)
         mean_colour = np.broadcast_to(frames.reshape(-1, 3).mean(0), frames.shape)
         rows.append({"case": c.id, "psnr": psnr(frames, rec), "psnr_mean_colour": psnr(frames, mean_colour),
                      "psnr_pool8": psnr(frames, pooled(frames)),

@@ -93,11 +93,11 @@ def test_ablation_writes_every_output_and_caches_finished_rows(tmp_path, capsys)
     cfg = _toy_run(tmp_path)
     out = tmp_path / "abl"
     ab = run_ablation(cfg, TINY, "base,sft_in,merge_a1.00", out)
-    assert sorted(ab["evaluated"]) == sorted(["real", "copy-paste", "base-static", "base-dynamic", "sft_in-static",
+    assert sorted(ab["evaluated"]) == sorted(["real", "real-vae", "copy-paste", "base-static", "base-dynamic", "sft_in-static",
                                               "sft_in-dynamic"])
     data = json.loads((out / "ablation.json").read_text())
     got = {(r["row"], r["cfg"]): r for r in data["rows"]}
-    assert set(got) == {("real", None), ("copy-paste", None), ("base", "static"), ("base", "dynamic"),
+    assert set(got) == {("real", None), ("real-vae", None), ("copy-paste", None), ("base", "static"), ("base", "dynamic"),
                         ("sft_in", "static"), ("sft_in", "dynamic")}
     for r in data["rows"]:
         s = r["summary"]
@@ -106,6 +106,9 @@ def test_ablation_writes_every_output_and_caches_finished_rows(tmp_path, capsys)
             assert np.isfinite(s[m]), (r["row"], m)
         assert len(r["results"]["rows"]) == 1 and "_frames" not in r["results"]["rows"][0]
     assert got[("real", None)]["summary"]["normalized_mean"] == pytest.approx(1.0)
+    # the VAE's round trip of the true clips: not the clips themselves (a random tiny VAE loses them)
+    assert got[("real-vae", None)]["summary"] != got[("real", None)]["summary"]
+    assert "vae.safetensors" in got[("real-vae", None)]["source"]
     assert got[("base", "static")]["results"]["references"] == "none"  # text-to-video
     assert got[("sft_in", "dynamic")]["cfg_preset"] == CFG_PRESETS["dynamic"] == "libragen"
     assert got[("base", "static")]["results"]["cases"][0]["seed"] == got[("sft_in", "static")]["results"]["cases"][0]["seed"]
@@ -125,7 +128,7 @@ def test_ablation_writes_every_output_and_caches_finished_rows(tmp_path, capsys)
 
     # rerun: nothing is generated again
     again = run_ablation(cfg, TINY, "base,sft_in,merge_a1.00", out)
-    assert again["evaluated"] == [] and len(again["cached"]) == 6
+    assert again["evaluated"] == [] and len(again["cached"]) == 7
     # one more stage finished: only its rows run; a changed LoRA file re-runs its row
     run = Path(cfg.run.out)
     _random_lora(run / "model", run / "merge_sft" / "sweep" / "a1.00.safetensors", 4)
@@ -139,7 +142,7 @@ def test_ablation_writes_every_output_and_caches_finished_rows(tmp_path, capsys)
     rc = main(["--config", str(_write_toml(tmp_path, cfg)), "--suite", "small", "--cases", "1", "--size", "32",
                "--frames", "5", "--steps", "2", "--rows", "base", "--cfg", "static", "--out", str(out), "--no-progress"])
     printed = capsys.readouterr().out
-    assert rc == 0 and "0 evaluated, 3 from the cache" in printed and "| base (T2V, no refs) | static |" in printed
+    assert rc == 0 and "0 evaluated, 4 from the cache" in printed and "| base (T2V, no refs) | static |" in printed
 
 
 def _write_toml(tmp: Path, cfg: PostChainConfig) -> Path:

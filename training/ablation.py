@@ -17,7 +17,8 @@ Rows, and the weights each one generates with (training/pipeline.py, training/me
   realfake_dpo   base + sft_in LoRA + dpo_realfake LoRA              (Real-Fake DPO on its own SFT)
   dpo_merged     the final/ model folder (base + merge_dpo LoRA folded in); while final/ is not
                  written yet, base + merge_dpo/lora.safetensors, the same weights
-and the two bounds from the same cases: `real` (the true clips) and `copy-paste`.
+and three bounds from the same cases: `real` (the true clips), `real-vae` (the true clips encoded
+and decoded by the base's VAE: the most any row can score through that VAE) and `copy-paste`.
 
 A row whose weights are missing is reported with the file and the stage that writes it. A
 finished row is cached in <out>/rows/<row>-<cfg>.json under a key made of its weight files'
@@ -42,6 +43,7 @@ from libragen_core.eval.harness import (
     SUMMARY_METRICS,
     CopyPasteGenerator,
     GroundTruthGenerator,
+    RoundTripGenerator,
     run_eval,
 )
 from libragen_core.eval.suite import PROMPT_KINDS, SUITES, EvalCase, build_suite
@@ -53,7 +55,8 @@ from .post_config import PostChainConfig
 CACHE_VERSION = 1
 # static = Phantom's published weights; dynamic = LibraGen's time-dependent schedule
 CFG_PRESETS = {"static": "phantom", "dynamic": "libragen"}
-BOUNDS = ("real", "copy-paste")
+BOUNDS = ("real", "real-vae", "copy-paste")
+BOUND_LABELS = {"real": "real clips", "real-vae": "real clips via the VAE", "copy-paste": "copy-paste"}
 # copy-paste is the one summary metric where more is worse (the bounds: real ~0.05, copy-paste 1.0)
 LOWER_IS_BETTER = ("copy_paste",)
 LABELS = {"fidelity": "fid", "fidelity_min": "fid_min", "motion": "motion", "motion_acc": "mot_acc",
@@ -305,11 +308,18 @@ def run_ablation(cfg: PostChainConfig, s: Settings, rows: str | None = None, out
     specs = select_rows(plan_rows(cfg), rows)
 
     jobs: list[_Job] = []
-    for b in BOUNDS:  # the truth and the paste do not depend on weights or steps
-        bset = {k: v for k, v in settings.items() if k not in ("steps", "device")}
-        jobs.append(_Job(b, {"real": "real clips", "copy-paste": "copy-paste"}[b], None, None,
-                         cache_key([], {**bset, "bound": b}), out_dir / "rows" / f"{b}.json"))
     missing = []
+    for b in BOUNDS:  # the bounds do not depend on the DiT or the steps; real-vae on the base's VAE
+        bset = {k: v for k, v in settings.items() if k not in ("steps", "device")}
+        files = []
+        if b == "real-vae":
+            if not (base / "model.json").is_file():
+                missing.append({"row": b, "label": BOUND_LABELS[b], "stage": "export",
+                                "missing": [str(base / "model.json")]})
+                continue
+            files = [base / _vae_name(base)]
+        jobs.append(_Job(b, BOUND_LABELS[b], None, None, cache_key(files, {**bset, "bound": b}),
+                         out_dir / "rows" / f"{b}.json"))
     for spec in specs:
         if spec.missing or spec.skipped:
             missing.append({"row": spec.name, "label": spec.label, "stage": spec.stage, "missing": list(spec.missing),
@@ -338,9 +348,14 @@ def run_ablation(cfg: PostChainConfig, s: Settings, rows: str | None = None, out
             if bar is not None:
                 bar.set_description(f"{job.label} {job.cfg_kind or ''}".strip())
             if job.row is None:
-                gen = GroundTruthGenerator(cases) if job.name == "real" else CopyPasteGenerator()
+                gen = CopyPasteGenerator() if job.name == "copy-paste" else GroundTruthGenerator(cases)
+                source = {"real": "the suite's true clips", "copy-paste": "references pasted on white",
+                          "real-vae": f"the suite's true clips through {base / _vae_name(base)}"}[job.name]
+                if job.name == "real-vae":
+                    if bundle is None:
+                        bundle = _load(base, s.device)
+                    gen = RoundTripGenerator(gen, bundle.vae)
                 results = evaluate(gen, cases, s, job.name, True, bar)
-                source = "the suite's true clips" if job.name == "real" else "references pasted on white"
             else:
                 if bundle is None and job.row.folder is None:
                     bundle = _load(base, s.device)
@@ -362,6 +377,12 @@ def run_ablation(cfg: PostChainConfig, s: Settings, rows: str | None = None, out
     ablation["evaluated"] = [j.path.stem for j in todo]
     ablation["cached"] = [j.path.stem for j in jobs if j not in todo]
     return ablation
+
+
+def _vae_name(folder: Path) -> str:
+    from libragen_core.models.bundle import CARD_FILE, ModelCard
+
+    return ModelCard.read(folder / CARD_FILE).vae
 
 
 def _load(folder: Path, device: str):
@@ -485,9 +506,10 @@ def markdown(ab: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-_COLOURS = {"static": (31, 119, 180), "dynamic": (230, 110, 0), "real": (20, 150, 40), "copy-paste": (200, 30, 30)}
+_COLOURS = {"static": (31, 119, 180), "dynamic": (230, 110, 0), "real": (20, 150, 40), "copy-paste": (200, 30, 30),
+            "real-vae": (110, 110, 110)}
 _SHORT = {"base": "base", "sft_in": "in", "sft_cross": "cross", "consis_dpo": "+consis", "realfake_dpo": "+realfake",
-          "dpo_merged": "final", "real": "real", "copy-paste": "copy-paste"}
+          "dpo_merged": "final", "real": "real", "copy-paste": "copy-paste", "real-vae": "real via VAE"}
 
 
 def scatter(ab: dict, size: tuple[int, int] = (820, 620)):
@@ -519,7 +541,8 @@ def scatter(ab: dict, size: tuple[int, int] = (820, 620)):
     label = Image.new("RGB", (200, 18), (255, 255, 255))
     ImageDraw.Draw(label).text((0, 0), "subject fidelity (fid)", fill=(0, 0, 0), font=font)
     img.paste(label.rotate(90, expand=True), (8, int(H / 2 - 100)))
-    legend = [("static CFG", "static"), ("dynamic CFG", "dynamic"), ("real clips", "real"), ("copy-paste", "copy-paste")]
+    legend = [("static CFG", "static"), ("dynamic CFG", "dynamic"), ("real clips", "real"), ("via the VAE", "real-vae"),
+              ("copy-paste", "copy-paste")]
     x = left
     for text, key in legend:
         _marker(d, (x + 6, 24), key)

@@ -13,6 +13,8 @@ Baselines (genuine generators, used as the bounds of every report):
                         scene up by prompt, since a renderer cannot read free text).
   CopyPasteGenerator    pastes the references, fitted side by side on white, static in every
                         frame: the degenerate "copy the reference" model.
+  RoundTripGenerator    another generator's clip encoded and decoded by a VAE: the ceiling of
+                        any model that decodes with that VAE.
 """
 from __future__ import annotations
 
@@ -49,6 +51,29 @@ class GroundTruthGenerator:
         scene = copy.deepcopy(self._scenes[prompt])
         scene.size, scene.n_frames = (height, width), frames
         return render_scene(scene).frames
+
+
+class RoundTripGenerator:
+    """`inner`'s clip through `vae` (encode, decode, both streamed as at inference)."""
+
+    name = "round-trip"
+
+    def __init__(self, inner, vae):
+        self.inner, self.vae = inner, vae
+
+    def generate(self, refs, prompt: str, seed: int, frames: int, height: int, width: int) -> np.ndarray:
+        return vae_round_trip(self.vae, self.inner.generate(refs, prompt, seed, frames, height, width))
+
+
+def vae_round_trip(vae, frames: np.ndarray) -> np.ndarray:
+    """uint8 [T, H, W, 3] -> the same clip decoded from its latents."""
+    import torch
+
+    dev = next(vae.parameters()).device
+    x = torch.from_numpy(np.ascontiguousarray(frames)).float().permute(3, 0, 1, 2)[None].to(dev) / 127.5 - 1
+    with torch.no_grad():
+        y = vae.decode_raw(vae.encode_raw(x))
+    return ((y[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).cpu().numpy()
 
 
 class CopyPasteGenerator:
