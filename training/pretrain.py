@@ -17,6 +17,7 @@ import json
 import shutil
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -353,13 +354,17 @@ def base_validate(dit, text, vae, ema, bc: BaseStageConfig, scenes, folder: Path
 
     from .text_probe import probe
 
-    if "ceiling" not in _CEILING:
-        # the same check on the real clips passed through the codec: the most a sample can score
+    # the validation clips' latents and the same check on them through the codec (the most a
+    # sample can score): computed once per VAE and set of clips, not at every validation
+    captions = tuple(c.caption for c in scenes)
+    cached_vae = _CEILING.get("vae")
+    if cached_vae is None or cached_vae() is not vae or _CEILING["captions"] != captions:
         with torch.no_grad():
-            _CEILING["latents"] = vae.encode(frames_to_tensor(np.stack([c.frames for c in scenes]))).cpu()
-            recon = tensor_to_frames(vae.decode(_CEILING["latents"]))
-        _CEILING["ceiling"] = summarize([motion_check(r, COLORS[c.scene.subjects[0].identity.color],
-                                                      c.scene.subjects[0].motion) for c, r in zip(scenes, recon)])
+            latents = vae.encode(frames_to_tensor(np.stack([c.frames for c in scenes]))).cpu()
+            recon = tensor_to_frames(vae.decode(latents))
+        ceiling = summarize([motion_check(r, COLORS[c.scene.subjects[0].identity.color], c.scene.subjects[0].motion)
+                             for c, r in zip(scenes, recon)])
+        _CEILING.update(vae=weakref.ref(vae), captions=captions, latents=latents, ceiling=ceiling)
     ctxs = [ema["dit"].applied(dit), ema["text"].applied(text)] if ema else []
     modes = (dit.training, text.training)
     for c in ctxs:
