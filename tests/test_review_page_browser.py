@@ -51,8 +51,14 @@ def test_review_page_decisions_round_trip(curated, tmp_path):
             page.goto(page_path.as_uri())
             cards = page.locator("section.card")
             assert cards.count() == len(ids)
-            # every contact sheet loaded
-            assert page.evaluate("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+            # every contact sheet loads once scrolled to (they load lazily: the ones below the fold
+            # are not loaded at the page's load event, which once failed this check)
+            sheets = page.locator("img.sheet")
+            assert sheets.count() == len(ids)
+            for k in range(sheets.count()):
+                sheets.nth(k).scroll_into_view_if_needed()
+            page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)",
+                                   timeout=15000)
             assert f"0</b> of {len(ids)} reviewed" in page.inner_html("#counter")
 
             cards.nth(0).locator("button.acc").click()
