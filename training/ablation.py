@@ -49,7 +49,7 @@ from libragen_core.eval.harness import (
 from libragen_core.eval.suite import PROMPT_KINDS, SUITES, EvalCase, build_suite
 from libragen_core.io.atomic import atomic_path
 
-from .post_common import skipped_reason
+from .post_common import base_folder, final_folder, skipped_reason, stage_folder
 from .post_config import PostChainConfig
 
 CACHE_VERSION = 1
@@ -82,18 +82,6 @@ class RowSpec:
 
 # ---------------------------------------------------------------- rows
 
-def _stage_folder(cfg: PostChainConfig, stage: str) -> Path:
-    return Path(cfg.run.out) / stage
-
-
-def base_folder(cfg: PostChainConfig) -> Path:
-    return Path(cfg.export.folder) if cfg.export.folder else Path(cfg.run.out) / "model"
-
-
-def final_folder(cfg: PostChainConfig) -> Path:
-    return Path(cfg.final.folder) if cfg.final.folder else _stage_folder(cfg, "final")
-
-
 def plan_rows(cfg: PostChainConfig) -> list[RowSpec]:
     """Every model row in table order, with its weight files and the files still missing."""
     from .merge import sweep_names
@@ -103,15 +91,15 @@ def plan_rows(cfg: PostChainConfig) -> list[RowSpec]:
 
     def lora_row(name, label, stage, files, source):
         missing = base_missing + tuple(str(f) for f in files if not f.is_file())
-        skipped = skipped_reason(_stage_folder(cfg, stage)) or ""
+        skipped = skipped_reason(stage_folder(cfg, stage)) or ""
         return RowSpec(name, label, stage, tuple(files), missing=missing, skipped=skipped, source=source)
 
-    sft_in, sft_cross = (_stage_folder(cfg, s) / "lora.safetensors" for s in ("sft_in", "sft_cross"))
+    sft_in, sft_cross = (stage_folder(cfg, s) / "lora.safetensors" for s in ("sft_in", "sft_cross"))
     rows = [RowSpec("base", "base (T2V, no refs)", "export", refs=False, missing=base_missing,
                     source=f"{base} (no references)"),
             lora_row("sft_in", "sft_in", "sft_in", [sft_in], "base + sft_in LoRA"),
             lora_row("sft_cross", "sft_cross", "sft_cross", [sft_cross], "base + sft_cross LoRA")]
-    merge = _stage_folder(cfg, "merge_sft")
+    merge = stage_folder(cfg, "merge_sft")
     sweep = list(cfg.merge_sft.sweep)
     if sweep:
         for w, fname in zip(sweep, sweep_names(sweep)):
@@ -122,13 +110,13 @@ def plan_rows(cfg: PostChainConfig) -> list[RowSpec]:
         rows.append(lora_row(f"merge_a{w:.2f}", f"merge a={w:.2f}", "merge_sft", [merge / "lora.safetensors"],
                              "base + merge_sft LoRA"))
     rows.append(lora_row("consis_dpo", "+consis_dpo", "dpo_consis",
-                         [sft_cross, _stage_folder(cfg, "dpo_consis") / "lora.safetensors"],
+                         [sft_cross, stage_folder(cfg, "dpo_consis") / "lora.safetensors"],
                          "base + sft_cross LoRA + dpo_consis LoRA"))
     rows.append(lora_row("realfake_dpo", "+realfake_dpo", "dpo_realfake",
-                         [sft_in, _stage_folder(cfg, "dpo_realfake") / "lora.safetensors"],
+                         [sft_in, stage_folder(cfg, "dpo_realfake") / "lora.safetensors"],
                          "base + sft_in LoRA + dpo_realfake LoRA"))
     final = final_folder(cfg)
-    merged = _stage_folder(cfg, "merge_dpo") / "lora.safetensors"
+    merged = stage_folder(cfg, "merge_dpo") / "lora.safetensors"
     if (final / "model.json").is_file() and _final_carries(final, merged):
         rows.append(RowSpec("dpo_merged", "dpo_merged (final)", "final", folder=final, source=f"{final} (model folder)"))
     else:

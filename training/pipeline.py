@@ -26,7 +26,7 @@ from libragen_core.errors import ConfigError, InputError
 from libragen_core.io.atomic import atomic_path
 
 from .common.loop import is_main_process, wait_for_everyone
-from .post_common import base_folder, mark_done, skipped_reason, stage_folder, stage_main
+from .post_common import base_folder, final_folder, mark_done, skipped_reason, stage_folder, stage_main
 from .post_config import PostChainConfig
 
 STAGES = ("vae", "base", "export", "sft_in", "sft_cross", "merge_sft", "dpo_consis", "dpo_realfake", "merge_dpo",
@@ -45,7 +45,7 @@ def final_lora(cfg: PostChainConfig) -> Path | None:
 
 def run_final(cfg: PostChainConfig) -> Path:
     """The main process writes the folder; the others wait for it."""
-    out = Path(cfg.final.folder) if cfg.final.folder else stage_folder(cfg, "final")
+    out = final_folder(cfg)
     if is_main_process(cfg.run):
         _write_final(cfg, out)
     wait_for_everyone(cfg.run)

@@ -31,6 +31,11 @@ def base_folder(cfg: PostChainConfig) -> Path:
     return Path(cfg.export.folder) if cfg.export.folder else Path(cfg.run.out) / "model"
 
 
+def final_folder(cfg: PostChainConfig) -> Path:
+    """Where the pipeline's final stage writes the model folder."""
+    return Path(cfg.final.folder) if cfg.final.folder else stage_folder(cfg, "final")
+
+
 def load_base(cfg: PostChainConfig, device="cpu"):
     from libragen_core.models.bundle import CARD_FILE, load_model_folder
 

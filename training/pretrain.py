@@ -371,7 +371,7 @@ def base_validate(dit, text, vae, ema, bc: BaseStageConfig, scenes, folder: Path
         c.__enter__()
     try:
         text.eval()
-        prompts = [c.caption for c in scenes]
+        prompts = list(captions)
         frames = scenes[0].frames
         gen = sample_t2v(dit, text, vae, prompts, frames.shape[0], frames.shape[1:3], bc.validation, bc.validation.seed)
         # does the DiT read its caption at all? (lr 2e-3 once shut the text path off: gap 0.0000)
