@@ -58,7 +58,7 @@ STAGES = ("vae", "base", "export")
 def build_vae(sc: VAEStageConfig):
     from libragen_core.models.wan_vae import VAEConfig, WanVAE
 
-    vae = WanVAE(VAEConfig(dim=sc.dim, num_res_blocks=sc.num_res_blocks))
+    vae = WanVAE(VAEConfig(dim=sc.dim, z_dim=sc.z_dim, num_res_blocks=sc.num_res_blocks))
     return kaiming_init(vae, sc.init_gain) if sc.init_gain > 0 else vae
 
 

@@ -66,6 +66,7 @@ class VAEStageConfig:
     enabled: bool = True
     dim: int = 8
     num_res_blocks: int = 2
+    z_dim: int = 16  # latent channels; Wan2.1's 16 keep a 4-frame chunk in as many numbers as the first frame alone
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, batch=8))
     data: ClipSpec = field(default_factory=ClipSpec)
     crop: int = 32  # training crops (pixels, square); 0 = whole frames
