@@ -28,7 +28,7 @@ from pathlib import Path
 from libragen_core.errors import ConfigError, InputError, LibraGenError
 from libragen_core.lora import load_lora, merge_loras, save_lora
 
-from .post_common import is_done, mark_done, skipped_reason, stage_folder, stage_main
+from .post_common import DPO_STAGE_NAMES, is_done, mark_done, skipped_reason, stage_folder, stage_main
 from .post_config import MergeStageConfig, PostChainConfig
 
 
@@ -83,7 +83,7 @@ def _merge_stage(cfg: PostChainConfig, stage: str) -> Path:
         side_a, side_b = [sft_lora(cfg, "sft_cross")], [sft_lora(cfg, "sft_in")]
     elif stage == "merge_dpo":
         # a DPO stage skipped for too few pairs leaves its side to the SFT LoRA alone
-        skipped = {s: r for s in ("dpo_consis", "dpo_realfake") if (r := skipped_reason(stage_folder(cfg, s)))}
+        skipped = {s: r for s in DPO_STAGE_NAMES if (r := skipped_reason(stage_folder(cfg, s)))}
         side_a = [sft_lora(cfg, "sft_cross")] + ([] if "dpo_consis" in skipped else [dpo_lora(cfg, "dpo_consis")])
         side_b = [sft_lora(cfg, "sft_in")] + ([] if "dpo_realfake" in skipped else [dpo_lora(cfg, "dpo_realfake")])
         for s, r in skipped.items():

@@ -26,7 +26,7 @@ from libragen_core.errors import ConfigError, InputError
 from libragen_core.io.atomic import atomic_path
 
 from .common.loop import is_main_process, wait_for_everyone
-from .post_common import base_folder, final_folder, mark_done, skipped_reason, stage_folder, stage_main
+from .post_common import DPO_STAGE_NAMES, base_folder, final_folder, mark_done, skipped_reason, stage_folder, stage_main
 from .post_config import PostChainConfig
 
 STAGES = ("vae", "base", "export", "sft_in", "sft_cross", "merge_sft", "dpo_consis", "dpo_realfake", "merge_dpo",
@@ -71,7 +71,7 @@ def _write_final(cfg: PostChainConfig, out: Path) -> None:
         lora = load_lora(lora_file)
         merge_lora_into(dit, lora)
         shutil.copyfile(lora_file, out.with_name(out.name + ".lora.safetensors"))
-        skipped = [s for s in ("dpo_consis", "dpo_realfake") if skipped_reason(stage_folder(cfg, s))]
+        skipped = [s for s in DPO_STAGE_NAMES if skipped_reason(stage_folder(cfg, s))]
         notes = (f"{notes} Post-trained (training/pipeline.py): {lora_file.parent.name} LoRA "
                  f"({lora.metadata.get('method', '?')}) folded into the DiT"
                  + (f", without {' and '.join(skipped)} (skipped: too few kept pairs)." if skipped else ".")).strip()
@@ -99,7 +99,7 @@ def _runner(stage: str):
         from .merge import run_merge_stage
 
         return lambda cfg: run_merge_stage(cfg, stage)
-    if stage in ("dpo_consis", "dpo_realfake"):
+    if stage in DPO_STAGE_NAMES:
         from .dpo import run_dpo
 
         return lambda cfg: run_dpo(cfg, stage)
@@ -150,11 +150,11 @@ def run_pipeline(cfg: PostChainConfig, start: str | None = None, until: str | No
             continue
         _say(cfg, f"[pipeline] {stage}: running")
         result = _runner(stage)(cfg)
-        if stage in ("vae", "base", "sft_in", "sft_cross", "dpo_consis", "dpo_realfake") and not _complete(cfg, stage):
+        if stage in ("vae", "base", "sft_in", "sft_cross", *DPO_STAGE_NAMES) and not _complete(cfg, stage):
             _say(cfg, f"[pipeline] {stage} stopped before its last step (max_minutes); re-run to continue")
             return None
         state["done"].append(stage)
-        reason = skipped_reason(stage_folder(cfg, stage)) if stage in ("dpo_consis", "dpo_realfake") else None
+        reason = skipped_reason(stage_folder(cfg, stage)) if stage in DPO_STAGE_NAMES else None
         if reason:  # finished without output; the record says so next to the list of finished stages
             state.setdefault("skipped", {})[stage] = reason
             _say(cfg, f"[pipeline] {stage}: skipped ({reason}); the chain goes on without it")

@@ -20,6 +20,7 @@ from .common.config import load_config, to_dict
 from .post_config import PostChainConfig, PostValidation
 
 DONE_FILE = "DONE.json"
+DPO_STAGE_NAMES = ("dpo_consis", "dpo_realfake")  # the two DPO stages; only they may end as skipped
 
 
 def stage_folder(cfg: PostChainConfig, stage: str) -> Path:

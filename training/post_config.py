@@ -70,12 +70,15 @@ class SFTStageConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=500, batch=16, lr=1e-4, warmup=20))
     ref_dropout: float = 0.1  # zeroed references: the null branch of dynamic CFG
     text_dropout: float = 0.1  # empty-prompt features: the ref-only branch
+    # captions whose subjects' looks are taken out ('Ref 1: the subject in reference image 1'): when
+    # the text describes the subject, the model has no reason to read the reference
+    anonymous_refs: float = 0.0
     sigma_sampling: Literal["logit_normal", "shifted", "uniform"] = "logit_normal"
     sigma_shift: float = 3.0
     validation: PostValidation = field(default_factory=PostValidation)
 
     def __post_init__(self):
-        for name in ("ref_dropout", "text_dropout"):
+        for name in ("ref_dropout", "text_dropout", "anonymous_refs"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"{name} is a probability in [0, 1], got {v}")

@@ -19,6 +19,7 @@ import torch
 
 from libragen_core.errors import InputError
 from libragen_core.lora import add_lora, extract_lora, save_lora
+from libragen_core.spriteworld.captions import anonymous_caption
 
 from .common.data import EpochSampler
 from .common.loop import (
@@ -88,6 +89,9 @@ def run_sft(cfg: PostChainConfig, stage: str) -> Path:
     def step_fn(step: int, gen: torch.Generator):
         # every process draws the global batch's dropout, sigmas and noise, then keeps its share
         x0, refs, caps = cache.batch(sampler.next())
+        # drawn only when used, so runs without it keep their random stream
+        anonymous = (torch.rand(len(caps), generator=gen) if sc.anonymous_refs else torch.ones(len(caps))) < sc.anonymous_refs
+        caps = [anonymous_caption(c) if a else c for c, a in zip(caps, anonymous.tolist())]
         ctx = encode_text(bundle, caps).to(dev)
         refs, ctx, drop_r, drop_t = condition_dropout(refs, ctx, null_context, sc.ref_dropout, sc.text_dropout, gen)
         b = x0.shape[0]
@@ -96,7 +100,8 @@ def run_sft(cfg: PostChainConfig, stage: str) -> Path:
         m = loop.share(b)
         loss = flow_matching_loss(loop.wrapped["dit"], x0[m].to(dev), ctx[m], sigma[m].to(dev), eps[m].to(dev),
                                   refs=refs[m].to(dev))
-        return loss, {"ref_dropped": float(drop_r.float().mean()), "text_dropped": float(drop_t.float().mean())}
+        return loss, {"ref_dropped": float(drop_r.float().mean()), "text_dropped": float(drop_t.float().mean()),
+                      "anonymous": float(anonymous.float().mean())}
 
     def validate(step: int) -> dict:
         return validate_s2v(dit, bundle, items, sc.validation, folder, step, stage, loop.log) if items else {}

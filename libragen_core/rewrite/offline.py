@@ -20,6 +20,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..spriteworld.captions import UNLABELED_BINDING, UNLABELED_REF
 from .base import Rewrite, assemble
 from .style_guide import StyleGuide
 
@@ -146,7 +147,7 @@ class OfflineRewriter:
             words = [w for w in mention.words if w not in self.wildcards]
             if words and any(w in self.nouns for w in words):
                 return f"Ref {k + 1}: {_article(words[0])} {' '.join(words)}."
-        return f"Ref {k + 1}: " + d.get("unlabeled", "the subject in reference image {k}").format(k=k + 1) + "."
+        return f"Ref {k + 1}: " + d.get("unlabeled", UNLABELED_REF).format(k=k + 1) + "."
 
     def binding(self, label: str, mention: _Mention | None) -> str:
         words = self._label_words(label) if label else (list(mention.words) if mention and not mention.pronoun else [])
@@ -172,7 +173,7 @@ class OfflineRewriter:
         if words:
             has_noun = any(w not in self.wildcards and w not in self.categories or w in self.nouns for w in words)
             return "the " + " ".join(w for w in words if not has_noun or w not in self.wildcards)
-        return "the subject"
+        return UNLABELED_BINDING
 
     # ------------------------------------------------------------------ parsing
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..io.atomic import atomic_path
+from ..spriteworld.captions import UNLABELED_REF
 
 FORMAT = "libragen-style-guide"
 VERSION = 1
@@ -196,7 +197,7 @@ def spriteworld_style_guide() -> StyleGuide:
                            "size": list(vocab["sizes"])},
             "ref_template": "{label}",
             "binding_template": "the {color} {noun}",
-            "unlabeled": "the subject in reference image {k}",
+            "unlabeled": UNLABELED_REF,
         },
         "motions": motions,
         "verb_classes": verb_classes,
@@ -235,7 +236,7 @@ def generic_style_guide() -> StyleGuide:
             "wildcard_nouns": ["one"], "adjectives": {},
             "ref_template": "{label}",
             "binding_template": "{label_the}",
-            "unlabeled": "the subject in reference image {k}",
+            "unlabeled": UNLABELED_REF,
         },
         "motions": {},
         "verb_classes": {},

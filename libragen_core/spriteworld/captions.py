@@ -155,6 +155,23 @@ def parse_caption(text: str) -> ParsedCaption:
     return ParsedCaption(refs, video, bindings)
 
 
+UNLABELED_REF = "the subject in reference image {k}"  # what the rewriter writes for a reference it cannot describe
+UNLABELED_BINDING = "the subject"
+
+
+def anonymous_caption(text: str) -> str:
+    """The caption with every subject's looks taken out, as the rewriter writes unlabelled references.
+
+    'Ref k: <description>.' becomes 'Ref k: the subject in reference image k.' and 'Ref k[<name>]'
+    becomes 'Ref k[the subject]'; motion, scene, camera and light stay. Only the reference images
+    then say what the subjects look like.
+    """
+    parsed = parse_caption(text)
+    lines = [f"Ref {k}: {UNLABELED_REF.format(k=k)}." for k in sorted(parsed.refs)]
+    video = _BINDING.sub(lambda m: f"Ref {m.group(1)}[{UNLABELED_BINDING}]", parsed.video)
+    return "\n".join(lines + [f"Video: {video}"])
+
+
 def _facts_patterns():
     bind = r"Ref (\d+)\[[^\[\]]+\]"
     singles = sorted(((MOTIONS[m].third, m) for m in SINGLE_MOTIONS), key=lambda p: -len(p[0]))
