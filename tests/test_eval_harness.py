@@ -20,7 +20,7 @@ def test_suite_is_fixed_and_covers_the_splits():
     assert [c.scene.to_json() for c in a] == [c.scene.to_json() for c in b]
     assert {(c.identity_split, c.n_subjects) for c in a} == {(s, n) for s in ("seen", "heldout") for n in (1, 2, 3)}
     for c in a:
-        assert set(c.prompts) == set(PROMPT_KINDS) and len(set(c.prompts.values())) == 3
+        assert set(c.prompts) == set(PROMPT_KINDS) and len(set(c.prompts.values())) == 4
         assert len(c.refs) == len(c.ref_masks) == len(c.inpair_refs) == c.n_subjects
         assert all(s.identity.is_heldout == (c.identity_split == "heldout") for s in c.scene.subjects)
     with pytest.raises(InputError, match="unknown suite"):
@@ -32,12 +32,12 @@ def test_ground_truth_beats_copy_paste_and_reports_are_written(tmp_path):
     gt = run_eval(GroundTruthGenerator(cases), cases, model_name="gt", progress=False)
     cp = run_eval(CopyPasteGenerator(), cases, model_name="copy-paste", progress=False)
     g, c = gt["aggregates"]["all"], cp["aggregates"]["all"]
-    assert g["n"] == c["n"] == 3
+    assert g["n"] == c["n"] == len(PROMPT_KINDS) == 4
     assert g["fidelity"] > 0.9 and g["motion"] > 0.8 and g["copy_paste"] < 0.3 and g["dynamic"] > 0.9
     assert c["copy_paste"] > 0.9 and c["copy_paste_rate"] == 1.0 and c["dynamic"] < 0.2 and c["motion"] < g["motion"] - 0.3
     paths = write_report(gt, cases, tmp_path / "out")
     data = json.loads(paths["json"].read_text())
-    assert data["aggregates"]["prompt"]["user_heldout"]["n"] == 1
+    assert data["aggregates"]["prompt"]["user_heldout"]["n"] == data["aggregates"]["prompt"]["anonymous"]["n"] == 1
     assert "| all |" in paths["markdown"].read_text()
     from PIL import Image
 

@@ -8,6 +8,7 @@ from libragen_core.errors import InputError
 from libragen_core.spriteworld.captions import (
     HELDOUT_TEMPLATES,
     TRAIN_TEMPLATES,
+    anonymous_caption,
     caption_facts,
     caption_vocabulary,
     conjugate,
@@ -51,6 +52,20 @@ def test_caption_of_a_hand_built_scene_is_exact():
         "Video: Ref 1[the blue star] zig-zags to the right while Ref 2[the red circle] spins clockwise "
         "on a sunny yellow gradient with a tree; the camera pans left; the light dims."
     )
+
+
+def test_anonymous_caption_keeps_everything_but_the_looks():
+    text = ("Ref 1: a large blue star with orange stripes and a white dot.\n"
+            "Ref 2: a medium red circle with a yellow outline and two eyes.\n"
+            "Video: Ref 2[the red circle] chases Ref 1[the blue star] on a sunny yellow gradient; the camera pans left.")
+    assert anonymous_caption(text) == (
+        "Ref 1: the subject in reference image 1.\n"
+        "Ref 2: the subject in reference image 2.\n"
+        "Video: Ref 2[the subject] chases Ref 1[the subject] on a sunny yellow gradient; the camera pans left."
+    )
+    assert parse_caption(anonymous_caption(text)).bindings == [(2, "the subject"), (1, "the subject")]
+    with pytest.raises(InputError, match="Video"):
+        anonymous_caption("a star moves left")
 
 
 def test_interaction_captions():

@@ -32,7 +32,7 @@ def _config(tmp: Path) -> dict:
     return {
         "run": {"out": str(tmp / "run"), "threads": 2},
         "export": {"folder": str(tmp / "base_model")},
-        "sft_in": stage_sft, "sft_cross": stage_sft,
+        "sft_in": {**stage_sft, "anonymous_refs": 1.0}, "sft_cross": stage_sft,
         "merge_sft": {"method": "concat", "weight": 0.25, "sweep": [0.0, 1.0]},
         "dpo_consis": {**stage_dpo, "data": {**DATA, "seed": 200}, "rope_offset": 6.0, "filter": {"auto": False}},
         "dpo_realfake": {**stage_dpo, "data": {**DATA, "seed": 300}, "sft_weight": 0.1,
@@ -66,6 +66,13 @@ def test_tiny_chain_produces_a_loadable_model_folder(tmp_path, capsys):
         torch.testing.assert_close(load_lora(run / "merge_sft" / "sweep" / "a0.00.safetensors").delta(name),
                                    sft_in.delta(name))
         assert float(sft_in.delta(name).abs().max()) > 0  # two optimizer steps moved lora_B off zero
+
+    # sft_in trained on captions without the subjects' looks, sft_cross on the plain ones
+    def logged_share(stage):
+        rows = [json.loads(line) for line in (run / stage / "metrics.jsonl").read_text().splitlines()]
+        return [r["anonymous"] for r in rows if "loss" in r]
+
+    assert logged_share("sft_in") == [1.0, 1.0] and logged_share("sft_cross") == [0.0, 0.0]
 
     # DPO stages: pairs stored, metrics logged, LoRAs written
     recs = [json.loads(line) for line in (run / "dpo_consis" / "pairs" / "pairs.jsonl").read_text().splitlines()]

@@ -205,7 +205,7 @@ def write_json(path: Path, data) -> None:
 class Settings:
     suite: str = "full"
     split: str = "heldout"  # heldout | all
-    prompts: str = "caption"  # caption | all
+    prompts: str = "caption"  # "all" or comma-separated prompt kinds of the suite
     cases: int = 0  # 0 = every case of the split
     cfg_kinds: tuple[str, ...] = ("static", "dynamic")
     size: int = 64
@@ -216,15 +216,18 @@ class Settings:
     sheets: bool = True
 
     def prompt_kinds(self) -> tuple[str, ...]:
-        return PROMPT_KINDS if self.prompts == "all" else ("caption",)
+        if self.prompts == "all":
+            return PROMPT_KINDS
+        return tuple(k.strip() for k in self.prompts.split(",") if k.strip())
 
     def check(self) -> None:
         if self.suite not in SUITES:
             raise ConfigError(f"--suite {self.suite!r}: choose one of {', '.join(SUITES)}")
         if self.split not in ("heldout", "all"):
             raise ConfigError(f"--split {self.split!r}: choose heldout or all")
-        if self.prompts not in ("caption", "all"):
-            raise ConfigError(f"--prompts {self.prompts!r}: choose caption or all")
+        bad = [k for k in self.prompt_kinds() if k not in PROMPT_KINDS]
+        if bad or not self.prompt_kinds():
+            raise ConfigError(f"--prompts {self.prompts!r}: give all or prompt kinds from {', '.join(PROMPT_KINDS)}")
         bad = [k for k in self.cfg_kinds if k not in CFG_PRESETS]
         if bad or not self.cfg_kinds:
             raise ConfigError(f"--cfg {','.join(self.cfg_kinds)!r}: give static, dynamic or static,dynamic")
@@ -469,7 +472,7 @@ def markdown(ab: dict) -> str:
     head = "| row | CFG | " + " | ".join(cols) + " | norm mean | fid % real | motion % real | s/video |"
     cfg_desc = "; ".join(f"{k} = `{v['preset']}`" for k, v in st["cfg"].items())
     lines = [f"SpriteWorld ablation: suite `{st['suite']}`, {'held-out identities' if st['split'] == 'heldout' else 'all identities'}, "
-             f"{'caption prompts' if st['prompts'] == ['caption'] else 'all prompt kinds'}, {len(st['cases'])} cases, "
+             f"{'caption prompts' if st['prompts'] == ['caption'] else 'prompts ' + ', '.join(st['prompts'])}, {len(st['cases'])} cases, "
              f"{st['size']}x{st['size']}x{st['frames']}, steps {st['steps'] or 'from the model card'}, the same seeds for "
              f"every row; CFG: {cfg_desc}. `norm mean` = mean over {', '.join(LABELS[m] for m in ab['normalized_metrics'])} "
              "of each value / the real clips' (capped at 1; copy as 1 - copy).", "", head, "|" + "---|" * (len(cols) + 6)]
@@ -580,8 +583,9 @@ def main(argv=None) -> int:
     p.add_argument("--suite", default="full", choices=sorted(SUITES), help="eval suite (default full: 24 cases)")
     p.add_argument("--split", default="heldout", choices=["heldout", "all"],
                    help="identities: held out of training (default, 12 full-suite cases) or all")
-    p.add_argument("--prompts", default="caption", choices=["caption", "all"],
-                   help="caption prompts only (default) or also the seen and held-out user phrasings (3x the videos)")
+    p.add_argument("--prompts", default="caption",
+                   help="caption prompts only (default), all, or comma-separated kinds from "
+                        f"{', '.join(PROMPT_KINDS)} (anonymous = the caption without the subjects' looks)"),
     p.add_argument("--cases", type=int, default=0, help="first N cases of the split (default: all)")
     p.add_argument("--rows", help="comma-separated rows (default all): base, sft_in, sft_cross, merge (all sweep rows) "
                                   "or merge_a0.25 .., consis_dpo, realfake_dpo, dpo_merged")

@@ -32,7 +32,8 @@ def add_parser(sub) -> None:
                    help="references given to the model: cross = the identity on white (default); inpair = crops of the "
                         "true clip's last frame (where copy-paste shows); none = text-to-video from the prompt alone")
     p.add_argument("--prompts", default="all",
-                   help="prompt kinds to generate, comma-separated from caption, user_seen, user_heldout (default all)")
+                   help="prompt kinds to generate, comma-separated from caption, user_seen, user_heldout, anonymous "
+                        "(the caption without the subjects' looks; default all)")
     p.add_argument("--cases", type=int, default=None, help="score only the first N cases (a quick check)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)

@@ -4,7 +4,9 @@ Each case is one Scene (what the video should show: identities, motions, interac
 light) with
   prompts     {"caption": the training-style caption,
                "user_seen": a user phrasing from a template used in training,
-               "user_heldout": a user phrasing from a held-out template (never trained on)}
+               "user_heldout": a user phrasing from a held-out template (never trained on),
+               "anonymous": the caption with the subjects' looks taken out (the rewriter's form for
+                            unlabelled references): only the references say what they look like}
   refs        one cross-pair reference per subject: its identity rendered on white by
               render_identity at another angle, scale and light (the model must not copy it)
   ref_masks   the subject pixels of each reference (for the copy-paste metric)
@@ -22,13 +24,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError
-from ..spriteworld.captions import scene_caption, user_prompts
+from ..spriteworld.captions import anonymous_caption, scene_caption, user_prompts
 from ..spriteworld.render import render_identity, render_scene
 from ..spriteworld.scene import Scene, sample_scene
 
 SUITE_SEED = 20260521
 SUITES = {"small": 1, "full": 4}
-PROMPT_KINDS = ("caption", "user_seen", "user_heldout")
+PROMPT_KINDS = ("caption", "user_seen", "user_heldout", "anonymous")
 
 
 @dataclass
@@ -94,7 +96,9 @@ def build_suite(name: str = "small", size: tuple[int, int] = (64, 64), n_frames:
                 scene = sample_scene(rng, n, split, size=tuple(size), n_frames=n_frames, p_occluder=0.0)
                 seen = user_prompts(scene, "train")
                 held = user_prompts(scene, "heldout")
-                prompts = {"caption": scene_caption(scene), "user_seen": seen[i % len(seen)], "user_heldout": held[i % len(held)]}
+                caption = scene_caption(scene)
+                prompts = {"caption": caption, "user_seen": seen[i % len(seen)], "user_heldout": held[i % len(held)],
+                           "anonymous": anonymous_caption(caption)}
                 refs, masks = [], []
                 for spec in scene.subjects:
                     img, mask = render_identity(spec.identity, min(size), angle=float(rng.uniform(-60, 60)),
