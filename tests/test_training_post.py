@@ -73,6 +73,14 @@ def test_tiny_chain_produces_a_loadable_model_folder(tmp_path, capsys):
         return [r["anonymous"] for r in rows if "loss" in r]
 
     assert logged_share("sft_in") == [1.0, 1.0] and logged_share("sft_cross") == [0.0, 0.0]
+    # the reference probe reads the stage's cache and LoRA: references change the loss, both caption forms
+    from training.ref_probe import run_probe
+
+    probed = run_probe(cfg, "sft_in", clips=2, sigmas=(0.9,))
+    for kind in ("caption", "anonymous"):
+        row = probed[kind]["0.9"]
+        assert row["refs"] != row["zero_refs"] and row["gain"] == pytest.approx(row["zero_refs"] - row["refs"])
+    assert probed["caption"]["0.9"]["refs"] != probed["anonymous"]["0.9"]["refs"]
 
     # DPO stages: pairs stored, metrics logged, LoRAs written
     recs = [json.loads(line) for line in (run / "dpo_consis" / "pairs" / "pairs.jsonl").read_text().splitlines()]
