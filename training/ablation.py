@@ -585,7 +585,7 @@ def main(argv=None) -> int:
                    help="identities: held out of training (default, 12 full-suite cases) or all")
     p.add_argument("--prompts", default="caption",
                    help="caption prompts only (default), all, or comma-separated kinds from "
-                        f"{', '.join(PROMPT_KINDS)} (anonymous = the caption without the subjects' looks)"),
+                        f"{', '.join(PROMPT_KINDS)} (anonymous = the caption without the subjects' looks)")
     p.add_argument("--cases", type=int, default=0, help="first N cases of the split (default: all)")
     p.add_argument("--rows", help="comma-separated rows (default all): base, sft_in, sft_cross, merge (all sweep rows) "
                                   "or merge_a0.25 .., consis_dpo, realfake_dpo, dpo_merged")

@@ -89,8 +89,9 @@ def run_sft(cfg: PostChainConfig, stage: str) -> Path:
     def step_fn(step: int, gen: torch.Generator):
         # every process draws the global batch's dropout, sigmas and noise, then keeps its share
         x0, refs, caps = cache.batch(sampler.next())
-        # drawn only when used, so runs without it keep their random stream
-        anonymous = (torch.rand(len(caps), generator=gen) if sc.anonymous_refs else torch.ones(len(caps))) < sc.anonymous_refs
+        anonymous = torch.zeros(len(caps), dtype=torch.bool)
+        if sc.anonymous_refs:  # drawn only when used, so runs without it keep their random stream
+            anonymous = torch.rand(len(caps), generator=gen) < sc.anonymous_refs
         caps = [anonymous_caption(c) if a else c for c, a in zip(caps, anonymous.tolist())]
         ctx = encode_text(bundle, caps).to(dev)
         refs, ctx, drop_r, drop_t = condition_dropout(refs, ctx, null_context, sc.ref_dropout, sc.text_dropout, gen)
