@@ -46,8 +46,8 @@ from libragen_core.eval.harness import (
     RoundTripGenerator,
     run_eval,
 )
-from libragen_core.eval.suite import PROMPT_KINDS, SUITES, EvalCase, build_suite
-from libragen_core.io.atomic import atomic_path
+from libragen_core.eval.suite import PROMPT_KINDS, SUITES, EvalCase, build_suite, parse_prompt_kinds
+from libragen_core.io.atomic import atomic_path, write_json
 
 from .post_common import base_folder, final_folder, skipped_reason, stage_folder
 from .post_config import PostChainConfig
@@ -193,12 +193,6 @@ def read_cached(path: Path, key: str) -> dict | None:
     return data if data.get("key") == key else None
 
 
-def write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-
-
 # ---------------------------------------------------------------- evaluation
 
 @dataclass
@@ -216,9 +210,7 @@ class Settings:
     sheets: bool = True
 
     def prompt_kinds(self) -> tuple[str, ...]:
-        if self.prompts == "all":
-            return PROMPT_KINDS
-        return tuple(k.strip() for k in self.prompts.split(",") if k.strip())
+        return parse_prompt_kinds(self.prompts)
 
     def check(self) -> None:
         if self.suite not in SUITES:
@@ -292,7 +284,7 @@ def run_ablation(cfg: PostChainConfig, s: Settings, rows: str | None = None, out
 
     s.check()
     out_dir = Path(out) if out else Path(cfg.run.out) / "ablation"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "rows").mkdir(parents=True, exist_ok=True)
     cases = select_cases(s)
     settings = eval_settings(s, cases)
     base = base_folder(cfg)

@@ -14,13 +14,13 @@ reads its references shows it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 from libragen_core.errors import LibraGenError
+from libragen_core.io.atomic import write_json
 from libragen_core.spriteworld.captions import anonymous_caption
 
 from .common.losses import flow_matching_loss
@@ -102,10 +102,7 @@ def main(argv=None) -> int:
         for s, row in rows.items():
             print(f"{kind:9s} sigma {s}: refs {row['refs']:.4f}  zeroed {row['zero_refs']:.4f}  gain {row['gain']:+.4f}")
     if args.json:
-        from libragen_core.io.atomic import atomic_path
-
-        with atomic_path(args.json) as tmp:
-            Path(tmp).write_text(json.dumps(res, indent=1))
+        write_json(args.json, res)
     return 0
 
 

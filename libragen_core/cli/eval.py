@@ -54,7 +54,7 @@ def _embedded_generator(device: str):
 def run(args) -> int:
     from ..eval.harness import CopyPasteGenerator, GroundTruthGenerator, run_eval
     from ..eval.report import markdown_table, write_report
-    from ..eval.suite import PROMPT_KINDS, build_suite
+    from ..eval.suite import build_suite, parse_prompt_kinds
 
     cases = build_suite(args.suite, size=(args.size, args.size), n_frames=args.frames)
     if args.cases is not None:
@@ -67,9 +67,8 @@ def run(args) -> int:
         gen = CopyPasteGenerator()
     else:
         gen = _embedded_generator(args.device)
-    kinds = PROMPT_KINDS if args.prompts == "all" else tuple(k.strip() for k in args.prompts.split(",") if k.strip())
     results = run_eval(gen, cases, model_name=args.model, progress=not args.no_progress, ref_kind=args.refs,
-                       prompt_kinds=kinds)
+                       prompt_kinds=parse_prompt_kinds(args.prompts))
     paths = write_report(results, cases, args.out)
     sys.stdout.write(markdown_table(results))
     for kind, path in paths.items():

@@ -18,7 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from ..errors import InputError
-from ..io.atomic import atomic_path
+from ..io.atomic import atomic_path, write_json
 from ..io.video import read_video
 from .analysis import Clip
 from .filters import THRESHOLDS, filter_specs, run_filters
@@ -81,11 +81,6 @@ def write_jsonl(path: Path, records) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for rec in records:
             f.write(json.dumps(rec, sort_keys=True) + "\n")
-
-
-def write_json(path: Path, data) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def curate_dataset(data_dir, out_dir, *, thresholds: dict | None = None, workers: int = 1,

@@ -33,6 +33,11 @@ SUITES = {"small": 1, "full": 4}
 PROMPT_KINDS = ("caption", "user_seen", "user_heldout", "anonymous")
 
 
+def parse_prompt_kinds(text: str) -> tuple[str, ...]:
+    """'all' or comma-separated kinds (as the command lines take them) -> kinds; run_eval checks the names."""
+    return PROMPT_KINDS if text == "all" else tuple(k.strip() for k in text.split(",") if k.strip())
+
+
 @dataclass
 class EvalCase:
     id: str
