@@ -157,7 +157,8 @@ class ChatClient:
         self.model, self.api_key_env = model.strip(), api_key_env
         # what messages show: no query string (some services put tokens there)
         self.label = label or urllib.parse.urlunsplit(urllib.parse.urlsplit(self.url)._replace(query=""))
-        self.check_hint = (f"check the URL, model name and the {api_key_env} environment variable" if label is None
+        self.check_hint = (f"check the URL, model name and the {redact(str(api_key_env))} environment variable"
+                           if label is None
                            else "check this endpoint's url, model and key in the server's rewrite endpoint "
                                 "configuration")
         self.timeout, self.retries, self.backoff, self.max_tokens = float(timeout), int(retries), float(backoff), \
