@@ -166,6 +166,11 @@ def test_client_errors_are_not_retried(server):
     result = run(server, [(401, b'{"error": "bad key"}', 0, {})])
     assert len(server.requests) == 1 and result.backend_used == "offline (fallback)"
     assert any("HTTP 401" in w and "LIBRAGEN_API_KEY" in w for w in result.warnings)
+    # a key given where the variable's NAME belongs (it has a name's shape): the hint blanks it out
+    pasted = "hf_" + "a1B2" * 9
+    result = run(server, [(401, b"{}", 0, {})], api_key_env=pasted, model="m2")
+    assert any("the [redacted] environment variable" in w for w in result.warnings), result.warnings
+    assert pasted not in repr(result)
 
 
 @pytest.mark.parametrize("payload, reason", [

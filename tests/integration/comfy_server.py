@@ -110,6 +110,13 @@ class Server:
         assert r.status_code == 200, f"the server refused the workflow: {r.text[:3000]}"
         return self.wait(r.json()["prompt_id"], timeout)
 
+    def interrupt(self, prompt_id: str, timeout: float = 120) -> tuple[dict, float]:
+        """POST /interrupt, then the prompt's history entry and the seconds it took to end."""
+        started = time.monotonic()
+        assert self.post("/interrupt").ok
+        entry = self.wait(prompt_id, timeout)
+        return entry, time.monotonic() - started
+
     def running(self) -> bool:
         queue = self.get("/queue").json()
         return bool(queue.get("queue_running"))

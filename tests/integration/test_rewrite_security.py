@@ -17,12 +17,10 @@ listener in this process stands in for every endpoint, and records every request
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import secrets
 import shutil
-import sys
 import threading
 import time
 import uuid
@@ -31,25 +29,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.comfy_server import start_private_server
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
 NODE = "LibraGenPromptRewrite"
 ENDPOINT_KEY = "sk-test-configured-" + secrets.token_hex(12)
 UNRELATED = "unrelated-secret-" + secrets.token_hex(12)
 # alphanumerics and underscores only: a valid variable NAME by shape, so the old node accepted it
 PASTED = "hf_" + secrets.token_hex(17)
 GOOD = "Video: Ref 1[the dog] runs to the left."
-
-
-def helper():
-    if "libragen_comfy_server" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("libragen_comfy_server", HERE / "comfy_server.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["libragen_comfy_server"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["libragen_comfy_server"]
 
 
 class Listener:
@@ -129,8 +118,8 @@ def server(comfyui, request, listener):
         "echoes-key": {"url": f"{listener.base}/echo/v1", "model": "m", "api_key_env": "LIBRAGEN_TEST_ENDPOINT_KEY"},
     }}
     env = {"LIBRAGEN_TEST_ENDPOINT_KEY": ENDPOINT_KEY, "LIBRAGEN_TEST_UNRELATED_SECRET": UNRELATED}
-    return helper().start_private_server(comfyui, request.config, env=env,
-                                         user_files={"libragen/rewrite_endpoints.json": json.dumps(config)})
+    return start_private_server(comfyui, request.config, env=env,
+                                user_files={"libragen/rewrite_endpoints.json": json.dumps(config)})
 
 
 def graph(**inputs) -> dict:
@@ -240,10 +229,7 @@ def test_interrupt_ends_a_waiting_rewrite_within_seconds(server, listener, endpo
     prompt_id = r.json()["prompt_id"]
     listener.wait_for(path)
     time.sleep(0.5)  # inside the socket wait, or the Retry-After back-off
-    started = time.monotonic()
-    assert server.post("/interrupt").ok
-    entry = server.wait(prompt_id, timeout=30)
-    took = time.monotonic() - started
+    entry, took = server.interrupt(prompt_id, timeout=30)
     print(f"interrupt ({endpoint}): the prompt ended {took:.2f} s after POST /interrupt")
     assert entry["status"]["status_str"] == "error"
     assert "execution_interrupted" in dict((m[0], m[1]) for m in entry["status"]["messages"]), entry["status"]
