@@ -184,9 +184,8 @@ class LibraGenPromptRewrite:
                    "reference (from its label) and a 'Video:' line that binds each subject as Ref k[...] and states "
                    "motion, scene and camera. offline = deterministic rules from the model's style guide; http = one "
                    "of the OpenAI-compatible chat endpoints (Ollama, LM Studio, vLLM) the server's owner configured, "
-                   "picked by name; transformers = a local language "
-                   "model from models/LLM. LLM answers are checked and cached; a failure falls back to offline "
-                   "with a warning on the node and in the console.")
+                   "picked by name; transformers = a local language model from models/LLM. LLM answers are checked "
+                   "and cached; a failure falls back to offline with a warning on the node and in the console.")
     CATEGORY = "LibraGen/conditioning"
     RETURN_TYPES = ("STRING", "STRING")
     RETURN_NAMES = ("prompt", "report")
@@ -207,8 +206,7 @@ class LibraGenPromptRewrite:
                 "backend": (list(BACKENDS), {"default": "offline",
                                              "tooltip": "offline: rules, no model, deterministic. http: one of "
                                                         "the server's configured chat endpoints (see endpoint). "
-                                                        "transformers: a "
-                                                        "local causal LM folder from models/LLM."}),
+                                                        "transformers: a local causal LM folder from models/LLM."}),
                 "style_guide": (list(STYLE_GUIDES), {"default": "auto",
                                                      "tooltip": "The caption style to write: auto = the connected "
                                                                 "model's own guide (spriteworld for the embedded "

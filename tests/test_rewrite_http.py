@@ -504,3 +504,37 @@ def test_redact_blanks_the_given_secrets_whatever_their_shape():
     secret = "plainwords"  # no key shape: only the exact value catches it
     assert redact(f"got {secret} back", [secret]) == f"got {REDACTED} back"
     assert redact("short abc", ["abc"]) == "short abc"  # values under 4 characters are ignored
+
+
+def test_https_endpoints_verify_the_certificate(tmp_path, monkeypatch):
+    """The https path (its own connection class, so it can be cut) against a TLS server with a
+    self-signed certificate: refused while the certificate is not trusted, used once it is."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if not shutil.which("openssl"):
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    monkeypatch.setenv("LIBRAGEN_API_KEY", KEY)
+    tls = Server()
+    try:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        tls.httpd.socket = context.wrap_socket(tls.httpd.socket, server_side=True)
+        url = tls.url.replace("http://", "https://")
+        tls.script = [(200, chat_reply(GOOD), 0, {})]
+        refused = rewrite(LABELS, PROMPT, backend="http", url=url, model="m", timeout=3, retries=0,
+                          style_guide="spriteworld")
+        assert refused.backend_used == "offline (fallback)" and tls.requests == []
+        assert any("connection failed" in w for w in refused.warnings), refused.warnings
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # now trusted, as a system CA would be
+        used = rewrite(LABELS, PROMPT, backend="http", url=url, model="m", timeout=3, retries=0,
+                       style_guide="spriteworld")
+        assert used.backend_used == "http", used.warnings
+        assert tls.requests[0]["headers"]["Authorization"] == f"Bearer {KEY}"
+    finally:
+        tls.close()
