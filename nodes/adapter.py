@@ -1,5 +1,5 @@
-"""The one place where the node pack touches ComfyUI: model folders, progress and previews,
-interrupts, and device placement. Outside ComfyUI each service falls back to plain behaviour
+"""The one place where the node pack touches ComfyUI: model folders, the user folder, progress
+and previews, interrupts, graphs as they are posted, and device placement. Outside ComfyUI each service falls back to plain behaviour
 (model folders under $LIBRAGEN_MODELS_DIR, a tqdm bar, no interrupts, cuda-if-available), so the
 node classes run the same way in a plain Python process and in unit tests.
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -97,6 +98,25 @@ def save_folder(kind: str) -> Path:
     if not folders:
         raise CheckpointError(f"no {kind} folder is configured; set {MODELS_DIR_ENV} to a models directory.")
     return folders[0]
+
+
+def user_folder() -> Path | None:
+    """ComfyUI's user folder (its --user-directory), the server owner's settings; None outside ComfyUI."""
+    c = _comfy()
+    return Path(c["folder_paths"].get_user_directory()) if c is not None else None
+
+
+def on_prompt(handler) -> bool:
+    """Have handler(json_data) -> json_data see every graph posted to /prompt, before ComfyUI
+    validates, queues or stores it. False when no server runs (outside ComfyUI, or ComfyUI's modules
+    used without its server), where nothing is posted."""
+    server = sys.modules.get("server") if _comfy() is not None else None
+    instance = getattr(getattr(server, "PromptServer", None), "instance", None)
+    if instance is None:
+        return False
+    if handler not in getattr(instance, "on_prompt_handlers", ()):
+        instance.add_on_prompt_handler(handler)
+    return True
 
 
 def model_mtime(kind: str, name: str) -> float:

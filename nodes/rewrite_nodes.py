@@ -1,8 +1,14 @@
 """Prompt Rewrite: subject labels + a plain prompt -> the LibraGen prompt (Ref lines + Video line).
 
 The rewritten prompt shows on the node: the node returns it as ui text (as core's Preview Any
-does) and as a STRING output for the sampler. The API key of an http endpoint is never a node
-input: the node takes the NAME of an environment variable, which is all a workflow stores.
+does) and as a STRING output for the sampler.
+
+Endpoints belong to the server's owner: the node offers by name the endpoints listed in
+<ComfyUI user folder>/libragen/rewrite_endpoints.json (or $LIBRAGEN_REWRITE_ENDPOINTS) and nothing
+else, so no workflow can name a URL or an environment variable. A graph posted with key-shaped
+text in this node's fields (or with the inputs that once named a URL and a key variable) is
+scrubbed before ComfyUI stores or logs it, and refused when it held a key; what the node returns
+and logs is redacted. An http rewrite stops at ComfyUI's interrupt, also mid-request.
 """
 from __future__ import annotations
 
@@ -13,6 +19,8 @@ from pathlib import Path
 
 from libragen_core.errors import ConfigError, InputError
 from libragen_core.rewrite import BACKENDS, RewriteCache, default_cache_dir, make_backend, rewrite
+from libragen_core.rewrite.endpoints import FILE_NAME, Endpoint, load_endpoints
+from libragen_core.rewrite.redact import REDACTED, looks_like_key, redact
 
 from . import adapter
 from .types import MODEL, SUBJECTS
@@ -21,8 +29,22 @@ from .validation import check_ranges, first_error
 LLM_KIND = "LLM"  # models/LLM: one sub-folder per local language model (config.json + safetensors + tokenizer)
 NO_LLM = "(none)"
 STYLE_GUIDES = ("auto", "spriteworld", "generic")
+NODE_TYPE = "LibraGenPromptRewrite"
+NO_ENDPOINT = "(none)"
+# the inputs that named a URL, a model and a key variable before endpoints became server configuration
+REMOVED_INPUTS = ("endpoint_url", "endpoint_model", "api_key_env")
+# what scrub_posted_graph puts in `endpoint` when it blanked out a key, so that validation refuses the graph
+KEY_FOUND = "(key-shaped value removed from: "
+CONFIG_PLACE = f"libragen/{FILE_NAME} in ComfyUI's user folder; see docs/rewrite.md"
+UNKNOWN_ENDPOINT = ("endpoint is not one of the endpoints this server offers; pick one from the list (refresh the "
+                    "page if it changed). A workflow names a configured endpoint, never a URL or a variable.")
+NEEDS_ENDPOINT = ("the http backend needs an endpoint: pick one of the endpoints this server offers in endpoint. "
+                  "Workflows saved before endpoints became server settings held endpoint_url, endpoint_model and "
+                  f"api_key_env; those inputs are gone. The server's owner lists endpoints in {CONFIG_PLACE}.")
+KEY_IN_FIELD = ("holds what looks like an API key or token; remove it. Keys never go in a workflow: the server's "
+                f"owner keeps them in environment variables, named in {CONFIG_PLACE}.")
 log = logging.getLogger("libragen.rewrite")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_FIELD = re.compile(r"^[A-Za-z0-9_]+$")
 _DEFAULT_LABEL = re.compile(r"^Ref \d+$")  # what Subject Encode stores for an unlabelled image
 
 
@@ -59,11 +81,90 @@ def llm_path(name: str) -> Path:
 
 def cache_folder() -> Path:
     """Kept across restarts: ComfyUI's user folder inside ComfyUI, the user cache folder outside."""
-    if adapter.in_comfyui():
-        import folder_paths
+    user = adapter.user_folder()
+    return user / "libragen" / "rewrite_cache" if user is not None else default_cache_dir()
 
-        return Path(folder_paths.get_user_directory()) / "libragen" / "rewrite_cache"
-    return default_cache_dir()
+
+def endpoints_file() -> Path | None:
+    user = adapter.user_folder()
+    return user / "libragen" / FILE_NAME if user is not None else None
+
+
+def configured_endpoints() -> dict[str, Endpoint]:
+    """The server's endpoints, read afresh (an edit needs no restart); ConfigError names the file."""
+    return load_endpoints(endpoints_file())
+
+
+_logged: set[str] = set()
+
+
+def endpoint_names() -> list[str]:
+    """The endpoint list's choices; a broken configuration offers none, and the log says why (once)."""
+    try:
+        return list(configured_endpoints())
+    except ConfigError as e:
+        if str(e) not in _logged:
+            _logged.add(str(e))
+            log.error("LibraGen Prompt Rewrite offers no endpoint: %s", e)
+        return []
+
+
+def _key_problem(**fields) -> str | None:
+    """A field holding key-shaped text (or the mark scrub_posted_graph leaves), as a message that
+    names the field but never quotes it."""
+    for name, value in fields.items():
+        if isinstance(value, str) and value.startswith(KEY_FOUND):
+            names = [n.strip() for n in value[len(KEY_FOUND):].rstrip(")").split(",")]
+            shown = ", ".join(n for n in names if _FIELD.match(n)) or "a field"
+            return (f"{shown} held what looks like an API key or token; the server dropped it before storing or "
+                    f"logging this graph. Remove it from the workflow: keys never go in a workflow (the server's "
+                    f"owner keeps them in environment variables, named in {CONFIG_PLACE}).")
+        if isinstance(value, str) and looks_like_key(value):
+            return f"{name} {KEY_IN_FIELD}"
+    return None
+
+
+def _endpoint_problem(backend, endpoint) -> str | None:
+    chosen = endpoint or NO_ENDPOINT
+    try:
+        names = configured_endpoints()
+    except ConfigError as e:
+        return str(e) if backend == "http" or chosen != NO_ENDPOINT else None
+    if chosen != NO_ENDPOINT and chosen not in names:
+        return UNKNOWN_ENDPOINT
+    if backend == "http" and chosen == NO_ENDPOINT:
+        return NEEDS_ENDPOINT + ("" if names else " This server offers none yet.")
+    return None
+
+
+def scrub_posted_graph(json_data):
+    """ComfyUI on_prompt handler, run on each posted graph before ComfyUI validates, queues, stores
+    (/history) or logs it. In each Prompt Rewrite node: the removed inputs are dropped, and any
+    key-shaped value is replaced by [redacted] and the node marked, so that validation refuses the
+    graph with a message naming the field."""
+    prompt = json_data.get("prompt") if isinstance(json_data, dict) else None
+    if not isinstance(prompt, dict):
+        return json_data
+    for node_id, node in prompt.items():
+        if not isinstance(node, dict) or node.get("class_type") != NODE_TYPE or not isinstance(node.get("inputs"),
+                                                                                                 dict):
+            continue
+        inputs = node["inputs"]
+        found = [name for name, value in inputs.items() if isinstance(value, str) and looks_like_key(value)]
+        removed = [name for name in REMOVED_INPUTS if inputs.pop(name, None) is not None]
+        for name in found:
+            if name in inputs:
+                inputs[name] = REDACTED
+        if found:
+            inputs["endpoint"] = KEY_FOUND + ", ".join(n for n in found if _FIELD.match(n)) + ")"
+        if removed:
+            log.warning("LibraGen Prompt Rewrite (node %s): dropped %s from the posted graph; these inputs are gone, "
+                        "endpoints are chosen by name from the server's configuration (docs/rewrite.md)",
+                        node_id, ", ".join(removed))
+    return json_data
+
+
+adapter.on_prompt(scrub_posted_graph)
 
 
 def _labels(subjects, labels_text: str) -> tuple[list[str], int | None]:
@@ -81,10 +182,10 @@ def _labels(subjects, labels_text: str) -> tuple[list[str], int | None]:
 class LibraGenPromptRewrite:
     DESCRIPTION = ("Rewrites a plain prompt into the caption style the model was trained on: one 'Ref k:' line per "
                    "reference (from its label) and a 'Video:' line that binds each subject as Ref k[...] and states "
-                   "motion, scene and camera. offline = deterministic rules from the model's style guide; http = an "
-                   "OpenAI-compatible chat endpoint (Ollama, LM Studio, vLLM); transformers = a local language "
-                   "model from models/LLM. LLM answers are checked and cached; a failure falls back to offline "
-                   "with a warning on the node and in the console.")
+                   "motion, scene and camera. offline = deterministic rules from the model's style guide; http = one "
+                   "of the OpenAI-compatible chat endpoints (Ollama, LM Studio, vLLM) the server's owner configured, "
+                   "picked by name; transformers = a local language model from models/LLM. LLM answers are checked "
+                   "and cached; a failure falls back to offline with a warning on the node and in the console.")
     CATEGORY = "LibraGen/conditioning"
     RETURN_TYPES = ("STRING", "STRING")
     RETURN_NAMES = ("prompt", "report")
@@ -103,9 +204,9 @@ class LibraGenPromptRewrite:
                                       "tooltip": "What should happen, in your words, e.g. 'make the dog chase the "
                                                  "ball across the lawn, camera panning left'."}),
                 "backend": (list(BACKENDS), {"default": "offline",
-                                             "tooltip": "offline: rules, no model, deterministic. http: an OpenAI-"
-                                                        "compatible /chat/completions endpoint. transformers: a "
-                                                        "local causal LM folder from models/LLM."}),
+                                             "tooltip": "offline: rules, no model, deterministic. http: one of "
+                                                        "the server's configured chat endpoints (see endpoint). "
+                                                        "transformers: a local causal LM folder from models/LLM."}),
                 "style_guide": (list(STYLE_GUIDES), {"default": "auto",
                                                      "tooltip": "The caption style to write: auto = the connected "
                                                                 "model's own guide (spriteworld for the embedded "
@@ -119,21 +220,17 @@ class LibraGenPromptRewrite:
                                       "tooltip": "One label per line, in reference order ('the dog'); overrides "
                                                  "the subjects' labels. Without subjects, the number of lines is "
                                                  "the number of references."}),
-                "endpoint_url": ("STRING", {"default": "http://127.0.0.1:11434/v1",
-                                            "tooltip": "http backend: the endpoint's base URL (Ollama "
-                                                       "http://127.0.0.1:11434/v1, LM Studio "
-                                                       "http://127.0.0.1:1234/v1, vLLM http://host:8000/v1)."}),
-                "endpoint_model": ("STRING", {"default": "",
-                                              "tooltip": "http backend: the model name the endpoint serves."}),
-                "api_key_env": ("STRING", {"default": "LIBRAGEN_API_KEY",
-                                           "tooltip": "http backend: the NAME of the environment variable that "
-                                                      "holds the API key (set it before starting ComfyUI). Never "
-                                                      "type the key itself here: workflows store this field."}),
+                "endpoint": ([NO_ENDPOINT, *endpoint_names()], {
+                    "default": NO_ENDPOINT,
+                    "tooltip": "http backend: one of the endpoints this server's owner configured (URL, model and "
+                               "key stay on the server, in libragen/rewrite_endpoints.json of ComfyUI's user "
+                               "folder). A workflow names an endpoint, never a URL or a key."}),
                 "llm": ([NO_LLM, *list_llms()], {"default": NO_LLM,
                                                   "tooltip": "transformers backend: a language model folder in "
                                                              "models/LLM (config.json + safetensors + tokenizer)."}),
                 "timeout": ("FLOAT", {"default": 30.0, "min": 1.0, "max": 600.0, "step": 1.0,
-                                      "tooltip": "http backend: seconds to wait for each answer."}),
+                                      "tooltip": "http backend: seconds to wait for each answer (Cancel "
+                                                 "stops the wait at once)."}),
                 "retries": ("INT", {"default": 2, "min": 0, "max": 5,
                                     "tooltip": "http backend: retries after a timeout, 429 or 5xx answer."}),
                 "use_cache": ("BOOLEAN", {"default": True,
@@ -143,33 +240,36 @@ class LibraGenPromptRewrite:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, backend=None, timeout=None, retries=None, api_key_env=None, llm=None,
-                        endpoint_model=None):
-        problems = [check_ranges(cls, backend=backend, timeout=timeout, retries=retries)]
-        if isinstance(api_key_env, str) and api_key_env and not _ENV_NAME.match(api_key_env):
-            # never echo the value: it may be a pasted key
-            problems.append("api_key_env must be the NAME of an environment variable (letters, digits, _), not the "
-                            "key itself; clear the field, set the variable before starting ComfyUI, and save the "
-                            "workflow again.")
+    def VALIDATE_INPUTS(cls, backend=None, timeout=None, retries=None, llm=None, endpoint=None, prompt=None,
+                        labels=None):
+        # the key check comes first, and none of these messages quotes a value
+        problems = [_key_problem(endpoint=endpoint, prompt=prompt, labels=labels, llm=llm),
+                    check_ranges(cls, backend=backend, timeout=timeout, retries=retries),
+                    _endpoint_problem(backend, endpoint)]
+        if llm is not None and llm != NO_LLM and llm not in list_llms():
+            problems.append("llm is not one of the language model folders in models/LLM; pick one from the list "
+                            "(refresh the page after adding a folder).")
         if backend == "transformers" and llm == NO_LLM:
             problems.append("the transformers backend needs a model folder: pick one in llm (from models/LLM).")
-        if backend == "http" and isinstance(endpoint_model, str) and not endpoint_model.strip():
-            problems.append("the http backend needs endpoint_model (the model name the endpoint serves).")
         return first_error(problems)
 
-    def rewrite(self, prompt, backend, style_guide, subjects=None, model=None, labels="",
-                endpoint_url="http://127.0.0.1:11434/v1", endpoint_model="", api_key_env="LIBRAGEN_API_KEY",
+    def rewrite(self, prompt, backend, style_guide, subjects=None, model=None, labels="", endpoint=NO_ENDPOINT,
                 llm=NO_LLM, timeout=30.0, retries=2, use_cache=True):
         names, count = _labels(subjects, labels)
         if count is not None and len(names) > count:
             raise InputError(f"labels has {len(names)} lines but subjects holds {count} references; give one line "
                              "per reference.")
-        if api_key_env and not _ENV_NAME.match(api_key_env):
-            raise ConfigError("api_key_env must be the NAME of an environment variable, not the key itself.")
-        options = {}
+        problem = _key_problem(prompt=prompt, labels=labels)  # a linked prompt is first seen here
+        if problem:
+            raise InputError(problem)
+        options, secrets = {}, []
         if backend == "http":
-            options = {"url": endpoint_url, "model": endpoint_model, "api_key_env": api_key_env or "LIBRAGEN_API_KEY",
-                       "timeout": timeout, "retries": retries}
+            endpoints = configured_endpoints()
+            if endpoint not in endpoints:
+                raise ConfigError(NEEDS_ENDPOINT if endpoint in (None, "", NO_ENDPOINT) else UNKNOWN_ENDPOINT)
+            options = {"endpoint": endpoints[endpoint], "timeout": timeout, "retries": retries,
+                       "should_stop": adapter.check_interrupted}
+            secrets = [endpoints[endpoint].key()]
         elif backend == "transformers":
             if llm == NO_LLM:
                 raise ConfigError("the transformers backend needs a model folder: pick one in llm (models/LLM).")
@@ -181,7 +281,9 @@ class LibraGenPromptRewrite:
             guide = "generic"
         result = rewrite(names, prompt, engine, guide, n_references=count, bundle=bundle,
                          cache=RewriteCache(cache_folder()) if use_cache else None)
-        for w in result.warnings:
+        warnings = [redact(w, secrets) for w in result.warnings]
+        for w in warnings:
             log.warning("LibraGen Prompt Rewrite: %s", w)
-        report = "\n".join([f"backend: {result.backend_used}", *(f"warning: {w}" for w in result.warnings)])
-        return {"ui": {"text": [result.prompt, report]}, "result": (result.prompt, report)}
+        text = redact(result.prompt, secrets)
+        report = "\n".join([f"backend: {result.backend_used}", *(f"warning: {w}" for w in warnings)])
+        return {"ui": {"text": [text, report]}, "result": (text, report)}

@@ -1,7 +1,9 @@
 """The Prompt Rewrite node outside ComfyUI: labels from subjects or text, ui text for display,
-clear errors, and the models/LLM folder listing."""
+clear errors, the models/LLM folder listing, and endpoints: only the server's configured ones, by
+name, with key-shaped text refused without being echoed."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ import torch
 
 from libragen_core.conditioning.subjects import Subjects
 from libragen_core.errors import ConfigError, InputError
+from libragen_core.rewrite.endpoints import ENDPOINTS_ENV
 from libragen_core.spriteworld.captions import caption_facts
 from tests.pack import load_pack
 
@@ -28,6 +31,7 @@ def subjects(*labels):
 def cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("LIBRAGEN_REWRITE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("LIBRAGEN_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.delenv(ENDPOINTS_ENV, raising=False)
 
 
 def test_registered_with_the_pack_contract():
@@ -36,7 +40,7 @@ def test_registered_with_the_pack_contract():
     for section in Node.INPUT_TYPES().values():
         for name, spec in section.items():
             assert spec[1].get("tooltip"), name
-            assert "key" not in name or name == "api_key_env"
+            assert not any(word in name for word in ("key", "url", "env")), name  # nothing names a URL or a variable
 
 
 def test_offline_rewrite_from_subject_labels_shows_on_the_node():
@@ -73,15 +77,110 @@ def test_style_guide_auto_uses_the_connected_model(tmp_path):
     assert caption_facts(prompt)["motions"] == {0: "bounce"}
 
 
-def test_validation_never_echoes_a_pasted_key():
-    msg = Node.VALIDATE_INPUTS(backend="http", api_key_env="sk-live-abc123", endpoint_model="m")
-    assert isinstance(msg, str) and "NAME of an environment variable" in msg and "sk-live" not in msg
-    with pytest.raises(ConfigError) as e:
-        Node().rewrite("x", "http", "generic", labels="a", endpoint_model="m", api_key_env="sk-live-abc123")
-    assert "sk-live" not in str(e.value)
+PASTED = "sk-live-0123456789abcdefABCDEF"
+
+
+def configure(monkeypatch, tmp_path, endpoints: dict) -> Path:
+    path = tmp_path / "rewrite_endpoints.json"
+    path.write_text(json.dumps({"endpoints": endpoints}))
+    monkeypatch.setenv(ENDPOINTS_ENV, str(path))
+    return path
+
+
+def test_the_endpoint_list_is_the_servers_configuration(monkeypatch, tmp_path):
+    assert Node.INPUT_TYPES()["optional"]["endpoint"][0] == ["(none)"]
+    assert "This server offers none yet" in Node.VALIDATE_INPUTS(backend="http")
+    configure(monkeypatch, tmp_path, {"lab": {"url": "http://10.0.0.5:8000/v1", "model": "m"},
+                                      "cloud": {"url": "https://api.example.com/v1", "model": "m2",
+                                                "api_key_env": "CLOUD_KEY"}})
+    choices = Node.INPUT_TYPES()["optional"]["endpoint"][0]
+    assert choices == ["(none)", "lab", "cloud"]
+    assert Node.VALIDATE_INPUTS(backend="http", endpoint="cloud", prompt="the dog runs", labels="the dog") is True
+    assert Node.VALIDATE_INPUTS(backend="offline", endpoint="(none)") is True
+    # a URL, a variable, a config field, an old-style name: one refusal, quoting none of them
+    named = ("http://10.0.0.5:8000/v1", "http://127.0.0.1:1/v1", "CLOUD_KEY", "HOME", "lab ")
+    answers = {Node.VALIDATE_INPUTS(backend="http", endpoint=n) for n in named}
+    assert len(answers) == 1
+    (answer,) = answers
+    assert "not one of the endpoints this server offers" in answer
+    assert not any(n.strip() in answer for n in named if n != "lab ") and "10.0.0.5" not in answer
+    # an old API workflow: no endpoint input at all (its removed inputs never reach validation)
+    needs = Node.VALIDATE_INPUTS(backend="http")
+    assert "pick one of the endpoints this server offers" in needs and "endpoint_url" in needs
+    with pytest.raises(ConfigError, match="pick one of the endpoints"):
+        Node().rewrite("x", "http", "generic", labels="a")
+    with pytest.raises(ConfigError, match="not one of the endpoints"):
+        Node().rewrite("x", "http", "generic", labels="a", endpoint="http://10.0.0.5:8000/v1")
+
+
+def test_a_broken_configuration_offers_nothing_and_says_where(monkeypatch, tmp_path, caplog):
+    path = configure(monkeypatch, tmp_path, {})
+    path.write_text('{"endpoints": {"lab": {"url": "http://h/v1", "model": "m", "key": "x"}}}')
+    with caplog.at_level("ERROR", logger="libragen.rewrite"):
+        assert Node.INPUT_TYPES()["optional"]["endpoint"][0] == ["(none)"]  # the node still loads
+    assert str(path) in caplog.text and "unknown field(s) 'key'" in caplog.text
+    problem = Node.VALIDATE_INPUTS(backend="http", endpoint="lab")
+    assert str(path) in problem and "api_key_env" in problem
+    assert Node.VALIDATE_INPUTS(backend="offline") is True  # offline does not need it
+
+
+def test_key_shaped_text_is_refused_without_being_echoed(monkeypatch, tmp_path):
+    configure(monkeypatch, tmp_path, {"lab": {"url": "http://10.0.0.5:8000/v1", "model": "m"}})
+    for field in ("prompt", "labels", "endpoint", "llm"):
+        msg = Node.VALIDATE_INPUTS(backend="offline", **{field: f"here {PASTED}"})
+        assert isinstance(msg, str) and msg.startswith(f"{field} holds what looks like an API key"), msg
+        assert PASTED not in msg and "sk-live" not in msg
+    with pytest.raises(InputError) as e:  # a linked prompt is only seen at run time
+        Node().rewrite(f"the dog runs {PASTED}", "offline", "generic", labels="the dog")
+    assert "looks like an API key" in str(e.value) and PASTED not in str(e.value)
     assert "models/LLM" in Node.VALIDATE_INPUTS(backend="transformers", llm="(none)")
-    assert "endpoint_model" in Node.VALIDATE_INPUTS(backend="http", endpoint_model=" ")
-    assert Node.VALIDATE_INPUTS(backend="offline") is True
+    assert "not one of the language model folders" in Node.VALIDATE_INPUTS(backend="offline", llm="elsewhere")
+
+
+def test_posted_graphs_are_scrubbed_before_comfyui_keeps_them():
+    from libragen_pack.nodes.rewrite_nodes import scrub_posted_graph
+
+    posted = {"prompt": {
+        "1": {"class_type": "LibraGenPromptRewrite", "inputs": {
+            "prompt": "the dog runs", "backend": "http", "endpoint": "(none)", "timeout": PASTED,
+            "endpoint_url": "http://attacker:9/v1", "endpoint_model": "m", "api_key_env": PASTED}},
+        "2": {"class_type": "LibraGenPromptRewrite", "inputs": {
+            "prompt": "the cat sits", "backend": "offline", "endpoint_url": "http://127.0.0.1:11434/v1",
+            "endpoint_model": "", "api_key_env": "LIBRAGEN_API_KEY", "subjects": ["3", 0]}},
+        "3": {"class_type": "OtherNode", "inputs": {"text": PASTED}},
+        "4": "not a node", "5": {"class_type": "LibraGenPromptRewrite", "inputs": None}}}
+    out = scrub_posted_graph(posted)
+    one, two = out["prompt"]["1"]["inputs"], out["prompt"]["2"]["inputs"]
+    assert PASTED not in json.dumps(out["prompt"]["1"]) and "attacker" not in json.dumps(out["prompt"])
+    assert one["timeout"] == "[redacted]" and one["endpoint"].startswith("(key-shaped value removed from: ")
+    assert two == {"prompt": "the cat sits", "backend": "offline", "subjects": ["3", 0]}  # dropped, not refused
+    assert out["prompt"]["3"]["inputs"]["text"] == PASTED  # other nodes are not ours to touch
+    msg = Node.VALIDATE_INPUTS(backend="http", endpoint=one["endpoint"])
+    assert msg.startswith("timeout, api_key_env held what looks like an API key or token") and PASTED not in msg
+    assert scrub_posted_graph(None) is None and scrub_posted_graph({"prompt": []}) == {"prompt": []}
+
+
+def test_the_report_and_the_log_never_carry_a_key(monkeypatch, tmp_path, caplog):
+    from tests.test_rewrite_http import Server, chat_reply
+
+    server = Server()
+    try:
+        key = "k" * 6 + "plain"  # no key shape: only the exact value of the endpoint's key catches it
+        monkeypatch.setenv("LAB_KEY", key)
+        configure(monkeypatch, tmp_path, {"lab": {"url": server.url, "model": "m", "api_key_env": "LAB_KEY"}})
+        server.script = [(200, chat_reply(f"Video: Ref 1[the dog] runs with {key}."), 0, {})]
+        with caplog.at_level("WARNING", logger="libragen.rewrite"):
+            out = Node().rewrite("the dog runs", "http", "generic", labels="the dog", endpoint="lab", timeout=5.0,
+                                 retries=0, use_cache=False)
+            server.script = [(200, f"echo: Bearer {key}".encode(), 0, {})]
+            fallback = Node().rewrite("the dog walks", "http", "generic", labels="the dog", endpoint="lab",
+                                      timeout=5.0, retries=0, use_cache=False)
+        assert server.requests[0]["headers"]["Authorization"] == f"Bearer {key}"
+        assert out["result"] == ("Ref 1: a dog.\nVideo: Ref 1[the dog] runs with [redacted].", "backend: http")
+        assert "endpoint 'lab' did not answer with JSON" in fallback["result"][1]
+        assert key not in json.dumps([out, fallback]) + caplog.text and server.url not in fallback["result"][1]
+    finally:
+        server.close()
 
 
 def test_llm_folders_are_listed_from_models_llm(tmp_path):

@@ -24,14 +24,18 @@ __all__ = ["BACKENDS", "MAX_SUBJECTS", "Backend", "BackendError", "Captioner", "
 
 
 def make_backend(name: str = "offline", *, url: str | None = None, model: str | None = None,
-                 api_key_env: str = "LIBRAGEN_API_KEY", model_dir=None, timeout: float = 30.0, retries: int = 2,
-                 backoff: float = 0.5, device: str = "cpu") -> Backend:
+                 api_key_env: str | None = "LIBRAGEN_API_KEY", endpoint=None, model_dir=None, timeout: float = 30.0,
+                 retries: int = 2, backoff: float = 0.5, should_stop=None, device: str = "cpu") -> Backend:
+    """endpoint: a server-configured `endpoints.Endpoint` for http, instead of url/model/api_key_env.
+    should_stop: http only; called while waiting, True (or an exception it raises) cancels."""
     if name == "offline":
         return OfflineBackend()
     if name == "http":
         from .http_backend import HTTPBackend
 
-        return HTTPBackend(url or "", model or "", api_key_env, timeout, retries, backoff)
+        if endpoint is not None:
+            return HTTPBackend.configured(endpoint, timeout, retries, backoff, should_stop)
+        return HTTPBackend(url or "", model or "", api_key_env, timeout, retries, backoff, should_stop=should_stop)
     if name == "transformers":
         if not model_dir:
             raise ConfigError("the transformers rewrite backend needs a local model folder (model_dir)")
@@ -66,7 +70,8 @@ def rewrite(subject_labels: Sequence[str] | None, user_prompt: str, backend: str
     """Labels (one per reference, '' = unlabelled) + the user's prompt -> a LibraGen prompt.
 
     backend: "offline" (default), "http", "transformers", or a Backend object; options such as
-        url=, model=, api_key_env=, model_dir=, timeout=, retries= go to make_backend.
+        url=, model=, api_key_env=, endpoint=, model_dir=, timeout=, retries=, should_stop= go to
+        make_backend.
     style_guide: a StyleGuide, "spriteworld", "generic", a JSON path; default: the bundle's own
         guide, else the generic one.
     n_references: the number of reference images when labels may be fewer (the rest unlabelled).

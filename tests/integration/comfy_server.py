@@ -110,6 +110,13 @@ class Server:
         assert r.status_code == 200, f"the server refused the workflow: {r.text[:3000]}"
         return self.wait(r.json()["prompt_id"], timeout)
 
+    def interrupt(self, prompt_id: str, timeout: float = 120) -> tuple[dict, float]:
+        """POST /interrupt, then the prompt's history entry and the seconds it took to end."""
+        started = time.monotonic()
+        assert self.post("/interrupt").ok
+        entry = self.wait(prompt_id, timeout)
+        return entry, time.monotonic() - started
+
     def running(self) -> bool:
         queue = self.get("/queue").json()
         return bool(queue.get("queue_running"))
@@ -189,3 +196,36 @@ def shared_server(comfyui, config) -> Server:
 
 def load_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+def start_private_server(comfyui, config, env: dict | None = None, user_files: dict | None = None) -> Server:
+    """A server of its own with ComfyUI's --base-directory in a private DIR: its own custom_nodes
+    (this checkout only; the shared checkout's custom_nodes may link other worktrees' packs), user
+    folder, models and input. env: extra environment variables of the server process; user_files:
+    {path relative to the user folder: text} written before it starts. Stopped by config cleanup."""
+    base = Path(tempfile.mkdtemp(prefix="libragen-comfy-private-"))
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / REPO.name).symlink_to(REPO)
+    for rel, text in (user_files or {}).items():
+        (base / "user" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (base / "user" / rel).write_text(text)
+    server = Server(dir=base, comfy_dir=Path(comfyui.dir).resolve(), port=pick_port())
+    config.add_cleanup(server.stop)
+    with open(server.log, "w") as log:
+        proc = subprocess.Popen([str(comfyui.python), "main.py", "--cpu", "--listen", "127.0.0.1", "--port",
+                                 str(server.port), "--base-directory", str(base), "--output-directory",
+                                 str(server.output_dir)], cwd=server.comfy_dir, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                env={**os.environ, **(env or {})})
+    (base / f"server-{server.port}.pid").write_text(str(proc.pid))
+    end = time.monotonic() + 300
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"ComfyUI exited with {proc.returncode}:\n{server.log.read_text()[-3000:]}")
+        try:
+            if server.get("/object_info/LibraGenPromptRewrite").ok:
+                return server
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    raise AssertionError(f"ComfyUI did not answer in 300 s:\n{server.log.read_text()[-3000:]}")

@@ -1,6 +1,7 @@
 """Prompt Rewrite inside ComfyUI's own Python: the pack loads with ComfyUI's modules, models/LLM is
 registered in folder_paths (so extra_model_paths entries work), the cache lives in ComfyUI's user
-folder, and the node returns its prompt as ui text the way core's Preview Any does."""
+folder, as does the server owner's endpoint list, and the node returns its prompt as ui text the way
+core's Preview Any does."""
 from __future__ import annotations
 
 import json
@@ -28,7 +29,12 @@ from libragen_pack.nodes import adapter, rewrite_nodes
 node = pack.NODE_CLASS_MAPPINGS["LibraGenPromptRewrite"]
 out = node().rewrite("I want the red one to hop in place, camera panning left", "offline", "spriteworld",
                      labels="the red circle")
+os.makedirs(os.path.join(root, "user", "libragen"))
+open(os.path.join(root, "user", "libragen", "rewrite_endpoints.json"), "w").write(
+    '{"endpoints": {"lab": {"url": "http://127.0.0.1:9/v1", "model": "m"}}}')
 print(json.dumps({"in_comfyui": adapter.in_comfyui(), "llms": rewrite_nodes.list_llms(),
+                  "endpoints": node.INPUT_TYPES()["optional"]["endpoint"][0],
+                  "endpoints_file": str(rewrite_nodes.endpoints_file()),
                   "roots": [str(p) for p in rewrite_nodes.llm_roots()], "cache": str(rewrite_nodes.cache_folder()),
                   "user": folder_paths.get_user_directory(), "out": out,
                   "choices": node.INPUT_TYPES()["optional"]["llm"][0]}))
@@ -43,6 +49,9 @@ def test_node_in_comfyui_python(comfyui):
     assert info["llms"] == ["tiny-chat"] and "tiny-chat" in info["choices"]
     assert any(r.endswith("/models/LLM") for r in info["roots"]) and len(info["roots"]) == 2
     assert info["cache"].startswith(info["user"])
+    # the server owner's endpoint list, read from ComfyUI's user folder
+    assert info["endpoints_file"] == info["user"] + "/libragen/rewrite_endpoints.json"
+    assert info["endpoints"] == ["(none)", "lab"]
     prompt, report = info["out"]["result"]
     assert info["out"]["ui"] == {"text": [prompt, report]}
     facts = caption_facts(prompt)
