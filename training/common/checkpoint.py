@@ -21,7 +21,7 @@ import os
 import random
 import re
 import shutil
-import tempfile
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -147,7 +147,9 @@ def save_checkpoint(folder: str | os.PathLike, step: int, *, modules: Mapping[st
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / step_dir_name(step)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=folder))
+    # not mkdtemp: its folders are private (0700); mkdir gives the usual umask-based mode
+    tmp = folder / f".{final.name}.partial-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
     try:
         for name, m in modules.items():
             save_state_dict({k: v.detach().cpu() for k, v in m.state_dict().items()}, tmp / f"model-{name}.safetensors")
