@@ -1,13 +1,14 @@
-"""One real ComfyUI server (started with the shared harness) for the node-pack integration tests.
+"""One real ComfyUI server for the node-pack integration tests.
 
 Both test_nodes_server.py and test_workflows_server.py use the same server: it starts on first
-use and is stopped when the pytest session ends (config cleanup), also after failures. The harness
-runs in a private DIR whose ComfyUI/ and venv/ link to the configured checkout (as the batch tests
-do), on a free port: other sessions start servers from the same checkout at the same time, and a
-shared DIR/port would mix up their pid files, logs and outputs. Log, pid file and outputs are
+use and is stopped when the pytest session ends (config cleanup), also after failures. It runs the
+configured checkout with a private base folder (--base-directory DIR) on a free port: its own
+custom_nodes (this repo only), models, input, output and user folders. Other sessions start
+servers from the same checkout at the same time; linking every session's repo into the
+checkout's own custom_nodes made each server load all of them. Log, pid file and outputs are
 DIR/server-PORT.log, DIR/server-PORT.pid, DIR/output-PORT/.
-The example inputs (examples/refs/*.png, uploaded) and a LoRA for the embedded model (written into
-models/loras, removed at the end) are put in place before the tests run.
+The example inputs (examples/refs/*.png, uploaded) and a LoRA for the embedded model (in the
+private models/loras) are put in place before the tests run.
 """
 from __future__ import annotations
 
@@ -27,7 +28,6 @@ import requests
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-HARNESS = Path(os.environ.get("COMFYUI_HARNESS", REPO.parent / "shared" / "tools" / "comfyui-harness"))
 EXAMPLE_LORA = "libragen_example_lora.safetensors"
 INPUT_IMAGES = ("red_circle.png", "blue_striped_star.png")
 
@@ -158,27 +158,11 @@ def shared_server(comfyui, config) -> Server:
     global _SERVER
     if _SERVER is not None:
         return _SERVER
-    import pytest
-
-    if not HARNESS.exists():
-        pytest.skip(f"the ComfyUI harness is not at {HARNESS}; set COMFYUI_HARNESS")
-    comfy_dir = Path(comfyui.dir).resolve()
-    private = Path(tempfile.mkdtemp(prefix="libragen-comfy-"))
-    (private / "ComfyUI").symlink_to(comfy_dir)
-    (private / "venv").symlink_to(Path(comfyui.python).parents[1])
-    server = Server(dir=private, comfy_dir=comfy_dir, port=pick_port())
-    lora = comfy_dir / "models" / "loras" / EXAMPLE_LORA
-    if not lora.exists():
-        lora.parent.mkdir(parents=True, exist_ok=True)
-        write_example_lora(lora)
-        server.created.append(lora)
+    base = Path(tempfile.mkdtemp(prefix="libragen-comfy-"))
+    (base / "models" / "loras").mkdir(parents=True)
+    write_example_lora(base / "models" / "loras" / EXAMPLE_LORA)
+    server = private_server(comfyui, base, {REPO.name: REPO})
     config.add_cleanup(server.stop)
-    # the harness' output goes to a file: a pipe would stay open in the detached server
-    harness_log = server.dir / "harness.txt"
-    with open(harness_log, "w") as log:
-        rc = subprocess.run(["bash", str(HARNESS), "serve", str(server.dir), str(REPO), str(server.port)],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=300).returncode
-    assert rc == 0, f"ComfyUI did not start:\n{harness_log.read_text()[-3000:]}"
     for name in INPUT_IMAGES:
         with open(REPO / "examples" / "refs" / name, "rb") as fh:
             r = server.post("/upload/image", files={"image": (name, fh, "image/png")}, data={"overwrite": "true"})
@@ -189,3 +173,35 @@ def shared_server(comfyui, config) -> Server:
 
 def load_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+def private_server(comfyui, base: Path, packs: dict[str, Path], timeout: float = 300) -> Server:
+    """Start a server whose base folder (--base-directory) is `base`: its own custom_nodes holding
+    exactly `packs` (folder name -> pack folder, linked), models, input, output and user folders.
+
+    Unlike shared_server, nothing is linked into the configured checkout's custom_nodes, so what
+    the server loads is known (other sessions link their own checkouts there). Stop it with
+    Server.stop(), which also deletes `base`."""
+    (base / "custom_nodes").mkdir(parents=True, exist_ok=True)
+    for name, folder in packs.items():
+        (base / "custom_nodes" / name).symlink_to(folder)
+    for sub in ("models/loras", "models/diffusion_models", "models/vae", "models/text_encoders", "input"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    server = Server(dir=base, comfy_dir=base, port=pick_port())
+    # detached like the harness' server (setsid, pid file), so stop() works the same way
+    launch = ('cd "$0" && (setsid bash -c \'echo $$ >"$0"; exec "$@"\' "$PIDFILE" "$@" >"$LOG" 2>&1 &)')
+    env = dict(os.environ, PIDFILE=str(base / f"server-{server.port}.pid"), LOG=str(server.log))
+    subprocess.run(["bash", "-c", launch, str(comfyui.dir), str(comfyui.python), "main.py", "--cpu", "--listen",
+                    "127.0.0.1", "--port", str(server.port), "--base-directory", str(base), "--output-directory",
+                    str(server.output_dir)], env=env, check=True, stdin=subprocess.DEVNULL, timeout=60)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if server.get("/object_info").ok:
+                return server
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    log = server.log.read_text()[-3000:] if server.log.exists() else "(no log)"
+    server.stop()
+    raise AssertionError(f"the private ComfyUI server did not answer in {timeout} s:\n{log}")
