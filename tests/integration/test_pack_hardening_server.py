@@ -5,29 +5,19 @@ copy of the pack in custom_nodes is refused with a log line naming both folders 
 the first copy go on working."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.integration import comfy_server
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # what a pack folder needs to load (the rest of the repo is docs, tests, training)
 PACK_PARTS = ("__init__.py", "pyproject.toml", "nodes", "libragen_core", "web")
-
-
-def _helper():
-    if "libragen_comfy_server" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("libragen_comfy_server", HERE / "comfy_server.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["libragen_comfy_server"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["libragen_comfy_server"]
 
 
 def _model_node() -> dict:
@@ -53,17 +43,16 @@ def _errors(entry: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def private(comfyui, tmp_path_factory):
-    helper = _helper()
     base = tmp_path_factory.mktemp("comfy-base")
     loras = base / "models" / "loras"
     loras.mkdir(parents=True)
-    helper.write_example_lora(loras / "good.safetensors")
-    helper.write_example_lora(loras / "downloaded.safetensors", seed=1)  # a LoRA from elsewhere: no merge stamp
-    data = helper.write_example_lora(loras / "broken.safetensors").read_bytes()
+    comfy_server.write_example_lora(loras / "good.safetensors")
+    comfy_server.write_example_lora(loras / "downloaded.safetensors", seed=1)  # a LoRA from elsewhere: no merge stamp
+    data = comfy_server.write_example_lora(loras / "broken.safetensors").read_bytes()
     (loras / "broken.safetensors").write_bytes(data[:-64])  # cut short
     (base / "models" / "diffusion_models").mkdir(parents=True)
     (base / "models" / "diffusion_models" / "damaged.safetensors").write_bytes(data[:40])
-    server = helper.private_server(comfyui, base, {"libragen": REPO})
+    server = comfy_server.private_server(comfyui, base, {"libragen": REPO})
     yield server
     server.stop()
 
@@ -110,7 +99,6 @@ def test_save_name_refuses_a_lora_it_did_not_write(private):
 
 
 def test_second_copy_of_the_pack_is_refused_and_the_first_works(comfyui, tmp_path_factory):
-    helper = _helper()
     root = tmp_path_factory.mktemp("two-copies")
     copy = root / "copy"
     copy.mkdir()
@@ -121,8 +109,8 @@ def test_second_copy_of_the_pack_is_refused_and_the_first_works(comfyui, tmp_pat
         elif src.exists():
             shutil.copy2(src, copy / part)
     (root / "base" / "models" / "loras").mkdir(parents=True)
-    helper.write_example_lora(root / "base" / "models" / "loras" / "good.safetensors")
-    server = helper.private_server(comfyui, root / "base", {"libragen_a": REPO, "libragen_b": copy})
+    comfy_server.write_example_lora(root / "base" / "models" / "loras" / "good.safetensors")
+    server = comfy_server.private_server(comfyui, root / "base", {"libragen_a": REPO, "libragen_b": copy})
     try:
         log = server.log.read_text()
         assert "LibraGen is installed twice" in log, log[-4000:]
