@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -124,6 +125,91 @@ def model_mtime(kind: str, name: str) -> float:
         return model_path(kind, name).stat().st_mtime
     except (CheckpointError, OSError):
         return float("nan")  # a missing file: the loader runs and names the problem
+
+
+# ---------------------------------------------------------------- paths in messages to clients
+
+PACK_DIR = Path(__file__).absolute().parents[1]
+# an absolute path left after the known folders are replaced: its folders are dropped
+_POSIX_DIRS = re.compile(r"(?<![\w./~-])/(?:[^/\s'\"`]+/)+")
+_WINDOWS_DIRS = re.compile(r"(?<![\w])[A-Za-z]:[\\/](?:[^\\/\s'\"`]+[\\/])+")
+
+
+def _path_roots() -> list[tuple[str, str]]:
+    """(absolute folder, the name a workflow client knows it by), longest folder first."""
+    named = [(str(PACK_DIR), f"custom_nodes/{PACK_DIR.name}")]
+    c = _comfy()
+    if c is not None:
+        fp = c["folder_paths"]
+        base = os.path.abspath(fp.base_path)
+        named += [(fp.get_input_directory(), "input"), (fp.get_output_directory(), "output"),
+                  (fp.get_temp_directory(), "temp"), (fp.get_user_directory(), "user"), (fp.models_dir, "models"),
+                  (base, "ComfyUI")]
+        # model folders from extra_model_paths.yaml may lie anywhere: shown as the kind's folder
+        named += [(f, f"models/{kind}") for kind in MODEL_KINDS for f in fp.get_folder_paths(kind)
+                  if not os.path.abspath(f).startswith(base + os.sep)]
+    else:
+        root = os.environ.get(MODELS_DIR_ENV)
+        if root:
+            named.append((root, "models"))
+    roots: dict[str, str] = {}
+    for folder, label in named:
+        for variant in (os.path.abspath(folder), os.path.realpath(folder)):
+            roots.setdefault(variant.rstrip("/\\"), label)
+    return sorted(((r, label) for r, label in roots.items() if r), key=lambda x: -len(x[0]))
+
+
+def client_text(text: str) -> str:
+    """`text` with every absolute path as a workflow client sees it: relative to ComfyUI's folders
+    (models/loras/x.safetensors, input/foo.png, output/...), other folders dropped (.../x.png).
+    The server's own log keeps the full paths (see client_errors)."""
+    for root, label in _path_roots():
+        # not a longer name that starts the same ("loras2", "loras.bak"); a full stop may follow
+        text = re.sub(re.escape(root) + r"(?![\w-]|\.\w)", lambda _, label=label: label, text)
+    text = _POSIX_DIRS.sub(".../", text)
+    return _WINDOWS_DIRS.sub("...\\\\", text)
+
+
+def client_path(path: str | os.PathLike) -> str:
+    return client_text(str(path))
+
+
+def _with_message(error: Exception, message: str) -> Exception:
+    try:
+        new = type(error)(message)
+    except Exception:  # an exception class that takes other arguments
+        new = None
+    if new is None or str(new) != message:
+        from libragen_core.errors import LibraGenError
+
+        new = LibraGenError(message)
+    return new
+
+
+def client_errors(cls: type) -> type:
+    """Make the node's FUNCTION raise errors whose messages name files as clients see them.
+
+    ComfyUI sends an error's message to the workflow's client (and keeps it in /history); the
+    rewritten error is raised from the original, so the server log's traceback still shows the
+    original message with full paths. An error without paths (an interrupt, out of memory) passes
+    through unchanged, so ComfyUI handles it as before."""
+    fn = getattr(cls, cls.FUNCTION)
+    if getattr(fn, "_client_errors", False):
+        return cls
+
+    @functools.wraps(fn)
+    def run(self, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except Exception as e:
+            message = client_text(str(e))
+            if message == str(e):
+                raise
+            raise _with_message(e, message) from e
+
+    run._client_errors = True
+    setattr(cls, cls.FUNCTION, run)
+    return cls
 
 
 # ---------------------------------------------------------------- progress, previews, interrupts

@@ -10,7 +10,14 @@ from __future__ import annotations
 import re
 
 from libragen_core.errors import CheckpointError, InputError
-from libragen_core.lora import check_lora_fits, load_lora, merge_loras, save_lora
+from libragen_core.lora import (
+    MERGE_STAMP,
+    check_lora_fits,
+    load_lora,
+    merge_loras,
+    save_lora,
+    written_by_merge,
+)
 
 from . import adapter
 from .types import MODEL, LoraPatch
@@ -73,13 +80,17 @@ class LibraGenLoraMerge:
                                                     "merge is reproducible)."}),
             "save_name": ("STRING", {"default": "",
                                      "tooltip": "If set, also save the merged LoRA as models/loras/<name>.safetensors "
-                                                "(ComfyUI Wan format; replaces a file of that name)."}),
+                                                "(ComfyUI Wan format). An existing file of that name is replaced only "
+                                                "if an earlier LoRA Merge wrote it, or with overwrite on."}),
         })
-        return {"required": required}
+        optional = {"overwrite": ("BOOLEAN", {
+            "default": False, "tooltip": "Let save_name replace an existing LoRA that LoRA Merge did not write "
+                                         "(a downloaded or trained one). Off: such a name is refused."})}
+        return {"required": required, "optional": optional}
 
     @classmethod
     def VALIDATE_INPUTS(cls, lora_1=None, lora_2=None, lora_3=None, lora_4=None, method=None, rank=None,
-                        ties_density=None, dare_drop_rate=None, save_name=None):
+                        ties_density=None, dare_drop_rate=None, save_name=None, overwrite=False):
         chosen = [x for x in (lora_1, lora_2, lora_3, lora_4) if x is not None]
         problems = [check_ranges(cls, lora_1=lora_1, lora_2=lora_2, lora_3=lora_3, lora_4=lora_4, method=method,
                                  rank=rank, ties_density=ties_density, dare_drop_rate=dare_drop_rate)]
@@ -98,18 +109,44 @@ class LibraGenLoraMerge:
                 if target is not None and target in chosen:
                     problems.append(f"save_name {save_name!r} would overwrite the input LoRA {target}; "
                                     "choose another name.")
+                # overwrite left out of the workflow: False, as when it runs; linked: None, checked when it runs
+                elif target is not None and overwrite is not None:
+                    try:
+                        cls._save_path(save_name, bool(overwrite))
+                    except InputError as e:
+                        problems.append(str(e))
+                    except CheckpointError:
+                        pass  # no loras folder configured: the merge names that when it runs
         return first_error(problems)
+
+    @staticmethod
+    def _save_path(save_name: str, overwrite: bool):
+        """(models/loras path to save to, or None) after checking that saving there loses nothing."""
+        target = sanitize_save_name(save_name)
+        if target is None:
+            return None
+        folder = adapter.save_folder("loras")
+        path = (folder / target).resolve()
+        if path.parent != folder.resolve():
+            raise InputError(f"save_name {save_name!r} leaves the loras folder; use a plain file name.")
+        if path.exists() and not overwrite and not written_by_merge(path):
+            raise InputError(
+                f"save_name {save_name!r}: {adapter.client_path(path)} already exists and was not written by LoRA "
+                f"Merge (its metadata has no {MERGE_STAMP!r} entry); choose another save_name, or turn on "
+                "overwrite to replace it.")
+        return path
 
     @classmethod
     def IS_CHANGED(cls, **kw):
         return repr([adapter.model_mtime("loras", kw[f"lora_{k}"]) for k in SLOTS if kw.get(f"lora_{k}") != NONE])
 
     def merge(self, model, method="linear", rank=0, strength=1.0, ties_density=0.2, dare_drop_rate=0.5,
-              save_name="", **slots):
+              save_name="", overwrite=False, **slots):
         chosen = [(slots[f"lora_{k}"], float(slots.get(f"weight_{k}", 1.0))) for k in SLOTS
                   if slots.get(f"lora_{k}", NONE) != NONE]
         if not chosen:
             raise InputError("no LoRA is selected; pick a file in lora_1 (or bypass this node).")
+        path = self._save_path(save_name, overwrite)  # before the merge: a refused name costs nothing
         loras = [load_lora(adapter.model_path("loras", name)) for name, _ in chosen]
         for (name, _), lora in zip(chosen, loras):
             try:
@@ -124,14 +161,9 @@ class LibraGenLoraMerge:
         lines = [f"merged {len(chosen)} LoRA(s) with {method}: {len(result.lora)} layers",
                  f"relative error vs the exact {method} merge: {result.total_rel_error:.4g} "
                  f"(max per layer {result.max_rel_error:.4g})"]
-        target = sanitize_save_name(save_name)
-        if target is not None:
-            folder = adapter.save_folder("loras")
-            folder.mkdir(parents=True, exist_ok=True)
-            path = (folder / target).resolve()
-            if path.parent != folder.resolve():
-                raise InputError(f"save_name {save_name!r} leaves the loras folder; use a plain file name.")
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
             save_lora(result.lora, path, method=f"merge:{method}",
-                      metadata={"libragen_merge": label, "libragen_strength_hint": f"{strength:g}"})
-            lines.append(f"saved to {path.name} in {folder}")
+                      metadata={MERGE_STAMP: label, "libragen_strength_hint": f"{strength:g}"})
+            lines.append(f"saved to {adapter.client_path(path)}")
         return (model.with_patches(LoraPatch(result.lora, float(strength), label)), "\n".join(lines))

@@ -50,6 +50,11 @@ class LibraGenModel:
     def with_patches(self, *patches: LoraPatch) -> LibraGenModel:
         return replace(self, patches=self.patches + tuple(patches))
 
+    def __str__(self) -> str:
+        # what ComfyUI shows of an input value in an error report (the dataclass repr would print
+        # every module and the model's absolute folder)
+        return f"{MODEL}({self.describe()})"
+
     def describe(self) -> str:
         text = self.name
         if self.patches:

@@ -117,10 +117,17 @@ def test_apply_decisions_needs_a_run(tmp_path):
         apply_decisions(tmp_path, tmp_path / "d.json")
 
 
-def test_review_page_data_cannot_close_its_script():
-    html = render_html([{"id": "x", "sheet": "sheets/x.png", "caption": "</script><b>hi", "frames": 1, "scores": []}], "run")
-    assert html.count("</script>") == 2  # the two real ones
-    assert "<\\/script><b>hi" in html
+@pytest.mark.parametrize("caption", ["</script><b>hi", "<!--<script>", "a\u2028b\u2029c & <x> \"q\" 'q'"])
+def test_review_page_data_cannot_leave_its_script(caption):
+    run_id = "run __DATA__ __TITLE__ </title><!--"
+    page = render_html([{"id": "<id>", "sheet": "sheets/x.png", "caption": caption, "frames": 1, "scores": []}], run_id)
+    head, rest = page.split('<script type="application/json" id="data">', 1)
+    block, tail = rest.split("</script>", 1)
+    assert not set(block) & set("<>&\u2028\u2029"), block  # nothing the HTML parser or old JS could act on
+    data = json.loads(block)
+    assert data["items"][0]["caption"] == caption and data["items"][0]["id"] == "<id>" and data["run_id"] == run_id
+    assert page.count("</script>") == 2 and "<!--" not in block + tail  # the two real ones, no comment opened
+    assert "<title>LibraGen review: run __DATA__ __TITLE__ &lt;/title&gt;&lt;!--</title>" in head
 
 
 def test_clean_render_passes_and_each_defect_fails_its_filter():

@@ -99,3 +99,31 @@ def test_attention_choices(model):
     with pytest.raises(InputError, match="unknown attention choice 'fast'"):
         with runtime.attention("fast"):
             pass
+
+
+def test_client_text_names_files_relative_to_the_known_folders(tmp_path, monkeypatch):
+    monkeypatch.setenv(adapter.MODELS_DIR_ENV, str(tmp_path / "models"))
+    lora = tmp_path / "models" / "loras" / "x.safetensors"
+    assert adapter.client_path(lora) == "models/loras/x.safetensors"
+    assert adapter.client_text(f"{lora} is truncated; see {tmp_path / 'models'}.") == \
+        "models/loras/x.safetensors is truncated; see models."
+    assert adapter.client_path(tmp_path / "models2" / "y.png") == ".../y.png"  # a neighbour is not the folder
+    assert adapter.client_path(adapter.PACK_DIR / "libragen_core" / "assets" / "a.json") == \
+        f"custom_nodes/{adapter.PACK_DIR.name}/libragen_core/assets/a.json"
+    assert adapter.client_text("C:\\Users\\bob\\ComfyUI\\x.png and /home/bob/secret/y.png") == "...\\x.png and .../y.png"
+    for kept in ("frames 18 is not 4k+1", "a 1/2 chance", "http://127.0.0.1:8188/prompt", "and/or", "Ref 1[the dot]"):
+        assert adapter.client_text(kept) == kept
+
+
+def test_node_errors_name_files_as_clients_see_them(model, tmp_path, monkeypatch):
+    monkeypatch.setenv(adapter.MODELS_DIR_ENV, str(tmp_path))
+    (tmp_path / "loras").mkdir()
+    broken = tmp_path / "loras" / "broken.safetensors"
+    broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    merge = N["LibraGenLoraMerge"]()
+    with pytest.raises(CheckpointError) as info:
+        merge.merge(model, lora_1="broken.safetensors", weight_1=1.0, lora_2="None", lora_3="None", lora_4="None")
+    message = str(info.value)
+    assert "models/loras/broken.safetensors" in message and str(tmp_path) not in message, message
+    assert str(broken) in str(info.value.__cause__)  # the original, for the server log's traceback
+    assert str(model) == "LIBRAGEN_MODEL(libragen-sprite)"  # what ComfyUI lists as the input value

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from libragen_core.errors import CheckpointError
+from libragen_core.errors import CheckpointError, InputError
 from libragen_core.lora import LoraFactors, LoraWeights, load_lora, merge_loras, save_lora
 from tests.pack import load_pack
 
@@ -121,7 +121,8 @@ def test_svd_merge_is_saved_in_comfyui_format_inside_the_folder(model, loras):
     folder, a, b = loras
     _, report = merge(model, method="svd", rank=3, save_name="../../escape/my merge")
     saved = folder / "escape_my merge.safetensors"
-    assert saved.is_file() and "saved to escape_my merge.safetensors" in report
+    assert saved.is_file() and "saved to models/loras/escape_my merge.safetensors" in report
+    assert str(folder) not in report  # clients see the file relative to ComfyUI's folders
     assert not (folder.parent.parent / "escape").exists()
     from safetensors import safe_open
 
@@ -159,3 +160,32 @@ def test_lora_for_another_model_is_refused_with_its_name(model, loras, tmp_path)
     save_lora(wrong, folder / "wrong.safetensors")
     with pytest.raises(CheckpointError, match="wrong.safetensors: the LoRA does not fit"):
         merge(model, lora_1="wrong.safetensors", lora_2="None")
+
+
+def test_save_name_never_replaces_a_lora_the_merge_did_not_write(model, loras):
+    folder, a, _ = loras
+    downloaded = folder / "downloaded.safetensors"
+    save_lora(a, downloaded)  # a LoRA from elsewhere: no merge stamp in its metadata
+    before = downloaded.read_bytes()
+    v = N["LibraGenLoraMerge"].VALIDATE_INPUTS
+    ok = {"lora_1": "cross.safetensors", "lora_2": "None", "lora_3": "None", "lora_4": "None", "method": "linear",
+          "rank": 0, "ties_density": 0.2, "dare_drop_rate": 0.5}
+    refused = v(**ok, save_name="downloaded", overwrite=False)
+    assert "models/loras/downloaded.safetensors already exists and was not written by LoRA Merge" in refused
+    assert "turn on overwrite" in refused and str(folder) not in refused
+    with pytest.raises(InputError, match="already exists and was not written by LoRA Merge"):
+        merge(model, save_name="downloaded")
+    assert downloaded.read_bytes() == before
+
+    # a name LoRA Merge wrote before is replaced by the next merge of that name
+    merge(model, save_name="mine", weight_1=0.7)
+    first = (folder / "mine.safetensors").read_bytes()
+    assert v(**ok, save_name="mine", overwrite=False) is True
+    merge(model, save_name="mine", weight_1=0.1)
+    assert (folder / "mine.safetensors").read_bytes() != first
+
+    # overwrite on: the foreign file is replaced, and from then on carries the stamp
+    assert v(**ok, save_name="downloaded", overwrite=True) is True
+    _, report = merge(model, save_name="downloaded", overwrite=True)
+    assert "saved to models/loras/downloaded.safetensors" in report
+    assert downloaded.read_bytes() != before and load_lora(downloaded).metadata.get("libragen_merge")

@@ -112,3 +112,46 @@ def test_decisions_from_another_run_are_refused(curated, tmp_path):
     bad.write_text(json.dumps({"format": "libragen-curation-decisions", "version": 1, "run_id": "other", "decisions": {}}))
     with pytest.raises(InputError, match="saved for curation run"):
         apply_decisions(out, bad)
+
+
+HOSTILE_CAPTION = ("Ref 1: a dot <!--<script> moves </script><img src=x onerror=\"window.__pwned = 1\"> left"
+                   "\u2028second line\u2029& 'quotes' \" ]]>")
+HOSTILE_ID = "clip\"><img src=x onerror=\"window.__pwned = 2\">"
+HOSTILE_RUN = "run</title><script>window.__pwned = 3</script><!--"
+
+
+def test_hostile_caption_id_and_run_id_render_as_text(curated, tmp_path):
+    """A caption holding `<!--<script>` once blanked the page: the data block's script element
+    swallowed the page's own script. Every embedded string must come back as the same text."""
+    from libragen_core.curation.review_page import write_review_page
+
+    out, _ = curated
+    with open(out / "accepted.jsonl", encoding="utf-8") as f:
+        records = [json.loads(line) for line in f][:2]
+    records = [{**records[0], "video": str(out / records[0]["video"]), "id": HOSTILE_ID, "caption": HOSTILE_CAPTION},
+               {**records[1], "video": str(out / records[1]["video"])}]
+    page_path = write_review_page(tmp_path, records, outcomes_by_id={}, run_id=HOSTILE_RUN)
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            errors, dialogs = [], []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.goto(page_path.as_uri())
+            cards = page.locator("section.card")
+            assert cards.count() == 2, page.content()[:2000]
+            assert cards.nth(0).locator(".caption").evaluate("e => e.textContent") == HOSTILE_CAPTION
+            assert cards.nth(0).get_attribute("data-id") == HOSTILE_ID
+            assert cards.nth(1).locator(".caption").evaluate("e => e.textContent") == records[1]["caption"]
+            assert page.title() == f"LibraGen review: {HOSTILE_RUN}"
+            assert page.locator(".caption img").count() == 0  # the markup stayed text
+            page.wait_for_timeout(300)  # an injected onerror handler would have run by now
+            assert page.evaluate("window.__pwned") is None
+            assert page.inner_text("#counter").startswith("0 of 2 reviewed")
+            cards.nth(0).locator("button.acc").click()
+            assert page.inner_text("#counter").startswith("1 of 2 reviewed")
+            page.screenshot(path=str(tmp_path / "hostile.png"))
+            assert not errors and not dialogs, (errors, dialogs)
+        finally:
+            browser.close()

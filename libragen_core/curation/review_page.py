@@ -65,10 +65,23 @@ def write_review_page(out_dir, accepted: list[dict], *, outcomes_by_id: dict, ru
     return path
 
 
+# Inside a <script> element the HTML parser still reacts to "</script", "<!--" and "<script" (a
+# "<!--<script>" in a caption made it swallow the page's own script and blank the page). JSON can
+# spell every character as \uXXXX, so the data block is written without "<", ">" or "&" at all; the
+# line and paragraph separators too (JavaScript source before ES2019 does not allow them raw).
+_SCRIPT_SAFE = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def script_json(value) -> str:
+    """`value` as JSON that can sit inside an HTML <script> element unchanged."""
+    return json.dumps(value, ensure_ascii=False).translate(_SCRIPT_SAFE)
+
+
 def render_html(items: list[dict], run_id: str) -> str:
-    # "</" inside a script element would end it early; JSON allows the escaped form
-    data = json.dumps({"run_id": run_id, "format": FORMAT, "version": VERSION, "items": items}).replace("</", "<\\/")
-    return _TEMPLATE.replace("__TITLE__", html.escape(f"LibraGen review: {run_id}")).replace("__DATA__", data)
+    data = script_json({"run_id": run_id, "format": FORMAT, "version": VERSION, "items": items})
+    # one pass: a title holding "__DATA__" must not receive the data
+    parts = {"__TITLE__": html.escape(f"LibraGen review: {run_id}"), "__DATA__": data}
+    return re.sub("__TITLE__|__DATA__", lambda m: parts[m.group(0)], _TEMPLATE)
 
 
 _TEMPLATE = r"""<!doctype html>

@@ -43,10 +43,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    # mkstemp makes the file private (0600); the result should get the usual umask-based mode
-    os.chmod(tmp_path, default_file_mode())
     try:
         yield tmp_path
+        # mkstemp makes the file private (0600), and some writers replace the file they are given
+        # with a private one of their own (safetensors 0.8 saves through its own temporary file),
+        # so the mode is set after the write: the usual umask-based one a plain open() would give
+        os.chmod(tmp_path, default_file_mode())
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)

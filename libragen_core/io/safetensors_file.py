@@ -22,11 +22,13 @@ _DTYPE_SIZES = {
 _MAX_HEADER = 100 * 1024 * 1024
 
 
-def read_header(path: str | os.PathLike) -> tuple[dict[str, dict], dict[str, str]]:
+def read_header(path: str | os.PathLike, *, written_here: bool = False) -> tuple[dict[str, dict], dict[str, str]]:
     """Return ({tensor name: {"dtype", "shape", "data_offsets"}}, metadata) after validating the file.
 
     Checks that the file exists, is a safetensors file, and is as long as its header says, so a
     truncated download is reported as such instead of failing deep inside a load.
+    written_here: the file is one this project wrote (a training checkpoint, a cache), so damage is
+    described as a file cut short, not blamed on a download.
     """
     path = Path(path)
     if not path.exists():
@@ -40,7 +42,9 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, dict], dict[str, str
         )
     size = path.stat().st_size
     if size == 0:
-        raise CheckpointError(f"{path} is empty (0 bytes); the download or copy did not finish. Fetch it again.")
+        raise CheckpointError(f"{path} is empty (0 bytes); " + (
+            "it was cut short (a full disk or an interrupted copy)" if written_here
+            else "the download or copy did not finish. Fetch it again."))
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
@@ -49,7 +53,8 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, dict], dict[str, str
         if n > _MAX_HEADER or n + 8 > size:
             raise CheckpointError(
                 f"{path} is not a valid safetensors file (header length {n} does not fit in {size} bytes); "
-                "it is either another format or a truncated download."
+                + ("it was cut short (a full disk or an interrupted copy)" if written_here
+                   else "it is either another format or a truncated download.")
             )
         raw = f.read(n)
     try:
@@ -71,18 +76,19 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, dict], dict[str, str
         end = max(end, stop)
     if 8 + n + end > size:
         raise CheckpointError(
-            f"{path} is truncated: its header describes {8 + n + end} bytes but the file has {size}. "
-            "Download or copy it again."
+            f"{path} is truncated: its header describes {8 + n + end} bytes but the file has {size}"
+            + (" (a full disk or an interrupted copy)" if written_here else ". Download or copy it again.")
         )
     return header, metadata
 
 
-def load_state_dict(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Load every tensor of a validated safetensors file (dtypes as stored)."""
+def load_state_dict(path: str | os.PathLike, device: str | torch.device = "cpu", *,
+                    written_here: bool = False) -> dict[str, torch.Tensor]:
+    """Load every tensor of a validated safetensors file (dtypes as stored); written_here as in read_header."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    read_header(path)
+    read_header(path, written_here=written_here)
     try:
         return load_file(str(path), device=str(device))
     except (SafetensorError, OSError, RuntimeError) as e:

@@ -7,7 +7,16 @@ from .apply import (
     merged_state_dict,
     unmerge_lora,
 )
-from .formats import NAMINGS, describe, from_state_dict, load_lora, save_lora, to_state_dict
+from .formats import (
+    MERGE_STAMP,
+    NAMINGS,
+    describe,
+    from_state_dict,
+    load_lora,
+    save_lora,
+    to_state_dict,
+    written_by_merge,
+)
 from .merge import METHODS, MergeResult, dare_merge, merge_loras, merged_delta, ties_merge
 from .peft_glue import (
     DEFAULT_TARGETS,
@@ -25,9 +34,10 @@ from .peft_glue import (
 from .weights import LoraFactors, LoraWeights
 
 __all__ = [
-    "DEFAULT_TARGETS", "METHODS", "NAMINGS", "LoraFactors", "LoraWeights", "MergeResult", "WeightBackup",
+    "DEFAULT_TARGETS", "MERGE_STAMP", "METHODS", "NAMINGS", "LoraFactors", "LoraWeights", "MergeResult", "WeightBackup",
     "add_lora", "adapter_names", "base_state_dict", "check_lora_fits", "dare_merge", "describe",
     "disable_adapter", "extract_lora", "fold_adapters", "from_state_dict", "linear_layers", "load_into_adapter", "load_lora",
     "lora_state_dict", "lora_trainable_parameters", "merge_lora_into", "merge_loras", "merged_delta",
     "merged_state_dict", "remove_lora", "save_lora", "ties_merge", "to_state_dict", "unmerge_lora",
+    "written_by_merge",
 ]

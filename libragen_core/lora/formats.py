@@ -304,6 +304,22 @@ def save_lora(lora: LoraWeights, path: str | os.PathLike, *, naming: str = "comf
     return save_state_dict(sd, path, metadata=meta)
 
 
+# The metadata key the LoRA Merge node stamps into every file it saves (its value: what was merged).
+# A file that carries it was written by a merge and may be replaced by the next one of that name.
+MERGE_STAMP = "libragen_merge"
+
+
+def written_by_merge(path: str | os.PathLike) -> bool:
+    """Whether `path` is a readable safetensors file whose header carries MERGE_STAMP."""
+    from ..io.safetensors_file import read_header
+
+    try:
+        _, meta = read_header(path)
+    except CheckpointError:
+        return False
+    return MERGE_STAMP in meta
+
+
 def load_lora(path: str | os.PathLike, *, alpha: float | None = None) -> LoraWeights:
     """Read a LoRA file in any accepted naming; errors name the file and the offending keys."""
     from ..io.safetensors_file import load_state_dict, read_header

@@ -1,13 +1,14 @@
-"""One real ComfyUI server (started with the shared harness) for the node-pack integration tests.
+"""One real ComfyUI server for the node-pack integration tests.
 
 Both test_nodes_server.py and test_workflows_server.py use the same server: it starts on first
-use and is stopped when the pytest session ends (config cleanup), also after failures. The harness
-runs in a private DIR whose ComfyUI/ and venv/ link to the configured checkout (as the batch tests
-do), on a free port: other sessions start servers from the same checkout at the same time, and a
-shared DIR/port would mix up their pid files, logs and outputs. Log, pid file and outputs are
+use and is stopped when the pytest session ends (config cleanup), also after failures. It runs the
+configured checkout with a private base folder (--base-directory DIR) on a free port: its own
+custom_nodes (this repo only), models, input, output and user folders. Other sessions start
+servers from the same checkout at the same time; linking every session's repo into the
+checkout's own custom_nodes made each server load all of them. Log, pid file and outputs are
 DIR/server-PORT.log, DIR/server-PORT.pid, DIR/output-PORT/.
-The example inputs (examples/refs/*.png, uploaded) and a LoRA for the embedded model (written into
-models/loras, removed at the end) are put in place before the tests run.
+The example inputs (examples/refs/*.png, uploaded) and a LoRA for the embedded model (in the
+private models/loras) are put in place before the tests run.
 """
 from __future__ import annotations
 
@@ -27,7 +28,6 @@ import requests
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-HARNESS = Path(os.environ.get("COMFYUI_HARNESS", REPO.parent / "shared" / "tools" / "comfyui-harness"))
 EXAMPLE_LORA = "libragen_example_lora.safetensors"
 INPUT_IMAGES = ("red_circle.png", "blue_striped_star.png")
 
@@ -165,27 +165,11 @@ def shared_server(comfyui, config) -> Server:
     global _SERVER
     if _SERVER is not None:
         return _SERVER
-    import pytest
-
-    if not HARNESS.exists():
-        pytest.skip(f"the ComfyUI harness is not at {HARNESS}; set COMFYUI_HARNESS")
-    comfy_dir = Path(comfyui.dir).resolve()
-    private = Path(tempfile.mkdtemp(prefix="libragen-comfy-"))
-    (private / "ComfyUI").symlink_to(comfy_dir)
-    (private / "venv").symlink_to(Path(comfyui.python).parents[1])
-    server = Server(dir=private, comfy_dir=comfy_dir, port=pick_port())
-    lora = comfy_dir / "models" / "loras" / EXAMPLE_LORA
-    if not lora.exists():
-        lora.parent.mkdir(parents=True, exist_ok=True)
-        write_example_lora(lora)
-        server.created.append(lora)
+    base = Path(tempfile.mkdtemp(prefix="libragen-comfy-"))
+    (base / "models" / "loras").mkdir(parents=True)
+    write_example_lora(base / "models" / "loras" / EXAMPLE_LORA)
+    server = private_server(comfyui, base, {REPO.name: REPO})
     config.add_cleanup(server.stop)
-    # the harness' output goes to a file: a pipe would stay open in the detached server
-    harness_log = server.dir / "harness.txt"
-    with open(harness_log, "w") as log:
-        rc = subprocess.run(["bash", str(HARNESS), "serve", str(server.dir), str(REPO), str(server.port)],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=300).returncode
-    assert rc == 0, f"ComfyUI did not start:\n{harness_log.read_text()[-3000:]}"
     for name in INPUT_IMAGES:
         with open(REPO / "examples" / "refs" / name, "rb") as fh:
             r = server.post("/upload/image", files={"image": (name, fh, "image/png")}, data={"overwrite": "true"})
@@ -198,34 +182,39 @@ def load_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def start_private_server(comfyui, config, env: dict | None = None, user_files: dict | None = None) -> Server:
-    """A server of its own with ComfyUI's --base-directory in a private DIR: its own custom_nodes
-    (this checkout only; the shared checkout's custom_nodes may link other worktrees' packs), user
-    folder, models and input. env: extra environment variables of the server process; user_files:
-    {path relative to the user folder: text} written before it starts. Stopped by config cleanup."""
-    base = Path(tempfile.mkdtemp(prefix="libragen-comfy-private-"))
-    (base / "custom_nodes").mkdir()
-    (base / "custom_nodes" / REPO.name).symlink_to(REPO)
+def private_server(comfyui, base: Path, packs: dict[str, Path], timeout: float = 300,
+                   env: dict | None = None, user_files: dict | None = None) -> Server:
+    """Start a server whose base folder (--base-directory) is `base`: its own custom_nodes holding
+    exactly `packs` (folder name -> pack folder, linked), models, input, output and user folders.
+    env: extra environment variables of the server process; user_files: {path relative to the user
+    folder: text} written before it starts.
+
+    Nothing is linked into the configured checkout's custom_nodes, so what the server loads is
+    known (other sessions link their own checkouts there). Stop it with Server.stop(), which also
+    deletes `base`."""
+    (base / "custom_nodes").mkdir(parents=True, exist_ok=True)
+    for name, folder in packs.items():
+        (base / "custom_nodes" / name).symlink_to(folder)
+    for sub in ("models/loras", "models/diffusion_models", "models/vae", "models/text_encoders", "input"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
     for rel, text in (user_files or {}).items():
         (base / "user" / rel).parent.mkdir(parents=True, exist_ok=True)
         (base / "user" / rel).write_text(text)
-    server = Server(dir=base, comfy_dir=Path(comfyui.dir).resolve(), port=pick_port())
-    config.add_cleanup(server.stop)
-    with open(server.log, "w") as log:
-        proc = subprocess.Popen([str(comfyui.python), "main.py", "--cpu", "--listen", "127.0.0.1", "--port",
-                                 str(server.port), "--base-directory", str(base), "--output-directory",
-                                 str(server.output_dir)], cwd=server.comfy_dir, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                env={**os.environ, **(env or {})})
-    (base / f"server-{server.port}.pid").write_text(str(proc.pid))
-    end = time.monotonic() + 300
+    server = Server(dir=base, comfy_dir=base, port=pick_port())
+    # detached like the harness' server (setsid, pid file), so stop() works the same way
+    launch = ('cd "$0" && (setsid bash -c \'echo $$ >"$0"; exec "$@"\' "$PIDFILE" "$@" >"$LOG" 2>&1 &)')
+    run_env = dict(os.environ, **(env or {}), PIDFILE=str(base / f"server-{server.port}.pid"), LOG=str(server.log))
+    subprocess.run(["bash", "-c", launch, str(comfyui.dir), str(comfyui.python), "main.py", "--cpu", "--listen",
+                    "127.0.0.1", "--port", str(server.port), "--base-directory", str(base), "--output-directory",
+                    str(server.output_dir)], env=run_env, check=True, stdin=subprocess.DEVNULL, timeout=60)
+    end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise AssertionError(f"ComfyUI exited with {proc.returncode}:\n{server.log.read_text()[-3000:]}")
         try:
-            if server.get("/object_info/LibraGenPromptRewrite").ok:
+            if server.get("/object_info").ok:
                 return server
         except requests.RequestException:
             pass
         time.sleep(1)
-    raise AssertionError(f"ComfyUI did not answer in 300 s:\n{server.log.read_text()[-3000:]}")
+    log = server.log.read_text()[-3000:] if server.log.exists() else "(no log)"
+    server.stop()
+    raise AssertionError(f"the private ComfyUI server did not answer in {timeout} s:\n{log}")

@@ -21,6 +21,7 @@ import json
 import os
 import secrets
 import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.comfy_server import start_private_server
+from tests.integration.comfy_server import REPO, private_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -118,8 +119,10 @@ def server(comfyui, request, listener):
         "echoes-key": {"url": f"{listener.base}/echo/v1", "model": "m", "api_key_env": "LIBRAGEN_TEST_ENDPOINT_KEY"},
     }}
     env = {"LIBRAGEN_TEST_ENDPOINT_KEY": ENDPOINT_KEY, "LIBRAGEN_TEST_UNRELATED_SECRET": UNRELATED}
-    return start_private_server(comfyui, request.config, env=env,
-                                user_files={"libragen/rewrite_endpoints.json": json.dumps(config)})
+    server = private_server(comfyui, Path(tempfile.mkdtemp(prefix="libragen-comfy-rewrite-")), {REPO.name: REPO},
+                            env=env, user_files={"libragen/rewrite_endpoints.json": json.dumps(config)})
+    request.config.add_cleanup(server.stop)
+    return server
 
 
 def graph(**inputs) -> dict:

@@ -11,8 +11,10 @@ A checkpoint is a folder `step-XXXXXXXX/` under the run's `checkpoints/`:
 
 It is written into a hidden temporary folder and renamed into place, so a run killed at any
 moment (SIGKILL included) leaves either the complete previous checkpoints or the new one, never a
-half-written one; `latest_checkpoint` only ever sees complete folders. Only safetensors and JSON
-are written: nothing is pickled.
+half-written one; `latest_checkpoint` only ever sees complete folders. A folder damaged after it
+was written (a full disk, a run folder copied with an interrupted copy) is found by
+`readable_checkpoint` before anything is loaded, and resuming falls back to the one before it.
+Only safetensors and JSON are written: nothing is pickled.
 """
 from __future__ import annotations
 
@@ -21,8 +23,8 @@ import os
 import random
 import re
 import shutil
-import tempfile
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +32,7 @@ import torch
 from torch import nn
 
 from libragen_core.errors import CheckpointError
-from libragen_core.io.safetensors_file import load_state_dict, save_state_dict
+from libragen_core.io.safetensors_file import load_state_dict, read_header, save_state_dict
 
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 STATE_FILE = "state.json"
@@ -135,6 +137,54 @@ def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
     return found[-1][1] if found else None
 
 
+def checkpoint_files(modules: Iterable[str] = (), ema: Iterable[str] = (), optimizer: bool = False) -> list[str]:
+    """The files a checkpoint of these modules, EMA shadows and optimizer holds."""
+    return ([f"model-{n}.safetensors" for n in modules] + [f"ema-{n}.safetensors" for n in ema]
+            + (["optimizer.safetensors"] if optimizer else []) + ["rng.safetensors"])
+
+
+def checkpoint_problem(path: str | os.PathLike, files: Iterable[str] = ()) -> str | None:
+    """Why checkpoint folder `path` cannot be loaded (None when it can): state.json must parse, and
+    each of `files` and every other safetensors file in it must be present and complete. Reads
+    headers and sizes only; a weights file damaged inside its tensor bytes is not detected."""
+    path = Path(path)
+    try:
+        json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"{STATE_FILE} is missing or damaged ({e})"
+    names = list(dict.fromkeys([*files, *sorted(p.name for p in path.glob("*.safetensors"))]))
+    for name in names:
+        if not (path / name).is_file():
+            return f"{name} is missing"
+        try:
+            read_header(path / name, written_here=True)
+        except CheckpointError as e:
+            return str(e).replace(str(path / name), name, 1)
+    return None
+
+
+def readable_checkpoint(folder: str | os.PathLike, files: Iterable[str] = ()) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """(the newest checkpoint that checkpoint_problem passes or None, [(newer folder skipped, why)])."""
+    skipped = []
+    for _, path in reversed(list_checkpoints(folder)):
+        problem = checkpoint_problem(path, files)
+        if problem is None:
+            return path, skipped
+        skipped.append((path, problem))
+    return None, skipped
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged checkpoint folder out of the rotation (kept for inspection: the rotation
+    would count it as the newest and delete good ones in its place)."""
+    target = path.with_name(f"{path.name}.unreadable")
+    n = 2
+    while target.exists():
+        target, n = path.with_name(f"{path.name}.unreadable-{n}"), n + 1
+    os.rename(path, target)
+    return target
+
+
 def save_checkpoint(folder: str | os.PathLike, step: int, *, modules: Mapping[str, nn.Module],
                     optimizer: torch.optim.Optimizer | None = None, ema: Mapping[str, object] | None = None,
                     generators: Mapping[str, torch.Generator] | None = None, state: dict | None = None,
@@ -147,7 +197,9 @@ def save_checkpoint(folder: str | os.PathLike, step: int, *, modules: Mapping[st
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / step_dir_name(step)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=folder))
+    # not mkdtemp: its folders are private (0700); mkdir gives the usual umask-based mode
+    tmp = folder / f".{final.name}.partial-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
     try:
         for name, m in modules.items():
             save_state_dict({k: v.detach().cpu() for k, v in m.state_dict().items()}, tmp / f"model-{name}.safetensors")
@@ -190,22 +242,23 @@ def load_checkpoint(path: str | os.PathLike, *, modules: Mapping[str, nn.Module]
     try:
         meta = json.loads(state_file.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{state_file} is missing or damaged ({e}); delete {path} to resume from the one before") from e
+        raise CheckpointError(f"{state_file} is missing or damaged ({e}); this checkpoint cannot be loaded: "
+                              "use an earlier one (a resume falls back to it by itself)") from e
     for name, m in modules.items():
-        sd = load_state_dict(path / f"model-{name}.safetensors")
+        sd = load_state_dict(path / f"model-{name}.safetensors", written_here=True)
         try:
             m.load_state_dict(sd, strict=True)
         except RuntimeError as e:
             raise CheckpointError(f"{path}/model-{name}.safetensors does not fit this run's {name} model "
                                   f"(did the config change?): {str(e)[:300]}") from e
     for name, e in (ema or {}).items():
-        e.load_state_dict(load_state_dict(path / f"ema-{name}.safetensors"))
+        e.load_state_dict(load_state_dict(path / f"ema-{name}.safetensors", written_here=True))
     if optimizer is not None:
         if "optimizer" not in meta:
             raise CheckpointError(f"{path} has no optimizer state")
-        t = load_state_dict(path / "optimizer.safetensors")
+        t = load_state_dict(path / "optimizer.safetensors", written_here=True)
         t.pop("_empty", None)
         optimizer_from_files(optimizer, t, meta["optimizer"])
     if restore_rng_state:
-        restore_rng(load_state_dict(path / "rng.safetensors"), meta["rng"], generators)
+        restore_rng(load_state_dict(path / "rng.safetensors", written_here=True), meta["rng"], generators)
     return {"step": meta["step"], "state": meta.get("state", {})}

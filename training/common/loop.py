@@ -28,7 +28,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from libragen_core.errors import CheckpointError
+
+from .checkpoint import checkpoint_files, load_checkpoint, readable_checkpoint, save_checkpoint, set_aside
 from .ema import EMA
 from .logs import RunLogger
 from .schedule import lr_at, set_lr
@@ -180,11 +182,25 @@ class TrainLoop:
         return bool(self.acc.reduce(torch.tensor([float(flag)], device=self.device), reduction="sum").item() > 0)
 
     def resume(self) -> int:
-        path = latest_checkpoint(self.ckpt_dir)
+        """Load the newest readable checkpoint (0 when there is none yet). Damaged newer ones are
+        named with the reason and, once the load succeeded, set aside as step-N.unreadable."""
+        files = checkpoint_files(self.modules, self.ema, optimizer=True)
+        path, skipped = readable_checkpoint(self.ckpt_dir, files)
+        for bad, why in skipped:
+            self.acc.print(f"[{self.stage}] skipped checkpoint {bad.name}: {why}")
         if path is None:
-            return 0
+            if not skipped:
+                return 0
+            # starting over would rotate the damaged folders away: that has to be asked for
+            raise CheckpointError(
+                f"no checkpoint in {self.ckpt_dir} can be loaded: "
+                + "; ".join(f"{bad.name}: {why}" for bad, why in skipped)
+                + f". To train this stage from step 0, move {self.ckpt_dir} aside and run again.")
         info = load_checkpoint(path, modules=self.modules, optimizer=self.optimizer, ema=self.ema,
                                generators={"train": self.generator})
+        if skipped and self.acc.is_main_process:
+            for bad, _ in skipped:
+                self.acc.print(f"[{self.stage}] set {bad.name} aside as {set_aside(bad).name} (delete it when done)")
         self.step = info["step"]
         st = info["state"]
         if self.data_state is not None and "data" in st:
