@@ -1,0 +1,1350 @@
+"""Reading a user's prompt: words, subject mentions, clauses, pronouns, camera clauses, motions.
+
+The offline rewriter reads every prompt with this module, whatever the guide. Closed guides
+(SpriteWorld) write the motions it finds in their caption grammar; open guides (libragen, phantom)
+keep the user's words and use the mentions, the resolved pronouns and the camera clauses to bind
+each subject once and to move camera clauses to the end.
+
+1. Words: the prompt is split into words and punctuation with their character spans;
+   contractions are expanded ("doesn't" -> does not, "it's" -> it is) and "X's" marks a
+   possessive.
+2. Mentions: an exact label, a (determiner) + known words + head noun run ("the blue one", "his
+   kite", "the dog's ball" -> the ball, owned by the dog), a plural run ("both squares",
+   "snowflakes": every subject with that head), or a pronoun. Named mentions bind to the label
+   they agree with (a contradicting colour rules a label out; most shared words wins; the rest
+   bind by order).
+3. Clauses: split at punctuation and conjunctions (and, while, as, but, which, ...). A piece
+   with only mentions ("the moon", "green circle on the left") is the subject of the next piece
+   ("... and the star are both lifted up"); a piece that starts with a direction or comparative
+   ("... up and down", "bigger and bigger") continues the previous one. A clause's subject is the
+   mentions it starts with; without any it is the mention before "which"/"who", the subject of
+   the clause after a fronted participle ("starting at the bottom, the star ..."), or the
+   previous clause's subject ("the rocket lifts off and climbs").
+4. Pronouns: he/she/it/they resolve in reading order to the last compatible mention (gender and
+   animacy from the labels); an object pronoun ("runs after him") never resolves to its own
+   clause's subject.
+5. Camera: a clause whose subject is the camera (or the view, the shot) or that is a camera
+   term ("pan left", "tracking shot") is camera motion, never a subject's motion.
+6. Motions (per clause, for its subjects): negation ("doesn't move", "neither ... nor") and
+   staying verbs; grow/shrink, spin, circle, bounce, zig-zag; chase/follow, swap places, meet
+   ("toward each other"), move apart (from the subjects' positions, "the car on the left");
+   directions from direction words, verbs of rising and falling, and paths: start and end points
+   ("from the right side over to the left", "right to left", "starting at the bottom ... ends up
+   at the top"), a goal ("heads for the bottom left corner", "off the right side", "over to the
+   flower on the left"); a negated direction ("to the left, not the right") is dropped. Passive
+   and causative sentences move the patient ("X is pushed up by Y", "Y pushes X up"); agents that
+   travel with it (push, pull, carry, tow, roll, ride) move the same way, and "is chased by" is a
+   chase. A motion verb with no direction it can find is reported as unsure: the rewriter keeps
+   the user's words in a warning rather than inventing a direction.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+# ----------------------------------------------------------------------------------------- words
+
+_TOKEN = re.compile(r"[^\W_]+(?:['’\-][^\W_]+)*|[.,;:!?]")
+_SENTENCE_END = {".", "!", "?", ";"}
+_N_T = {"wo": "will", "ca": "can", "sha": "shall", "ai": "is"}
+_IS_AFTER = {"it", "there", "that", "he", "she", "what", "here", "who", "where", "this"}
+_SUFFIXES = {"re": "are", "ll": "will", "d": "would", "ve": "have", "m": "am"}
+_SPLIT_HYPHEN = {"top", "bottom", "upper", "lower", "left", "right", "hand", "center", "centre", "middle", "up",
+                 "down"}
+
+
+@dataclass
+class Word:
+    text: str  # lower case; punctuation as itself
+    start: int
+    end: int
+    possessive: bool = False
+    mention: int | None = None  # index of the mention that covers this word
+
+    @property
+    def punct(self) -> bool:
+        return self.text in ".,;:!?"
+
+
+def lower_keep_length(text: str) -> str:
+    """Lower case with every character's index kept (str.lower can lengthen a few, e.g. 'İ')."""
+    return "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+
+
+def words_of(text: str) -> list[Word]:
+    out: list[Word] = []
+    for m in _TOKEN.finditer(lower_keep_length(text)):
+        w, s, e = m.group(0).replace("’", "'"), m.start(), m.end()
+        if w.endswith("n't") and len(w) > 3:
+            stem = w[:-3]
+            out += [Word(_N_T.get(stem, stem), s, e), Word("not", s, e)]
+            continue
+        head, apo, tail = w.rpartition("'")
+        if apo and head and "'" not in head:
+            if tail == "s":
+                if head in _IS_AFTER:
+                    out += [Word(head, s, e), Word("is", s, e)]
+                elif head == "let":
+                    out += [Word("let", s, e), Word("us", s, e)]
+                else:
+                    out.append(Word(head, s, e, possessive=True))
+                continue
+            if tail in _SUFFIXES:
+                out += [Word(head, s, e), Word(_SUFFIXES[tail], s, e)]
+                continue
+        if w in ("zig-zag", "zig-zags", "zig-zagging", "zig-zagged"):
+            out.append(Word(w.replace("-", ""), s, e))
+            continue
+        parts = w.split("-")
+        if len(parts) > 1 and all(p in _SPLIT_HYPHEN for p in parts):
+            pos = s
+            for p in parts:
+                out.append(Word(p, pos, pos + len(p)))
+                pos += len(p) + 1
+            continue
+        out.append(Word(w, s, e))
+    # "zig zag(s)" -> one word
+    merged: list[Word] = []
+    for w in out:
+        if merged and merged[-1].text == "zig" and w.text.startswith("zag"):
+            merged[-1] = Word("zig" + w.text, merged[-1].start, w.end)
+        else:
+            merged.append(w)
+    return merged
+
+
+_IRREGULAR = {
+    "rose": "rise", "risen": "rise", "fell": "fall", "fallen": "fall", "sank": "sink", "sunk": "sink",
+    "flew": "fly", "flown": "fly", "flies": "fly", "ran": "run", "went": "go", "gone": "go", "goes": "go",
+    "came": "come", "swam": "swim", "drove": "drive", "driven": "drive", "rode": "ride", "ridden": "ride",
+    "threw": "throw", "thrown": "throw", "blew": "blow", "blown": "blow", "shot": "shoot", "spun": "spin",
+    "swung": "swing", "dove": "dive", "leapt": "leap", "sped": "speed", "slid": "slide", "stood": "stand",
+    "sat": "sit", "took": "take", "taken": "take", "drew": "draw", "drawn": "draw", "swept": "sweep",
+    "shook": "shake", "shaken": "shake", "flung": "fling", "led": "lead", "grew": "grow", "grown": "grow",
+    "shrank": "shrink", "shrunk": "shrink", "got": "get", "gotten": "get", "does": "do", "did": "do",
+    "has": "have", "had": "have", "is": "be", "are": "be", "was": "be", "were": "be", "been": "be",
+    "being": "be", "am": "be", "hit": "hit", "put": "put", "set": "set", "knelt": "kneel", "dragged": "drag",
+    "carries": "carry", "carried": "carry", "hurries": "hurry", "hurried": "hurry", "tries": "try",
+    "dies": "die", "lies": "lie", "lying": "lie", "towed": "tow", "bit": "bite", "fled": "flee", "crept": "creep",
+}
+
+
+def lemma(word: str, known: set[str] | frozenset[str] | None = None) -> str:
+    """A verb's base form by suffix rules ('dropped' -> drop, 'rises' -> rise); with `known`, the
+    first candidate in it (else the word itself)."""
+    if word in _IRREGULAR:
+        return _IRREGULAR[word]
+    cands = [word]
+    if word.endswith("ies") and len(word) > 4:
+        cands.append(word[:-3] + "y")
+    if word.endswith("ied") and len(word) > 4:
+        cands.append(word[:-3] + "y")
+    if word.endswith("es") and len(word) > 3:
+        cands += [word[:-2], word[:-1]]
+    elif word.endswith("s") and not word.endswith("ss") and len(word) > 2:
+        cands.append(word[:-1])
+    for suf in ("ing", "ed"):
+        if word.endswith(suf) and len(word) > len(suf) + 1:
+            stem = word[: -len(suf)]
+            if len(stem) > 2 and stem[-1] == stem[-2] and stem[-1] not in "lsz":
+                cands.append(stem[:-1])
+            cands += [stem, stem + "e"]
+            if len(stem) > 2 and stem[-1] == stem[-2]:
+                cands.append(stem[:-1])
+    if known is None:
+        return next((c for c in cands[1:] if len(c) > 2), word) if len(cands) > 1 else word
+    return next((c for c in cands if c in known), word)
+
+
+# ------------------------------------------------------------------------------------- lexicons
+
+PERSON_M = frozenset("man boy guy gentleman father dad grandfather grandpa king prince husband son brother uncle "
+                     "fisherman sir he".split())
+PERSON_F = frozenset("woman girl lady mother mom mum grandmother grandma granny queen princess wife daughter "
+                     "sister aunt bride hen cow mare actress she".split())
+PERSON_N = frozenset("person child kid baby toddler teenager teen runner dancer chef player barista diver rider "
+                     "driver farmer doctor teacher student friend skater surfer pilot worker artist singer "
+                     "athlete cyclist skier hiker model customer soldier knight wizard astronaut clown robot "
+                     "people couple family character".split())
+ANIMALS = frozenset("dog puppy pup cat kitten kitty bird horse pony cow sheep lamb rabbit bunny bear fox lion "
+                    "tiger elephant monkey fish duck duckling parrot owl eagle hawk pigeon chicken hen rooster "
+                    "chick goose swan penguin frog toad turtle tortoise snail crab shark whale dolphin octopus "
+                    "jellyfish bee fly butterfly ladybug beetle ant spider mouse rat hamster squirrel deer wolf "
+                    "pig goat donkey giraffe zebra snake lizard dinosaur dragon husky beagle retriever poodle "
+                    "terrier corgi bulldog shepherd labrador tabby calf foal".split())
+PRONOUNS = {"it": "n", "its": "n", "itself": "n", "he": "m", "him": "m", "his": "m", "himself": "m",
+            "she": "f", "her": "f", "hers": "f", "herself": "f", "they": "p", "them": "p", "their": "p",
+            "theirs": "p", "themselves": "p"}
+POSSESSIVE_DETS = {"his", "her", "its", "their", "my", "your", "our"}
+GROUP_WORDS = {"both", "all", "neither", "either", "each", "two", "three", "four"}
+PLAIN_PREPS = {"in", "with", "of", "wearing", "holding", "on", "at", "and", "from", "for", "carrying", "by"}
+CAMERA_NOUNS = {"camera", "cam", "view", "shot", "lens", "viewpoint", "pov", "footage"}
+FRAME_NOUNS = {"screen", "frame", "image", "picture", "video", "clip", "scene", "canvas", "window"}
+CAMERA_VERBS = {"pan", "tilt", "zoom", "dolly", "track", "truck", "crane", "orbit", "follow", "push", "pull",
+                "move", "rotate", "swing", "circle", "stay", "remain", "hold", "shake"}
+CAMERA_TERMS = re.compile(r"\b(?:tracking|aerial|drone|wide|close-up|closeup|establishing|static|handheld|hand-held|"
+                          r"locked-off|tripod|overhead|low-angle|high-angle|bird's-eye|fpv|orbit|pov|dolly)\s*"
+                          r"(?:shot|view|angle|camera|cam)?\b|\b(?:pan|panning|tilt|tilting|zoom|zooming)\s+"
+                          r"(?:in|out|up|down|left|right|to the left|to the right)\b|\bslow[- ]?motion\b|\bslowmo\b")
+
+SPLIT_WORDS = {"and", "while", "whilst", "as", "but", "whereas", "then", "which", "who", "when", "until", "till",
+               "after", "before", "though", "although", "because", "where", "nor", "meanwhile"}
+_NO_SPLIT_AFTER_AS = {"well", "far", "if", "though", "much", "long", "soon", "big", "small", "fast"}
+_AFTER_VERBS = {"run", "go", "come", "race", "hurry", "rush", "dash", "chase", "fly", "swim", "head", "sprint",
+                "scurry", "dart", "gallop", "charge", "zoom", "look", "trail", "lag"}
+MODIFIER_STARTS = {"up", "down", "left", "right", "away", "forth", "back", "around", "round", "to", "toward",
+                   "towards", "into", "onto", "over", "off", "out", "upward", "upwards", "downward", "downwards",
+                   "bigger", "larger", "smaller", "taller", "wider", "shorter", "faster", "slower", "higher",
+                   "lower", "farther", "further", "more", "less", "again", "together", "then", "forward",
+                   "forwards", "backward", "backwards", "across", "along", "sideways", "leftward", "rightward",
+                   "leftwards", "rightwards"}
+SKIP_BEFORE_SUBJECT = {"the", "a", "an", "both", "neither", "either", "all", "each", "also", "and", "nor", ",",
+                       "then", "first", "finally", "meanwhile", "now", "so", "just", "suddenly", "there", "is",
+                       "are", "next", "later", "simultaneously", "at", "same", "time", "slowly", "quickly", "or"}
+_REQUEST = re.compile(
+    r"^(?:please\s+)?(?:(?:can|could|would)\s+you\s+(?:please\s+)?)?(?:make\s+it\s+so(?:\s+that)?|make|have|let|"
+    r"show(?:\s+me)?|animate|i\s+want(?:\s+to\s+see)?|i\s+would\s+like(?:\s+to\s+see)?|i\s+need|"
+    r"(?:create|generate|make|render)?\s*(?:a\s+)?(?:video|clip|scene|shot|animation)\s+(?:where|of|in\s+which|with|"
+    r"showing)|we\s+see|there\s+should\s+be)\s+")
+
+# motion words: regular expressions over a clause's text, where each mention reads "@<index>"
+_RX = lambda s: re.compile(s)  # noqa: E731
+NEGATION = _RX(r"\b(?:not|never|neither|nor|no\s+longer|without)\b")
+NEGATED_DIRECTION = _RX(r"\b(?:not|instead\s+of|rather\s+than|never)\s+(?:to\s+|toward\s+|towards\s+|going\s+|"
+                        r"moving\s+)?(?:the\s+)?(?:very\s+)?(?:(?:top|bottom|upper|lower)\s+)?(?:left|right|up|down|"
+                        r"top|bottom|upward|downward|upwards|downwards)(?:\s+(?:side|edge|corner|one))?\b")
+STAY = _RX(r"\b(?:stay|stays|staying|stayed|remain|remains|remaining|remained|sit|sits|sitting|rest|rests|resting|"
+           r"wait|waits|waiting|sleep|sleeps|sleeping|stand\s+still|stands\s+still|standing\s+still|"
+           r"holds?\s+still|keeps?\s+still|stationary|motionless|parked|frozen|stay\s+put|stays\s+put|"
+           r"(?:stand|stands|standing|sit|sits|sitting)\s+there|in\s+place|where\s+(?:it|he|she|they)\s+(?:is|are)|"
+           r"does\s+nothing|not\s+moving|idle|still)\b")
+GROW = _RX(r"\b(?:grow|grows|growing|grew|grown|expand|expands|expanding|expanded|swell|swells|swelling|swelled|"
+           r"enlarge|enlarges|enlarging|inflate|inflates|inflating|inflated|puffs?\s+up|balloons?\s+(?:up|in\s+size)|"
+           r"scal(?:e|es|ed|ing)\s+up|(?:get|gets|getting|grows?|becomes?|becoming)\s+(?:much\s+|a\s+lot\s+)?(?:bigger|larger|"
+           r"huge|taller|wider))\b")
+SHRINK = _RX(r"\b(?:shrink|shrinks|shrinking|shrank|shrunk|dwindle|dwindles|dwindling|contract|contracts|"
+             r"contracting|deflate|deflates|deflating|deflated|scal(?:e|es|ed|ing)\s+down|(?:get|gets|getting|becomes?|becoming)"
+             r"\s+(?:much\s+|a\s+lot\s+)?(?:smaller|tiny|tinier|little))\b")
+SPIN = _RX(r"\b(?:spin|spins|spinning|spun|rotate|rotates|rotating|rotated|twirl|twirls|twirling|twirled|whirl|"
+           r"whirls|whirling|pirouette|pirouettes|pirouetting|turns?\s+(?:round\s+and\s+round|around|round|in\s+place|"
+           r"on\s+the\s+spot|clockwise|counterclockwise|anticlockwise|counter-clockwise|anti-clockwise)|"
+           r"turning\s+(?:around|round|clockwise|counterclockwise|anticlockwise))\b")
+CIRCLE = _RX(r"\b(?:circle|circles|circling|circled|orbit|orbits|orbiting|orbited|loop|loops|looping|looped|"
+             r"revolve|revolves|revolving|revolved|in\s+(?:a|one)\s+(?:\w+\s+)?(?:circle|loop)|in\s+circles|"
+             r"round\s+and\s+round|around\s+and\s+around|goes\s+(?:a)?round\s+in)\b")
+BOUNCE = _RX(r"\b(?:bounce|bounces|bouncing|bounced|hop|hops|hopping|hopped|bob|bobs|bobbing|bobbed|"
+             r"(?:jump|jumps|jumping|leap|leaps|leaping|spring|springs|springing|move|moves|moving|go|goes|going|"
+             r"bob|bobs|bobbing)\s+up\s+and\s+down|up\s+and\s+down)\b")
+JUMP = _RX(r"\b(?:jump|jumps|jumping|jumped|leap|leaps|leaping|leapt|skip|skips|skipping)\b")
+ZIGZAG = _RX(r"\b(?:zigzag|zigzags|zigzagging|zigzagged|weave|weaves|weaving|wove|snake|snakes|snaking|wiggle|"
+             r"wiggles|wiggling|slalom|slaloms|slaloming)\b|in\s+a\s+zigzag")
+CHASE = _RX(r"\b(?:chase|chases|chasing|chased|follow|follows|following|followed|pursue|pursues|pursuing|pursued|"
+            r"tail|tails|tailing|(?:run|runs|running|ran|go|goes|going|went|come|comes|coming|came|race|races|"
+            r"racing|hurry|hurries|hurrying|rush|rushes|rushing|fly|flies|flying|swim|swims|swimming|dash|dashes|"
+            r"dashing)\s+after)\b")
+SWAP = _RX(r"\b(?:swap|swaps|swapping|swapped|switch|switches|switching|switched|trade|trades|trading|traded|"
+           r"exchange|exchanges|exchanging|change|changes|changing)\s+(?:places|positions|spots|sides|place)\b")
+MEET = _RX(r"\b(?:towards?\s+each\s+other|to\s+each\s+other|towards?\s+one\s+another|meet|meets|meeting|met|"
+           r"come\s+together|comes\s+together|coming\s+together|converge|converges|converging|approach\s+each\s+other|"
+           r"collide|collides|colliding|close\s+in\s+on\s+each\s+other)\b")
+APART = _RX(r"\b(?:apart|away\s+from\s+each\s+other|away\s+from\s+one\s+another|in\s+opposite\s+directions|"
+            r"separate|separates|separating|part\s+ways|diverge|diverges|diverging)\b")
+TURN_WORDS = {"clockwise": "cw", "counterclockwise": "ccw", "counter-clockwise": "ccw", "anticlockwise": "ccw",
+              "anti-clockwise": "ccw"}
+UP_VERBS = frozenset("rise ascend climb soar levitate lift raise hoist launch elevate surface".split())
+DOWN_VERBS = frozenset("fall drop sink descend plummet plunge tumble drip dive lower topple slump sag "
+                       "settle land".split())
+# verbs with a direction that is not a journey ("looks left", "points up", "speeds up")
+NON_MOTION = frozenset("look gaze stare glance point face watch lean nod wave peek peer smile listen wait sleep "
+                       "lie sit stand stay remain rest hold keep be have see turn_head seem appear".split())
+PARTICLE_IDIOMS = _RX(r"\b(?:end|ends|ending|ended|speed|speeds|speeding|pick|picks|picking|show|shows|showing|"
+                      r"wake|wakes|waking|light|lights|lighting|give|gives|giving|open|opens|opening|fill|fills|"
+                      r"filling|cheer|cheers|heat|heats|warm|warms|line|lines|back|backs|catch|catches|catching|"
+                      r"sit|sits|sitting|stand|stands|standing|look|looks|looking|slow|slows|slowing|calm|calms|"
+                      r"shut|shuts|break|breaks|cool|cools|bend|bends|bending|point|points|pointing|swell|swells|"
+                      r"puff|puffs|wind|winds|mess|messes|set|sets|upside)\s+(?:up|down)\b")
+MOTION_VERBS = frozenset(
+    "move go head slide drift walk run fly travel glide roll float dash scoot shift wander zoom race swim crawl "
+    "scurry paddle drive sail trot scuttle hurry rush dart shoot streak march stroll skate ride flutter buzz leave "
+    "come exit enter sprint jog gallop hop creep slither waddle stride step bolt charge cruise coast soar climb "
+    "rise fall drop sink descend ascend plummet tumble swing sweep surf skid bound scramble wade cross flee "
+    "travel journey migrate speed hover sway".split())
+CAUSATIVE_WITH = frozenset("push pull drag tow carry roll ride lead walk steer haul escort herd shove wheel "
+                           "guide".split())
+CAUSATIVE_IMPULSE = frozenset("kick throw toss knock hit bat fling flick launch shoot blow bump nudge send "
+                              "lift raise lower drop spin whack smack punch strike sweep".split())
+PARTICIPLES_IRREGULAR = {"thrown", "blown", "drawn", "taken", "driven", "ridden", "shaken", "flung", "swept", "led",
+                         "hit", "shot", "spun", "sent", "knocked", "held", "struck", "dropped", "lifted"}
+
+# positions on screen: x right, y down (screen coordinates, as SpriteWorld's motions)
+POSITION_WORDS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "top": (0.0, -1.0), "bottom": (0.0, 1.0),
+                  "center": (0.0, 0.0), "centre": (0.0, 0.0), "middle": (0.0, 0.0), "sky": (0.0, -1.0),
+                  "ceiling": (0.0, -1.0), "ground": (0.0, 1.0), "floor": (0.0, 1.0), "surface": (0.0, -1.0),
+                  "heavens": (0.0, -1.0), "bottom-left": (-1.0, 1.0), "skies": (0.0, -1.0), "depths": (0.0, 1.0),
+                  "deep": (0.0, 1.0), "seabed": (0.0, 1.0), "horizon": None}
+VERTICAL_ADJ = {"top": -1.0, "upper": -1.0, "bottom": 1.0, "lower": 1.0}
+DIRECTION_WORDS = {"left": (-1.0, 0.0), "leftward": (-1.0, 0.0), "leftwards": (-1.0, 0.0), "right": (1.0, 0.0),
+                   "rightward": (1.0, 0.0), "rightwards": (1.0, 0.0), "up": (0.0, -1.0), "upward": (0.0, -1.0),
+                   "upwards": (0.0, -1.0), "skyward": (0.0, -1.0), "skywards": (0.0, -1.0), "uphill": (0.0, -1.0),
+                   "upstairs": (0.0, -1.0), "aloft": (0.0, -1.0), "down": (0.0, 1.0), "downward": (0.0, 1.0),
+                   "downwards": (0.0, 1.0), "downhill": (0.0, 1.0), "downstairs": (0.0, 1.0)}
+PLACE_NOUNS = {"side", "edge", "corner", "end", "part", "half", "border", "wall", "area", "bit", "hand", "portion",
+               "sides", "edges", "corners"}
+START_MARKERS = {"from", "out"}  # out (of)
+END_MARKERS = {"to", "toward", "towards", "into", "onto", "for", "till", "until", "reaching", "reaches", "reach",
+               "off", "at"}  # "at" only after ending verbs (checked)
+ENDING_WORDS = {"end", "ends", "ending", "ended", "finish", "finishes", "finishing", "arrive", "arrives", "arriving",
+                "stop", "stops", "stopping", "land", "lands", "landing", "winds", "up", "settle", "settles"}
+STARTING_WORDS = {"start", "starts", "starting", "started", "begin", "begins", "beginning", "began"}
+
+
+# ------------------------------------------------------------------------------------- mentions
+
+@dataclass
+class Mention:
+    start: int  # character span in the prompt
+    end: int
+    first: int  # word indices (inclusive)
+    last: int
+    words: tuple[str, ...]
+    kind: str  # "name" | "pronoun" | "group"
+    pron: str | None = None  # n, m, f, p (pronouns)
+    det: str | None = None  # leading determiner word
+    possessive: bool = False  # "the dog's" (owner of what follows)
+    subjects: tuple[int, ...] = ()
+
+
+@dataclass
+class Subjects:
+    """What the analysis knows about the labelled subjects."""
+
+    labels: list[str]
+    words: list[list[str]]  # label words without determiners
+    heads: list[str]  # head noun of each label ("woman" in "the woman in a yellow raincoat")
+    kinds: list[str]  # "m", "f", "person", "animal", "thing"
+
+
+def _label_head(words: Sequence[str]) -> str:
+    cut = next((i for i, w in enumerate(words) if w in PLAIN_PREPS), len(words))
+    head = words[:cut] or words
+    return head[-1] if head else ""
+
+
+def subject_kind(label: str, head: str) -> str:
+    if head in PERSON_M:
+        return "m"
+    if head in PERSON_F:
+        return "f"
+    if head in PERSON_N:
+        return "person"
+    if head in ANIMALS:
+        return "animal"
+    first = label.strip().split(" ")[0] if label.strip() else ""
+    if first[:1].isupper() and first.lower() not in ("the", "a", "an", "my", "our", "your"):
+        return "person"  # a name ("Anna")
+    return "thing"
+
+
+def _compatible(pron: str, kind: str) -> bool:
+    if pron == "n":
+        return kind in ("thing", "animal")
+    if pron == "m":
+        return kind in ("m", "person", "animal")
+    if pron == "f":
+        return kind in ("f", "person", "animal")
+    return True
+
+
+_PATH_ADJECTIVES = set("a an one big small large wide tight little huge perfect full complete slow fast single lazy "
+                       "giant smooth circular clockwise counterclockwise anticlockwise counter-clockwise "
+                       "anti-clockwise".split())
+_SHAPE_PATHS = {"circle", "circles", "loop", "loops", "zigzag", "zigzags", "spiral", "spirals", "orbit"}
+_BEFORE_VERB = {"to", "should", "will", "would", "can", "could", "must", "then", "also", "and", "slowly", "quickly",
+                "not", "never", "it", "they", "he", "she"}
+
+
+def _verb_like(word: str) -> bool:
+    if any(rx.fullmatch(word) for rx in (CIRCLE, SPIN, ZIGZAG, BOUNCE, GROW, SHRINK)):
+        return True
+    return lemma(word, MOTION_VERBS | UP_VERBS | DOWN_VERBS) in MOTION_VERBS | UP_VERBS | DOWN_VERBS
+
+
+def labels_given(subj: Subjects) -> bool:
+    return any(subj.words)
+
+
+def singular(word: str) -> list[str]:
+    out = []
+    if word.endswith("ies") and len(word) > 4:
+        out.append(word[:-3] + "y")
+    if word.endswith("es") and len(word) > 3:
+        out.append(word[:-2])
+    if word.endswith("s") and len(word) > 2:
+        out.append(word[:-1])
+    return out
+
+
+# ------------------------------------------------------------------------------------- clauses
+
+@dataclass
+class Clause:
+    items: list  # word indices, or ("@", mention index) for a mention
+    splitter: str | None  # the word or punctuation before it
+    sentence: int
+    subject: list[int] = field(default_factory=list)  # mention indices
+    pred: list = field(default_factory=list)  # items after the subject
+    camera: bool = False
+    subjects: tuple[int, ...] = ()  # resolved subject indices
+    inherited: bool = False
+
+
+@dataclass
+class Evidence:
+    kind: str  # stay move zigzag bounce circle spin grow shrink chase swap meet apart copy unsure
+    dirs: list = field(default_factory=list)  # direction vectors
+    start: tuple | None = None
+    end: tuple | None = None
+    end_mention: int | None = None  # goal given as a subject ("over to the flower")
+    turn: str | None = None
+    partner: int | None = None  # chase target / swap-meet partner / copy source (subject index)
+    weak: bool = False
+    text: str = ""
+
+
+@dataclass
+class Camera:
+    kind: str  # pan tilt zoom follow orbit static shot
+    direction: str | None
+    start: int  # character span of the clause in the prompt
+    end: int
+    text: str  # the user's words
+    clause: int = -1  # index in Reading.clauses
+
+
+@dataclass
+class Reading:
+    words: list[Word]
+    mentions: list[Mention]
+    clauses: list[Clause]
+    evidence: dict[int, list[Evidence]]
+    positions: dict[int, tuple[float, float]]
+    camera: list[Camera]
+    warnings: list[str]
+
+
+class Reader:
+    """Reads prompts for one guide's subject vocabulary (determiners, nouns, adjective classes)."""
+
+    def __init__(self, subject_vocab: dict):
+        self.determiners = set(subject_vocab.get("determiners", ())) | POSSESSIVE_DETS | {"the", "a", "an"}
+        self.nouns = set(subject_vocab.get("nouns", ()))
+        self.wildcards = set(subject_vocab.get("wildcard_nouns", ()))
+        self.categories = {w: cat for cat, ws in subject_vocab.get("adjectives", {}).items() for w in ws}
+        for n in self.nouns:
+            self.categories[n] = "noun"
+
+    # -------------------------------------------------------------------------------- subjects
+
+    def subjects(self, labels: Sequence[str]) -> Subjects:
+        words = [[w.text for w in words_of(lb) if not w.punct and w.text not in ("the", "a", "an")]
+                 for lb in labels]
+        heads = [_label_head(ws) for ws in words]
+        return Subjects(list(labels), words, heads, [subject_kind(lb, h) for lb, h in zip(labels, heads)])
+
+    def _score(self, words: Sequence[str], label_words: Sequence[str]) -> int | None:
+        """Shared words, those of the label's head part counting twice those of its tail ('with yellow
+        stripes'); None when a word contradicts the head part (another colour)."""
+        if not label_words:
+            return None
+        cut = next((i for i, w in enumerate(label_words) if w in PLAIN_PREPS), len(label_words))
+        head, tail = label_words[:cut], label_words[cut:]
+        mine: dict[str, set[str]] = {}
+        for w in head:
+            if w in self.categories:
+                mine.setdefault(self.categories[w], set()).add(w)
+        for w in words:
+            cat = self.categories.get(w)
+            if cat and cat in mine and w not in mine[cat]:
+                return None
+        score = 0
+        for w in words:
+            forms = {w, *singular(w)}
+            score += 2 * bool(forms & set(head)) + bool(forms & set(tail))
+        return score or None
+
+    # -------------------------------------------------------------------------------- mentions
+
+    def find_mentions(self, words: list[Word], subj: Subjects, prompt_low: str) -> list[Mention]:
+        mentions: list[Mention] = []
+        taken = [False] * len(words)
+        # motion phrases that look like nouns ("in a counterclockwise circle", "runs in circles")
+        for i, w in enumerate(words):
+            if w.text in ("in", "into") and i + 1 < len(words):
+                for j in range(i + 1, min(i + 5, len(words))):
+                    if words[j].text in _SHAPE_PATHS:
+                        for x in range(i, j + 1):
+                            taken[x] = True
+                        break
+                    if words[j].text not in _PATH_ADJECTIVES:
+                        break
+
+        def add(first: int, last: int, kind: str, **kw) -> None:
+            ws = tuple(w.text for w in words[first:last + 1])
+            det = ws[0] if kind != "pronoun" and ws and ws[0] in self.determiners | GROUP_WORDS else None
+            core = ws if kind == "pronoun" else tuple(w for w in ws if w not in self.determiners and w not in GROUP_WORDS)
+            mentions.append(Mention(words[first].start, words[last].end, first, last, core, kind, det=det, **kw))
+            for i in range(first, last + 1):
+                taken[i] = True
+
+        # exact labels first (multi-word labels with prepositions)
+        for k, lw in enumerate(subj.words):
+            if not lw:
+                continue
+            n = len(lw)
+            for i in range(len(words) - n + 1):
+                if any(taken[i:i + n]) or [w.text for w in words[i:i + n]] != lw:
+                    continue
+                first = i - 1 if i > 0 and words[i - 1].text in self.determiners and not taken[i - 1] else i
+                add(first, i + n - 1, "name", possessive=words[i + n - 1].possessive, subjects=(k,))
+        # labels in scripts without spaces (CJK, ...): found inside a word
+        for k in range(len(subj.labels)):
+            body = " ".join(subj.words[k])
+            if not body or body.isascii() or " " in body or any(m.subjects == (k,) for m in mentions):
+                continue
+            for m in re.finditer(re.escape(body), prompt_low):
+                idx = next((i for i, w in enumerate(words) if w.start <= m.start() < w.end), None)
+                if idx is not None and not taken[idx]:
+                    mentions.append(Mention(m.start(), m.end(), idx, idx, (body,), "name", subjects=(k,)))
+                    taken[idx] = True
+        # the head part of each label ("large green hexagon", not "with a white top"): tail words such as
+        # "top" or "spots" are too often a place or a verb of the prompt
+        label_vocab = {w for ws in subj.words
+                       for w in ws[:next((i for i, x in enumerate(ws) if x in PLAIN_PREPS), len(ws))]}
+        vocab = (set(self.categories) | self.wildcards | label_vocab) - PLAIN_PREPS
+        heads = self.nouns | self.wildcards | label_vocab
+        # plurals name subjects only through their labels ("both squares"; not "moves in circles")
+        self._plural_heads = label_vocab | self.wildcards if labels_given(subj) else heads
+        i = 0
+        while i < len(words):
+            w = words[i]
+            if taken[i] or w.punct:
+                i += 1
+                continue
+            if w.text in PRONOUNS and not (w.text in POSSESSIVE_DETS and self._run_end(words, i + 1, vocab, heads,
+                                                                                        taken) is not None):
+                add(i, i, "pronoun", pron=PRONOUNS[w.text])
+                i += 1
+                continue
+            j = i
+            group = False
+            while j < len(words) and (words[j].text in self.determiners or words[j].text in GROUP_WORDS) and \
+                    not taken[j]:
+                group = group or words[j].text in GROUP_WORDS
+                j += 1
+            end = self._run_end(words, j, vocab, heads, taken)
+            if end is not None and end == j == i and _verb_like(w.text) and i > 0 and \
+                    (taken[i - 1] or words[i - 1].text in _BEFORE_VERB):
+                i += 1  # "the moon should circle", "the blue circle circles": a verb, not a shape
+                continue
+            if end is not None:
+                core = [x.text for x in words[j:end + 1]]
+                if all(c in self.wildcards for c in core) and not group and not self._plural(words[end].text, heads):
+                    i = end + 1  # "one" alone names nobody
+                    continue
+                plural = self._plural(words[end].text, heads)
+                add(i, end, "group" if plural or group else "name", possessive=words[end].possessive)
+                if plural:
+                    mentions[-1].words = tuple(list(mentions[-1].words[:-1]) + [plural])
+                i = end + 1
+                continue
+            i += 1
+        mentions.sort(key=lambda m: m.first)
+        for idx, m in enumerate(mentions):
+            for wi in range(m.first, m.last + 1):
+                words[wi].mention = idx
+        return mentions
+
+    def _plural(self, word: str, heads: set[str]) -> str | None:
+        if word in heads:
+            return None
+        allowed = getattr(self, "_plural_heads", heads)
+        return next((s for s in singular(word) if s in heads and s in allowed), None)
+
+    def _run_end(self, words: list[Word], j: int, vocab: set[str], heads: set[str], taken: list[bool]) -> int | None:
+        k, end = j, None
+        while k < len(words) and not taken[k] and not words[k].punct:
+            t = words[k].text
+            if t in vocab or self._plural(t, heads):
+                if end is not None and words[end].text not in self.categories.keys() - self.nouns and \
+                        (t == words[end].text + "s" or t == words[end].text + "es" or _verb_like(t)):
+                    break  # "the circle circles", "the heart circle(s) clockwise": a verb after the head noun
+                if t in heads or self._plural(t, heads):
+                    end = k
+                    if words[k].possessive or self._plural(t, heads):
+                        break
+                k += 1
+            else:
+                break
+        return end
+
+    def bind_names(self, mentions: list[Mention], subj: Subjects, warnings: list[str]) -> None:
+        n = len(subj.labels)
+        named = [m for m in mentions if m.kind == "name" and not m.subjects]
+        for m in named:
+            scores = [(self._score(m.words, lw), k) for k, lw in enumerate(subj.words)]
+            scores = [(s, k) for s, k in scores if s is not None]
+            if scores:
+                best = max(s for s, _ in scores)
+                tied = [k for s, k in scores if s == best]
+                if len(tied) > 1:
+                    warnings.append(f"{' '.join(m.words)!r} fits the labels of Ref "
+                                    f"{', '.join(str(k + 1) for k in tied)}; bound it to Ref {tied[0] + 1} "
+                                    "(use a more specific name)")
+                m.subjects = (tied[0],)
+        bound = {k for m in mentions if m.kind == "name" for k in m.subjects}
+        free = [k for k in range(n) if k not in bound and not subj.labels[k]] + \
+               [k for k in range(n) if k not in bound and subj.labels[k]]
+        keys: dict[tuple, int] = {}
+        for m in mentions:
+            if m.kind != "name" or m.subjects:
+                continue
+            key = tuple(w for w in m.words if w not in self.wildcards)
+            if key in keys:
+                m.subjects = (keys[key],)
+            elif free:
+                k = keys[key] = free.pop(0)
+                m.subjects = (k,)
+                if subj.labels[k]:
+                    warnings.append(f"{' '.join(m.words)!r} matches no label; bound it to Ref {k + 1} "
+                                    f"({subj.labels[k]!r}) by order")
+        for m in mentions:
+            if m.kind == "group":
+                head = m.words[-1] if m.words else ""
+                if head in self.wildcards or not head:
+                    m.subjects = tuple(range(n))
+                else:
+                    m.subjects = tuple(k for k in range(n) if head in subj.words[k] or head == subj.heads[k])
+                    if not m.subjects:
+                        m.subjects = tuple(range(n))
+
+    # -------------------------------------------------------------------------------- clauses
+
+    def clauses(self, words: list[Word], mentions: list[Mention]) -> list[Clause]:
+        items: list = []
+        i = 0
+        while i < len(words):
+            if words[i].mention is not None:
+                m = words[i].mention
+                items.append(("@", m))
+                i = mentions[m].last + 1
+            else:
+                items.append(i)
+                i += 1
+        raw: list[Clause] = []
+        current: list = []
+        splitter, sentence = None, 0
+        for pos, it in enumerate(items):
+            word = None if isinstance(it, tuple) else words[it].text
+            if word is not None and (words[it].punct or self._splits(word, items, pos, words)):
+                if current:
+                    raw.append(Clause(current, splitter, sentence))
+                current = []
+                splitter = word
+                if word in _SENTENCE_END:
+                    sentence += 1
+                continue
+            current.append(it)
+        if current:
+            raw.append(Clause(current, splitter, sentence))
+        return self._merge(raw, words, mentions)
+
+    def _splits(self, word: str, items: list, pos: int, words: list[Word]) -> bool:
+        if word not in SPLIT_WORDS:
+            return False
+        nxt = items[pos + 1] if pos + 1 < len(items) else None
+        prev = items[pos - 1] if pos > 0 else None
+        nxt_word = None if nxt is None or isinstance(nxt, tuple) else words[nxt].text
+        prev_word = None if prev is None or isinstance(prev, tuple) else words[prev].text
+        if word == "as" and (nxt_word in _NO_SPLIT_AFTER_AS or prev_word in ("such", "as", "just", "same")):
+            return False
+        if word in ("after", "before", "until", "till") and prev_word is not None and \
+                lemma(prev_word, _AFTER_VERBS) in _AFTER_VERBS:
+            return False  # "runs after it"
+        if word in ("after", "before", "until", "till") and nxt is not None and isinstance(nxt, tuple) and \
+                (pos + 2 >= len(items) or not isinstance(items[pos + 2], int) or
+                 words[items[pos + 2]].text in ".,;:!?"):
+            return False  # "after the dog" (a preposition)
+        return True
+
+    def _only_mentions(self, clause: Clause, words: list[Word]) -> bool:
+        has = False
+        k = 0
+        items = clause.items
+        while k < len(items):
+            it = items[k]
+            if isinstance(it, tuple):
+                has = True
+                k += 1
+                skip = self._descriptor(items, k, words)
+                k += skip
+                continue
+            if words[it].text not in SKIP_BEFORE_SUBJECT | GROUP_WORDS:
+                return False
+            k += 1
+        return has
+
+    def _descriptor(self, items: list, k: int, words: list[Word]) -> int:
+        """Length of a position descriptor after a mention ('on the left', 'at the bottom', 'on top')."""
+        if k >= len(items) or isinstance(items[k], tuple):
+            return 0
+        if words[items[k]].text not in ("on", "at", "in", "near", "by"):
+            return 0
+        vec, used = self.position(items, k + 1, words)
+        if vec is None or isinstance(vec, int):
+            return 0
+        return 1 + used
+
+    def _merge(self, raw: list[Clause], words: list[Word], mentions: list[Mention]) -> list[Clause]:
+        out: list[Clause] = []
+        pending: Clause | None = None
+        for idx, c in enumerate(raw):
+            if pending is not None:
+                c = Clause(pending.items + ([("sep", c.splitter)] if c.splitter else []) + c.items,
+                           pending.splitter, pending.sentence)
+                pending = None
+            first = c.items[0]
+            first_word = None if isinstance(first, tuple) else words[first].text
+            has_mention = any(isinstance(it, tuple) and it[0] == "@" for it in c.items)
+            if out and not has_mention and first_word in MODIFIER_STARTS and c.splitter not in _SENTENCE_END:
+                prev = out[-1]
+                prev.items = prev.items + [("sep", c.splitter)] + c.items
+                continue
+            if self._only_mentions(c, words):
+                nxt = raw[idx + 1] if idx + 1 < len(raw) else None
+                if nxt is not None and nxt.splitter in ("and", "nor", ",", ":", "or") and nxt.sentence == c.sentence:
+                    pending = c
+                    continue
+                if out and c.splitter in ("and", ",", "nor") and out[-1].sentence == c.sentence:
+                    out[-1].items = out[-1].items + [("sep", c.splitter)] + c.items
+                    continue
+            out.append(c)
+        if pending is not None:
+            out.append(pending)
+        return out
+
+    # -------------------------------------------------------------------------------- positions
+
+    def position(self, items: list, k: int, words: list[Word]):
+        """(vector, items used) of a position phrase at items[k] ('the left side', 'the very top of
+        the screen', 'the bottom left corner'); (None, 0) if there is none. A mention gives
+        (mention index as int, 1)."""
+        start = k
+        n = len(items)
+
+        def word(j):
+            return None if j >= n or isinstance(items[j], tuple) else words[items[j]].text
+
+        while word(k) in ("the", "a", "very", "far", "upper", "lower", "top", "bottom") and word(k) in \
+                ("the", "a", "very", "far"):
+            k += 1
+        if k < n and isinstance(items[k], tuple) and items[k][0] == "@":
+            return items[k][1], k - start + 1
+        w = word(k)
+        vec = None
+        if w in VERTICAL_ADJ and word(k + 1) in ("left", "right"):
+            vec = (POSITION_WORDS[word(k + 1)][0], VERTICAL_ADJ[w])
+            k += 2
+        elif w in ("left", "right") and word(k + 1) in ("top", "bottom", "upper", "lower"):
+            vec = (POSITION_WORDS[w][0], VERTICAL_ADJ[word(k + 1)])
+            k += 2
+        elif w in ("upper", "lower") and word(k + 1) in PLACE_NOUNS | {"half", "part", "screen", "frame"}:
+            vec = (0.0, VERTICAL_ADJ[w])
+            k += 1
+        elif w in POSITION_WORDS and POSITION_WORDS[w] is not None:
+            vec = POSITION_WORDS[w]
+            k += 1
+        else:
+            return None, 0
+        while word(k) in PLACE_NOUNS or word(k) == "hand":
+            k += 1
+        if word(k) == "of" and word(k + 1) in ("the", "this", "a") and word(k + 2) is not None:
+            k += 3
+        elif word(k) == "of" and word(k + 1) is not None and not isinstance(items[k + 1], tuple):
+            k += 2
+        return vec, k - start
+
+    # -------------------------------------------------------------------------------- reading
+
+    def read(self, prompt: str, labels: Sequence[str], *, blanked: str | None = None) -> Reading:
+        """blanked: the prompt with spans the guide already took out (backgrounds ...) as spaces."""
+        text = blanked if blanked is not None else prompt
+        words = words_of(text)
+        warnings: list[str] = []
+        subj = self.subjects(labels)
+        mentions = self.find_mentions(words, subj, lower_keep_length(text)) if labels else []
+        self.bind_names(mentions, subj, warnings)
+        clauses = self.clauses(words, mentions)
+        positions: dict[int, tuple[float, float]] = {}
+        camera: list[Camera] = []
+        for c in clauses:
+            self._split_subject(c, words, mentions, positions)
+        self._resolve(clauses, mentions, subj, words)
+        evidence: dict[int, list[Evidence]] = {}
+        for ci, c in enumerate(clauses):
+            if self._camera_clause(c, words):
+                c.camera = True
+                cam = self._camera(c, words, mentions)
+                cam.text, cam.clause = self.source(c, words, mentions, prompt), ci
+                camera.append(cam)
+                continue
+            self._motion(c, words, mentions, evidence, positions, len(labels), self.source(c, words, mentions, prompt))
+        return Reading(words, mentions, clauses, evidence, positions, camera, warnings)
+
+    def _split_subject(self, c: Clause, words: list[Word], mentions: list[Mention], positions: dict) -> None:
+        k = 0
+        items = c.items
+        # request wording at the start of a clause ("make", "I want", "please have")
+        head = " ".join(words[it].text for it in items[:6] if isinstance(it, int))
+        m = _REQUEST.match(head + " ")
+        if m and isinstance(items[0], int):
+            used = len(m.group(0).split())
+            while used and k < len(items) and isinstance(items[k], int):
+                k += 1
+                used -= 1
+        subject: list[int] = []
+        while k < len(items):
+            it = items[k]
+            if isinstance(it, tuple):
+                if it[0] == "sep":
+                    if subject and it[1] in ("and", ",", "nor", "or"):
+                        k += 1
+                        continue
+                    break
+                m_ = mentions[it[1]]
+                if m_.possessive and k + 1 < len(items) and isinstance(items[k + 1], tuple) and items[k + 1][0] == "@":
+                    k += 1  # "the dog's ball": the ball is the subject
+                    continue
+                subject.append(it[1])
+                k += 1
+                d = self._descriptor(items, k, words)
+                if d:
+                    vec, _ = self.position(items, k + 1, words)
+                    if isinstance(vec, tuple):
+                        for s in m_.subjects or ():
+                            positions[s] = vec
+                        positions[("m", it[1])] = vec
+                    k += d
+                continue
+            w = words[it].text
+            if subject and w in ("and", "nor", "or", ",", "both", "all", "each", "neither", "either"):
+                k += 1
+                continue
+            if not subject and (w in SKIP_BEFORE_SUBJECT or w in GROUP_WORDS or w.endswith("ly")):
+                k += 1
+                continue
+            break
+        c.subject = subject
+        c.pred = items[k:]
+        # descriptors after mentions inside the predicate ("the flower on the left")
+        j = 0
+        while j < len(c.pred):
+            it = c.pred[j]
+            if isinstance(it, tuple) and it[0] == "@":
+                d = self._descriptor(c.pred, j + 1, words)
+                if d:
+                    vec, _ = self.position(c.pred, j + 2, words)
+                    if isinstance(vec, tuple):
+                        positions[("m", it[1])] = vec
+                        c.pred = c.pred[:j + 1] + c.pred[j + 1 + d:]
+            j += 1
+
+    def _camera_clause(self, c: Clause, words: list[Word]) -> bool:
+        if c.subject:
+            return False
+        ws = [words[it].text for it in c.items if isinstance(it, int)]
+        content = [w for w in ws if w not in SKIP_BEFORE_SUBJECT and w not in ("make", "have", "let", "please")]
+        if not content:
+            return False
+        if content[0] in CAMERA_NOUNS:
+            return True
+        if lemma(content[0], CAMERA_VERBS) in ("pan", "tilt", "zoom", "dolly", "track", "truck", "crane"):
+            return True
+        text = " ".join(ws)
+        return bool(CAMERA_TERMS.fullmatch(text.strip())) or (
+            len(content) <= 3 and bool(CAMERA_TERMS.search(text)) and not any(
+                lemma(w, MOTION_VERBS) in MOTION_VERBS for w in content))
+
+    def _camera(self, c: Clause, words: list[Word], mentions: list[Mention]) -> Camera:
+        spans = [(words[it].start, words[it].end) for it in c.items if isinstance(it, int)] + \
+            [(mentions[it[1]].start, mentions[it[1]].end) for it in c.items if isinstance(it, tuple) and it[0] == "@"]
+        start, end = (min(s for s, _ in spans), max(e for _, e in spans)) if spans else (0, 0)
+        text = self._text(c.items, words)
+        kind, direction = "shot", None
+        m = re.search(r"\b(pan|pans|panning|panned|tilt|tilts|tilting|tilted|move|moves|moving|swing|swings|"
+                      r"swinging|track|tracks|tracking|truck|trucks|trucking|crane|cranes|craning)\s+(?:slowly\s+|"
+                      r"quickly\s+|gently\s+)?(?:to\s+the\s+|over\s+to\s+the\s+|towards?\s+the\s+)?(left|right|up|"
+                      r"down|upward|downward|upwards|downwards)\b", text)
+        if m:
+            verb = lemma(m.group(1), {"pan", "tilt", "move", "swing", "track", "truck", "crane"})
+            kind = "tilt" if verb in ("tilt", "crane") else "pan"
+            direction = m.group(2).replace("wards", "").replace("ward", "")
+        elif re.search(r"\b(zoom|zooms|zooming|push|pushes|pushing|dolly|dollies|dollying|move|moves|moving)\s+"
+                       r"(?:slowly\s+)?(in|closer|forward)\b", text):
+            kind, direction = "zoom", "in"
+        elif re.search(r"\b(zoom|zooms|zooming|pull|pulls|pulling|dolly|dollies|dollying|move|moves|moving)\s+"
+                       r"(?:slowly\s+)?(out|back|away)\b", text):
+            kind, direction = "zoom", "out"
+        elif re.search(r"\b(follow|follows|following|track|tracks|tracking)\b", text):
+            kind = "follow"
+        elif re.search(r"\b(orbit|orbits|orbiting|circle|circles|circling|rotates?\s+around)\b", text):
+            kind = "orbit"
+        elif re.search(r"\b(static|still|locked|tripod|does\s+not\s+move|stays|holds)\b", text):
+            kind = "static"
+        return Camera(kind, direction, start, end, text)
+
+    def _text(self, items: list, words: list[Word]) -> str:
+        out = []
+        for it in items:
+            if isinstance(it, tuple):
+                out.append(f"@{it[1]}" if it[0] == "@" else (it[1] or ""))
+            else:
+                out.append(words[it].text)
+        return " ".join(x for x in out if x)
+
+    # -------------------------------------------------------------------------------- pronouns
+
+    def _resolve(self, clauses: list[Clause], mentions: list[Mention], subj: Subjects, words: list[Word]) -> None:
+        n = len(subj.labels)
+        history: list[tuple[int, ...]] = []  # subject tuples in reading order
+        last_subject: tuple[int, ...] = ()
+        last_compound: tuple[int, ...] = ()
+
+        def pick(pron: str, exclude: tuple[int, ...]) -> tuple[int, ...]:
+            if pron == "p":
+                if last_compound:
+                    return last_compound
+                seen = tuple(dict.fromkeys(k for h in history for k in h))
+                return seen if len(seen) >= 2 else tuple(range(n))
+            for h in reversed(history):
+                if len(h) == 1 and h[0] not in exclude and _compatible(pron, subj.kinds[h[0]]):
+                    return h
+            for h in reversed(history):
+                if len(h) == 1 and h[0] not in exclude:
+                    return h
+            if n == 1:
+                return (0,)
+            # no antecedent yet ("she walks her dog"): the subject it fits, a matching gender first
+            fits = [k for k in range(n) if k not in exclude and _compatible(pron, subj.kinds[k])]
+            exact = [k for k in fits if subj.kinds[k] == pron]
+            pool = exact or fits
+            return (pool[0],) if pool else ()
+
+        for c in clauses:
+            ments = [it[1] for it in c.items if isinstance(it, tuple) and it[0] == "@"]
+            own: tuple[int, ...] = ()
+            for mi in c.subject:
+                m = mentions[mi]
+                if m.kind == "pronoun" and not m.subjects:
+                    m.subjects = pick(m.pron, ())
+                    copula = self._text(c.pred[:1], words) in ("is", "are")
+                    if copula or not m.subjects:  # "it's a yellow duck": the name after the copula
+                        later = next((mentions[x] for x in ments if mentions[x].kind == "name"), None)
+                        m.subjects = later.subjects if later else m.subjects
+                own += m.subjects
+            for mi in ments:
+                m = mentions[mi]
+                if mi in c.subject:
+                    continue
+                if m.kind == "pronoun" and not m.subjects:
+                    m.subjects = pick(m.pron, own if m.pron != "p" else ())
+                if m.subjects:
+                    history.append(m.subjects)
+            # the subject goes last into the history: "the cat runs after him" looks past the cat
+            own = tuple(dict.fromkeys(own))
+            if own:
+                history.append(own)
+                last_subject = own
+                if len(own) >= 2:
+                    last_compound = own
+            c.subjects = own
+        # clauses without a subject
+        for ci, c in enumerate(clauses):
+            if c.subjects or self._camera_clause(c, words):
+                continue
+            prev = clauses[ci - 1] if ci > 0 else None
+            nxt = clauses[ci + 1] if ci + 1 < len(clauses) else None
+            first = next((words[it].text for it in c.items if isinstance(it, int)), "")
+            if c.splitter in ("which", "who", "where") and prev is not None:
+                before = [it[1] for it in prev.items if isinstance(it, tuple) and it[0] == "@"]
+                if before and mentions[before[-1]].subjects:
+                    c.subjects = mentions[before[-1]].subjects
+                    c.inherited = True
+                    continue
+            if (prev is None or prev.sentence != c.sentence) and nxt is not None and nxt.sentence == c.sentence \
+                    and (first.endswith("ing") or first in STARTING_WORDS) and nxt.subjects:
+                c.subjects = nxt.subjects  # "starting at the bottom, the star ..."
+                c.inherited = True
+                continue
+            back = next((p for p in reversed(clauses[:ci]) if p.subjects and not p.camera), None)
+            if back is not None and not (prev is not None and prev.camera and prev.sentence == c.sentence and
+                                         back.sentence != c.sentence):
+                c.subjects = back.subjects
+                c.inherited = True
+            elif n:
+                c.subjects = (0,) if n == 1 else ()
+                c.inherited = True
+        del last_subject
+
+    # -------------------------------------------------------------------------------- motions
+
+    def source(self, c: Clause, words: list[Word], mentions: list[Mention], prompt: str) -> str:
+        """The user's own words of a clause."""
+        spans = [(words[it].start, words[it].end) for it in c.items if isinstance(it, int) and not words[it].punct] + \
+            [(mentions[it[1]].start, mentions[it[1]].end) for it in c.items if isinstance(it, tuple) and it[0] == "@"]
+        if not spans:
+            return ""
+        return " ".join(prompt[min(s for s, _ in spans):max(e for _, e in spans)].split())
+
+    def _motion(self, c: Clause, words: list[Word], mentions: list[Mention], evidence: dict, positions: dict,
+                n: int, source: str) -> None:
+        targets = list(c.subjects)
+        text = self._text(c.items, words)
+        pred_text = self._text(c.pred, words)
+        if not targets:
+            if n and re.search(r"\w", pred_text):
+                targets = [-1]  # decided later: the first subject without a motion
+            else:
+                return
+
+        def add(k: int, ev: Evidence) -> None:
+            ev.text = source
+            evidence.setdefault(k, []).append(ev)
+
+        objects = [it[1] for it in c.pred if isinstance(it, tuple) and it[0] == "@"]
+        obj_subjects = [s for mi in objects for s in mentions[mi].subjects if s not in targets]
+        scan = NEGATED_DIRECTION.sub(" ", pred_text)
+        # negation: "doesn't move", "neither ... nor ... moves", "never moves"
+        negated = bool(NEGATION.search(NEGATED_DIRECTION.sub(" ", text))) or \
+            any(mentions[mi].det in ("neither", "no") for mi in c.subject)
+        if negated:
+            for k in targets:
+                add(k, Evidence("stay"))
+            return
+        turn = next((TURN_WORDS[w] for w in TURN_WORDS if re.search(rf"\b{w}\b", scan)), None)
+        for kind, rx in (("grow", GROW), ("shrink", SHRINK)):
+            if rx.search(scan):
+                for k in targets:
+                    add(k, Evidence(kind))
+                return
+        if SWAP.search(scan) or MEET.search(scan):
+            kind = "swap" if SWAP.search(scan) else "meet"
+            pair = list(dict.fromkeys([*targets, *obj_subjects]))[:2]
+            if len(pair) == 2 and -1 not in pair:
+                add(pair[0], Evidence(kind, partner=pair[1]))
+                add(pair[1], Evidence(kind, partner=pair[0]))
+                return
+        if APART.search(scan):
+            pair = list(dict.fromkeys([*targets, *obj_subjects]))
+            for k in pair:
+                if k >= 0:
+                    others = [j for j in pair if j != k]
+                    add(k, Evidence("apart", partner=others[0] if others else None))
+            return
+        chase = CHASE.search(scan)
+        if chase:
+            passive = re.search(r"\b(?:is|are|was|were|gets?|getting|got|being|been)\s+(?:\w+ly\s+)?chased\b", scan)
+            by = re.search(r"\bby\s+@(\d+)", scan)
+            if passive and by and mentions[int(by.group(1))].subjects:
+                chaser = mentions[int(by.group(1))].subjects[0]
+                ev = self._direction(c.pred, words, positions, mentions, text)
+                for k in targets:
+                    if k >= 0:
+                        add(k, ev if ev.kind != "unsure" else Evidence("unsure"))
+                        add(chaser, Evidence("chase", partner=k))
+                return
+            after = [mi for mi in objects if mentions[mi].start > 0 and
+                     self._index_of(c.pred, mi) > self._word_pos(c.pred, words, chase.group(0))]
+            target = next((mentions[mi].subjects[0] for mi in after if mentions[mi].subjects and
+                           mentions[mi].subjects[0] not in targets), None)
+            if target is not None:
+                for k in targets:
+                    if k >= 0:
+                        add(k, Evidence("chase", partner=target))
+                # a direction after the target is the target's move ("chases the cat to the right")
+                ev = self._direction(c.pred, words, positions, mentions, text)
+                if ev.kind == "move":
+                    ev.weak = False
+                    add(target, ev)
+                return
+        for kind, rx in (("spin", SPIN), ("circle", CIRCLE)):
+            if rx.search(scan):
+                for k in targets:
+                    add(k, Evidence(kind, turn=turn))
+                return
+        zig = ZIGZAG.search(scan)
+        if BOUNCE.search(scan) and not zig:
+            ev = self._direction(c.pred, words, positions, mentions, text)
+            for k in targets:
+                add(k, Evidence("bounce", dirs=ev.dirs if ev.kind == "move" else []))
+            return
+        verb = self._main_verb(c.pred, words)
+        stay = STAY.search(scan)
+        if stay and not zig and not (verb and lemma(verb, MOTION_VERBS) in MOTION_VERBS and
+                                     stay.group(0) in ("in place", "still")):
+            for k in targets:
+                add(k, Evidence("stay"))
+            return
+        # passive and causative: who moves
+        passive = re.search(r"\b(?:is|are|was|were|gets?|getting|got|being|been|be)\s+(?:\w+ly\s+)?(?:both\s+|all\s+)?"
+                            r"(\w+ed|" + "|".join(PARTICIPLES_IRREGULAR) + r")\b", scan)
+        reduced = re.match(r"^(\w+ed|" + "|".join(PARTICIPLES_IRREGULAR) + r")\b.*\bby\b", pred_text)
+        by = re.search(r"\bby\s+@(\d+)", scan)
+        ev = self._direction(c.pred, words, positions, mentions, text, verb=verb)
+        if zig:
+            ev.kind = "zigzag" if ev.kind in ("move", "unsure") else ev.kind
+            if not ev.dirs and ev.start is None and ev.end is None and ev.end_mention is None:
+                ev.kind = "unsure"
+        if passive or reduced:
+            participle = (passive or reduced).group(1)
+            base = lemma(participle, CAUSATIVE_WITH | CAUSATIVE_IMPULSE | UP_VERBS | DOWN_VERBS)
+            if base in UP_VERBS | {"lift", "raise", "hoist"} and ev.kind in ("move", "unsure") and not ev.dirs:
+                ev.dirs.append((0.0, -1.0))
+                ev.kind = "move"
+            if base in DOWN_VERBS | {"drop", "lower"} and ev.kind in ("move", "unsure") and not ev.dirs:
+                ev.dirs.append((0.0, 1.0))
+                ev.kind = "move"
+            if ev.kind in ("move", "zigzag"):
+                for k in targets:
+                    add(k, ev)
+                if by and base in CAUSATIVE_WITH:
+                    for agent in mentions[int(by.group(1))].subjects:
+                        if agent not in targets:
+                            add(agent, Evidence(ev.kind, list(ev.dirs), ev.start, ev.end, ev.end_mention,
+                                                weak=True))
+            return
+        causative = verb is not None and lemma(verb, CAUSATIVE_WITH | CAUSATIVE_IMPULSE) in \
+            CAUSATIVE_WITH | CAUSATIVE_IMPULSE
+        if causative and obj_subjects and ev.kind in ("move", "zigzag"):
+            base = lemma(verb, CAUSATIVE_WITH | CAUSATIVE_IMPULSE)
+            first_obj = obj_subjects[0]
+            add(first_obj, ev)
+            if base in CAUSATIVE_WITH:
+                for k in targets:
+                    if k >= 0:
+                        add(k, Evidence(ev.kind, list(ev.dirs), ev.start, ev.end, ev.end_mention, weak=True))
+            return
+        if verb is not None and lemma(verb, NON_MOTION) in NON_MOTION and not ev.dirs:
+            return
+        if ev.kind == "unsure":
+            # "walks with him": the same motion as him
+            with_ = re.search(r"\b(?:with|alongside|beside)\s+@(\d+)", scan)
+            if with_ and mentions[int(with_.group(1))].subjects:
+                src = mentions[int(with_.group(1))].subjects[0]
+                for k in targets:
+                    if k != src:
+                        add(k, Evidence("copy", partner=src))
+                return
+            if verb is None or lemma(verb, MOTION_VERBS) not in MOTION_VERBS:
+                return  # no motion verb, no direction: nothing stated
+        for k in targets:
+            add(k, ev)
+
+    def _index_of(self, items: list, mi: int) -> int:
+        return next((i for i, it in enumerate(items) if isinstance(it, tuple) and it == ("@", mi)), -1)
+
+    def _word_pos(self, items: list, words: list[Word], phrase: str) -> int:
+        first = phrase.split()[0]
+        return next((i for i, it in enumerate(items) if isinstance(it, int) and words[it].text == first), 0)
+
+    def _main_verb(self, items: list, words: list[Word]) -> str | None:
+        for it in items:
+            if isinstance(it, tuple):
+                if it[0] == "@":
+                    return None
+                continue
+            w = words[it].text
+            if w in ("should", "will", "would", "can", "could", "must", "to", "is", "are", "does", "do", "also",
+                     "then", "just", "both", "all", "gets", "get", "slowly", "quickly", "gently", "first",
+                     "suddenly", "not", "now", "be", "being", "keeps", "starts", "begins", "continues", "tries") or \
+                    (w.endswith("ly") and len(w) > 4):
+                continue
+            if w in DIRECTION_WORDS or w in POSITION_WORDS or w in ("from", "to", "toward", "towards", "in", "on"):
+                return None
+            return w
+        return None
+
+    def _direction(self, items: list, words: list[Word], positions: dict, mentions: list[Mention], text: str,
+                   verb: str | None = None) -> Evidence:
+        """Direction words, vertical verbs and the path (start / end points) of a predicate."""
+        n = len(items)
+
+        def word(j):
+            return None if j >= n or isinstance(items[j], tuple) else words[items[j]].text
+
+        dirs: list[tuple[float, float]] = []
+        start = end = None
+        end_mention = None
+        blocked: set[int] = set()
+        joined = self._text(items, words)
+        for m in NEGATED_DIRECTION.finditer(joined):
+            # the item indices covered by a negated direction ("not the right")
+            before = len(joined[:m.start()].split())
+            for j in range(before, before + len(m.group(0).split())):
+                blocked.add(j)
+        idioms = {len(joined[:m.end()].split()) - 1 for m in PARTICLE_IDIOMS.finditer(joined)}
+        j = 0
+        marker = None
+        while j < n:
+            it = items[j]
+            if j in blocked:
+                j += 1
+                continue
+            w = word(j)
+            if isinstance(it, tuple):
+                if it[0] == "@" and marker == "end":
+                    end_mention = it[1]
+                    marker = None
+                j += 1
+                continue
+            if w in START_MARKERS or w in STARTING_WORDS:
+                marker = "start"
+                if w == "out" and word(j + 1) == "of":
+                    j += 1
+                if w in STARTING_WORDS and word(j + 1) in ("at", "from", "in", "on"):
+                    j += 1
+                j += 1
+                continue
+            if w in END_MARKERS and (w != "at" or marker == "ending") and (w != "off" or True):
+                if w == "at" or w != "at":
+                    marker = "end"
+                j += 1
+                if word(j) == "each":
+                    marker = None
+                continue
+            if w in ENDING_WORDS and w != "up":
+                marker = "ending"
+                j += 1
+                continue
+            vec, used = self.position(items, j, words)
+            if used and vec is not None and not isinstance(vec, int):
+                nxt = word(j + used)
+                if marker is None and w not in DIRECTION_WORDS and nxt in ("to", "toward", "towards") and \
+                        self.position(items, j + used + 1, words)[1]:
+                    start = vec  # "right to left", "top to bottom"
+                elif marker == "start":
+                    start = vec
+                elif marker in ("end", "ending"):
+                    end = vec
+                elif w in DIRECTION_WORDS:
+                    dirs.append(DIRECTION_WORDS[w])
+                marker = None
+                j += used
+                continue
+            if w in DIRECTION_WORDS and j not in idioms:
+                if not (w in ("up", "down") and word(j + 1) == "and" and word(j + 2) in ("down", "up")):
+                    dirs.append(DIRECTION_WORDS[w])
+                marker = "end" if word(j + 1) in ("to", "toward", "towards", "into") else None
+                j += 1
+                continue
+            if w in ("over", "across", "back", "away", "way", "its", "their", "his", "her", "all", "the", "then",
+                     "slowly", "quickly", "straight", "directly"):
+                j += 1
+                continue
+            if lemma(w or "", UP_VERBS) in UP_VERBS:
+                dirs.append((0.0, -1.0))
+            elif lemma(w or "", DOWN_VERBS) in DOWN_VERBS:
+                dirs.append((0.0, 1.0))
+            elif w in ("lifts", "lift", "lifting", "takes", "take", "taking") and word(j + 1) == "off":
+                dirs.append((0.0, -1.0))
+                j += 1
+            if marker not in ("ending",):
+                marker = None if w not in ("to",) else marker
+            j += 1
+        if end_mention is not None and end is None:
+            key = ("m", end_mention)
+            if key in positions:
+                end = positions[key]
+            else:
+                subj_pos = [positions[s] for s in mentions[end_mention].subjects if s in positions]
+                end = subj_pos[0] if subj_pos else None
+        vec = _combine(dirs, start, end)
+        kind = "move" if vec is not None else "unsure"
+        ev = Evidence(kind, [vec] if vec is not None else [], None, None, None, text=text)
+        if vec is None and end_mention is not None:
+            ev.end_mention = end_mention
+        return ev
+
+
+def _combine(dirs: list, start, end) -> tuple[float, float] | None:
+    path = None
+    if start is not None and end is not None:
+        path = (end[0] - start[0], end[1] - start[1])
+    elif end is not None and end != (0.0, 0.0):
+        path = end
+    elif start is not None and start != (0.0, 0.0):
+        path = (-start[0], -start[1])
+    if path is not None and path == (0.0, 0.0):
+        path = None
+    d = None
+    if dirs:
+        sx = sum(v[0] for v in dict.fromkeys(dirs))
+        sy = sum(v[1] for v in dict.fromkeys(dirs))
+        d = (sx, sy) if (sx, sy) != (0.0, 0.0) else None
+    if path is None:
+        return d
+    if d is None:
+        return path
+    dot = path[0] * d[0] + path[1] * d[1]
+    if abs(dot) < 1e-9:
+        return (path[0] + d[0], path[1] + d[1])
+    return path
+
+
+def direction_name(vec: tuple[float, float]) -> str:
+    """Nearest of the 8 screen directions; a minor component under 40% of the major one is dropped."""
+    x, y = vec
+    ax, ay = abs(x), abs(y)
+    horiz = "left" if x < 0 else "right"
+    vert = "up" if y < 0 else "down"
+    if ay < 0.4 * ax:
+        return horiz
+    if ax < 0.4 * ay:
+        return vert
+    return f"{vert}_{horiz}"
+
+
+def unit(vec: tuple[float, float]) -> tuple[float, float]:
+    n = math.hypot(*vec)
+    return (vec[0] / n, vec[1] / n) if n else (0.0, 0.0)
+
+
+_FUNCTION_WORDS = frozenset(
+    "the a an of in on at with by to from is are be it its this that these those there here very so too also "
+    "not no do does did will would should could can must may might have has had been being was were am i you we "
+    "me my your our us please want like see make let show animate video clip scene where which who what when "
+    "one some any each every other another same time same first next last then just only still again really "
+    "slowly quickly gently softly fast slow little bit way around about over under across through along past "
+    "behind beside near into onto upon toward towards out off up down away back while and or but nor as if".split())
+
+
+@lru_cache(maxsize=1)
+def lexicon_words() -> frozenset[str]:
+    """Every word the analysis reads (for reporting the words it left out)."""
+    words = set(_FUNCTION_WORDS)
+    for group in (SPLIT_WORDS, MODIFIER_STARTS, SKIP_BEFORE_SUBJECT, GROUP_WORDS, PRONOUNS, POSSESSIVE_DETS,
+                  CAMERA_NOUNS, FRAME_NOUNS, CAMERA_VERBS, DIRECTION_WORDS, POSITION_WORDS, PLACE_NOUNS, START_MARKERS,
+                  END_MARKERS, ENDING_WORDS, STARTING_WORDS, MOTION_VERBS, UP_VERBS, DOWN_VERBS, CAUSATIVE_WITH,
+                  CAUSATIVE_IMPULSE, NON_MOTION, TURN_WORDS, VERTICAL_ADJ, PARTICIPLES_IRREGULAR):
+        words.update(group)
+    for rx in (NEGATION, STAY, GROW, SHRINK, SPIN, CIRCLE, BOUNCE, JUMP, ZIGZAG, CHASE, SWAP, MEET, APART,
+               CAMERA_TERMS):
+        words.update(re.findall(r"[a-z]{3,}", rx.pattern))
+    return frozenset(words)
+
+
+def understood(word: str) -> bool:
+    known = lexicon_words()
+    return word in known or lemma(word, known) in known
