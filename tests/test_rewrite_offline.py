@@ -106,10 +106,14 @@ def test_subjects_bind_by_label_words_pronouns_and_order():
     r = rewrite(["", ""], "the green square shrinks and the pink moon bounces", style_guide="spriteworld")
     assert r.ref_lines == ("Ref 1: a green square.", "Ref 2: a pink moon.")
     assert caption_facts(r.prompt)["motions"] == {0: "shrink", 1: "bounce"}
-    # labels that the prompt never uses: still by order, with a warning
-    r = rewrite(["the dog", "the cat"], "a man walks while a woman waves", style_guide="libragen")
-    assert "Ref 1[the man]" in r.video_line and "Ref 2[the woman]" in r.video_line
+    # labels that the prompt never uses: by order among subjects of the same kind, with a warning
+    r = rewrite(["the dog", "the cat"], "a puppy runs while a kitten sleeps", style_guide="libragen")
+    assert "Ref 1[the puppy]" in r.video_line and "Ref 2[the kitten]" in r.video_line
     assert any("by order" in w for w in r.warnings)
+    # a man is not the dog: nothing bound by order, both references still bound once
+    r = rewrite(["the dog", "the cat"], "a man walks while a woman waves", style_guide="libragen")
+    assert r.video_line == "Video: Ref 1[the dog] and Ref 2[the cat] appear; a man walks while a woman waves."
+    assert any("does not name Ref 1, 2" in w for w in r.warnings)
 
 
 def test_libragen_guide_keeps_verbs_turns_requests_into_statements_and_moves_camera_terms():

@@ -348,6 +348,9 @@ def subject_kind(label: str, head: str) -> str:
     return "thing"
 
 
+_KIND_CLASS = {"m": "person", "f": "person", "person": "person", "animal": "animal", "thing": "thing"}
+
+
 def _compatible(pron: str, kind: str) -> bool:
     if pron == "n":
         return kind in ("thing", "animal")
@@ -370,6 +373,12 @@ def _verb_like(word: str) -> bool:
     if any(rx.fullmatch(word) for rx in (CIRCLE, SPIN, ZIGZAG, BOUNCE, GROW, SHRINK)):
         return True
     return lemma(word, MOTION_VERBS | UP_VERBS | DOWN_VERBS) in MOTION_VERBS | UP_VERBS | DOWN_VERBS
+
+
+def _adjective_like(word: str) -> bool:
+    return word not in _FUNCTION_WORDS and word not in SPLIT_WORDS and word not in PRONOUNS and \
+        word not in DIRECTION_WORDS and word not in POSITION_WORDS and not _verb_like(word) and \
+        word not in CAMERA_NOUNS and word.isalpha()
 
 
 def labels_given(subj: Subjects) -> bool:
@@ -567,6 +576,21 @@ class Reader:
                 words[wi].mention = idx
         return mentions
 
+    def _widen(self, m: Mention, words: list[Word]) -> None:
+        """'an old man' when only 'man' matched a label: take in the adjectives up to the determiner."""
+        if m.kind != "name" or m.det is not None:
+            return
+        j = m.first - 1
+        while j >= 0 and m.first - j <= 3 and not words[j].punct and words[j].mention is None and \
+                words[j].text not in self.determiners and _adjective_like(words[j].text) and \
+                not words[j].possessive:
+            j -= 1
+        if j >= 0 and j < m.first - 1 and words[j].text in {"the", "a", "an"} | POSSESSIVE_DETS and \
+                words[j].mention is None:
+            m.det = words[j].text
+            m.words = tuple(w.text for w in words[j + 1:m.first]) + m.words
+            m.first, m.start = j, words[j].start
+
     def _plural(self, word: str, heads: set[str]) -> str | None:
         if word in heads:
             return None
@@ -612,10 +636,13 @@ class Reader:
             if m.kind != "name" or m.subjects:
                 continue
             key = tuple(w for w in m.words if w not in self.wildcards)
+            kind = _KIND_CLASS[subject_kind("", m.words[-1] if m.words else "")]
+            fits = [k for k in free if not subj.labels[k] or _KIND_CLASS[subj.kinds[k]] == kind]
             if key in keys:
                 m.subjects = (keys[key],)
-            elif free:
-                k = keys[key] = free.pop(0)
+            elif fits:
+                k = keys[key] = fits[0]
+                free.remove(k)
                 m.subjects = (k,)
                 if subj.labels[k]:
                     warnings.append(f"{' '.join(m.words)!r} matches no label; bound it to Ref {k + 1} "
@@ -786,6 +813,13 @@ class Reader:
         subj = self.subjects(labels)
         mentions = self.find_mentions(words, subj, lower_keep_length(text)) if labels else []
         self.bind_names(mentions, subj, warnings)
+        mentions = [m for m in mentions if m.subjects or m.kind == "pronoun"]
+        for w in words:
+            w.mention = None
+        for idx, m in enumerate(mentions):
+            self._widen(m, words)
+            for wi in range(m.first, m.last + 1):
+                words[wi].mention = idx
         clauses = self.clauses(words, mentions)
         positions: dict[int, tuple[float, float]] = {}
         camera: list[Camera] = []
@@ -1325,8 +1359,8 @@ _FUNCTION_WORDS = frozenset(
     "the a an of in on at with by to from is are be it its this that these those there here very so too also "
     "not no do does did will would should could can must may might have has had been being was were am i you we "
     "me my your our us please want like see make let show animate video clip scene where which who what when "
-    "one some any each every other another same time same first next last then just only still again really "
-    "slowly quickly gently softly fast slow little bit way around about over under across through along past "
+    "one some any each every other another same time first next last then just only still again really "
+    "slowly quickly gently softly fast slow way around about over under across through along past "
     "behind beside near into onto upon toward towards out off up down away back while and or but nor as if".split())
 
 

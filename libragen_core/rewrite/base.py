@@ -135,8 +135,9 @@ def validate_prose(text: str, ref_lines: Sequence[str]) -> str:
         raise InputError("the prose prompt has Ref tags, brackets or a 'Video:' label; this style is plain prose")
     present: dict[str, int] = {}
     for w in words_of(text):
-        for form in (w.text, *singular(w.text)):
-            present[form] = present.get(form, 0) + 1
+        present[w.text] = present.get(w.text, 0) + 1
+        for form in singular(w.text):  # "two dogs" names every dog
+            present[form] = len(ref_lines) + 1
     heads = subject_heads(ref_lines)
     missing = [k + 1 for k, h in enumerate(heads) if h and h.isascii() and present.get(h, 0) < heads.count(h)]
     if missing:

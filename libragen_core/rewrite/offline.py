@@ -487,24 +487,35 @@ class OfflineRewriter:
         out.append(text[pos:])
         return "".join(out)
 
+    def _camera_phrase(self, words: str) -> str:
+        """A camera clause as it goes to the end: the guide's canonical phrase for a known term ("tracking
+        shot"), else the user's words as a statement ("zoom in on the cat" -> the camera zooms in on the cat)."""
+        from ..spriteworld.captions import conjugate
+        from .analysis import lemma
+
+        key = re.sub(r"\s+", " ", lower_keep_length(words).strip(" ,.;")).removeprefix("the ")
+        phrase = self.camera_forms.get(key) or self.camera_forms.get("the " + key)
+        if phrase is not None:
+            return phrase
+        phrase = re.sub(r"^(?:and|while|whilst|as|then)\s+", "", words.strip(" ,.;"), flags=re.IGNORECASE)
+        verbs = {"pan", "tilt", "zoom", "dolly", "track", "push", "pull", "orbit", "follow", "circle", "crane"}
+        m = re.match(r"(?i)((?:slowly|quickly|gently|then)\s+)?([a-z]+)\b(.*)", phrase)
+        if m and lemma(m.group(2).lower(), verbs) in verbs:
+            return f"the camera {m.group(1) or ''}{conjugate(lemma(m.group(2).lower(), verbs))[0]}{m.group(3)}"
+        return "the " + phrase if re.match(r"(?i)camera\b", phrase) else phrase
+
     def _camera_spans(self, reading: Reading, text: str) -> list[tuple[int, int, str]]:
-        """(start, end, phrase) of each camera clause: the span to cut (with its joining word) and what
-        goes to the end (a canonical phrase for a known term, else the user's words)."""
+        """(start, end, phrase) of each camera clause: the span to cut, with the word or comma that
+        joined it to the sentence, and what goes to the end (_camera_phrase)."""
         spans = []
         for cam in reading.camera:
             start, end = cam.start, cam.end
-            words = text[start:end]
-            key = re.sub(r"\s+", " ", lower_keep_length(words).strip(" ,.;")).removeprefix("the ")
-            phrase = self.camera_forms.get(key) or self.camera_forms.get("the " + key)
-            if phrase is None:
-                phrase = re.sub(r"^(?:and\s+|while\s+|as\s+)?", "", words.strip(" ,.;"))
-                if re.match(r"(?i)camera\b", phrase):
-                    phrase = "the " + phrase
-            # the joining word before it ("as", "while", ","), else the one after it
-            before = re.search(r"(?:[,;]\s*|\s+)(?:(?:and|while|whilst|as|but|then)\s+)?(?:[,;]\s*)?$", text[:start])
-            if before and before.group(0).strip(" "):
+            phrase = self._camera_phrase(text[start:end])
+            before = re.search(r"(?:^|[,;]\s*|\s+)(?:(?:and|while|whilst|as|but|then)\s+)?(?:[,;]\s*)?$",
+                               text[:start], flags=re.IGNORECASE)
+            if before and before.group(0).strip():
                 start = before.start()
-            else:
+            if not text[:start].strip():  # it opened the sentence: cut the joint after it too
                 after = re.match(r"\s*(?:[,;]\s*(?:and\s+|while\s+|as\s+)?|(?:and|while|as)\s+)", text[end:])
                 if after:
                     end += after.end()
@@ -533,13 +544,9 @@ class OfflineRewriter:
         for m in order:
             if in_camera(m) or not m.subjects:
                 continue
-            if m.kind == "pronoun" and m.det is None and lower_keep_length(prompt[m.start:m.end]) in (
-                    "his", "its", "their", "hers", "theirs") and False:
-                continue
             fresh = [k for k in m.subjects if k not in bound]
-            if not fresh or (m.kind != "group" and len(m.subjects) != 1):
-                continue
-            if m.kind == "group" and len(fresh) != len(m.subjects):
+            several = m.kind == "group" or m.pron == "p"
+            if not fresh or (not several and len(m.subjects) != 1) or (several and len(fresh) != len(m.subjects)):
                 continue
             word = lower_keep_length(prompt[m.start:m.end])
             if m.kind == "pronoun" and word in ("his", "its", "their", "theirs", "hers"):
@@ -590,7 +597,7 @@ class OfflineRewriter:
         original = prompt[m.start:m.end]
         owner = re.search(r"['’]s$", original) if m.possessive else None
         suffix = owner.group(0) if owner else ""
-        if m.kind == "group" or len(fresh) > 1:
+        if m.kind == "group" or m.pron == "p" or len(fresh) > 1:
             parts = [descriptions[k] if self.prose else f"Ref {k + 1}[{binds[k]}]" for k in fresh]
             return _and(parts) + suffix
         k = fresh[0]

@@ -67,9 +67,15 @@ def user_message(labels: Sequence[str], ref_lines: Sequence[str], prompt: str) -
 
 
 def _prose_of(text: str) -> str:
-    lines = [ln.strip().strip("`\"'") for ln in text.strip().splitlines()]
-    lines = [ln for ln in lines if ln and not ln.startswith("```")]
-    body = " ".join(lines)
+    """The answer's first paragraph (models sometimes add notes after a blank line), unquoted."""
+    lines = [ln.strip().strip("`\"'") for ln in text.strip().splitlines() if not ln.strip().startswith("```")]
+    first = []
+    for ln in lines:
+        if not ln and first:
+            break
+        if ln:
+            first.append(ln)
+    body = " ".join(first)
     return re.sub(r"^(?:prompt|answer|rewritten prompt|output)\s*:\s*", "", body, flags=re.IGNORECASE).strip()
 
 

@@ -262,9 +262,9 @@ CAMERA_TERMS_PROSE = {
     "the camera holds still": CAMERA_TERMS_GENERIC["a static camera"],
     "the camera is handheld and moves slightly": CAMERA_TERMS_GENERIC["a handheld camera"],
     "the shot is a close-up": CAMERA_TERMS_GENERIC["a close-up shot"],
-    "the shot is a wide shot": CAMERA_TERMS_GENERIC["a wide shot"],
+    "the scene is shown in a wide shot": CAMERA_TERMS_GENERIC["a wide shot"],
     "the scene is seen from above": CAMERA_TERMS_GENERIC["an aerial shot"],
-    "the motion is in slow motion": CAMERA_TERMS_GENERIC["slow motion"],
+    "everything moves in slow motion": CAMERA_TERMS_GENERIC["slow motion"],
 }
 
 
@@ -366,8 +366,8 @@ def choose_style_guide(value=None, bundle=None, *, loras=(), dit_file=None) -> t
     name = Path(str(dit_file or getattr(card, "dit", "") or "")).name.lower()
     if "phantom" in name:
         return phantom_style_guide(), "auto: a Phantom-Wan model (plain prose)"
-    return phantom_style_guide(), ("auto: no LibraGen post-training found in the model, so plain prose "
-                                   "(what Phantom-Wan and Wan2.1 were trained on)")
+    return phantom_style_guide(), ("auto: no sign of LibraGen post-training in the model; plain prose, "
+                                   "as Phantom-Wan and Wan2.1 were trained on")
 
 
 def resolve_style_guide(value=None, bundle=None, *, loras=(), dit_file=None) -> StyleGuide:
