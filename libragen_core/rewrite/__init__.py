@@ -108,13 +108,15 @@ def rewrite(subject_labels: Sequence[str] | None, user_prompt: str, backend: str
             pass
     engine = make_backend(backend, **backend_options) if isinstance(backend, str) else backend
     offline = rewriter_for(guide)
+    captioning = captioner is not None and images is not None
+    if engine.name == "offline" and not captioning:
+        return offline.rewrite(labels, prompt)
     warnings: list[str] = []
-    stage1 = offline.stage1(labels, prompt)
-    ref_lines = list(stage1)
-    if captioner is not None and images is not None:
+    ref_lines = offline.stage1(labels, prompt)
+    if captioning:
         ref_lines = _describe(captioner, images, labels, ref_lines, warnings)
     if engine.name == "offline":
-        return _with_warnings(offline.rewrite(labels, prompt, ref_lines if ref_lines != stage1 else None), warnings)
+        return _with_warnings(offline.rewrite(labels, prompt, ref_lines), warnings)
     store = RewriteCache(cache) if isinstance(cache, (str, bytes)) or hasattr(cache, "__fspath__") else \
         (RewriteCache() if cache is True else cache or None)
     key = cache_key(engine.name, engine.model, labels, prompt, guide.hash, ref_lines)

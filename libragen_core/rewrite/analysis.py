@@ -44,6 +44,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import NamedTuple
 
 # ----------------------------------------------------------------------------------------- words
 
@@ -71,7 +72,17 @@ class Word:
 
 def lower_keep_length(text: str) -> str:
     """Lower case with every character's index kept (str.lower can lengthen a few, e.g. 'İ')."""
+    low = text.lower()
+    if len(low) == len(text):
+        return low
     return "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+
+
+@lru_cache(maxsize=256)
+def label_words(label: str) -> tuple[str, ...]:
+    """A label's words without punctuation and articles ('the woman in a yellow raincoat' -> woman in
+    a yellow raincoat minus the leading article)."""
+    return tuple(w.text for w in words_of(label) if not w.punct and w.text not in ("the", "a", "an"))
 
 
 def words_of(text: str) -> list[Word]:
@@ -317,6 +328,12 @@ class Mention:
     subjects: tuple[int, ...] = ()
 
 
+class _RunVocab(NamedTuple):
+    words: set[str]  # words a subject's name may hold
+    heads: set[str]  # words that may end it
+    plural_heads: set[str]  # heads whose plural names every subject with that head
+
+
 @dataclass
 class Subjects:
     """What the analysis knows about the labelled subjects."""
@@ -364,6 +381,8 @@ def _compatible(pron: str, kind: str) -> bool:
 _PATH_ADJECTIVES = set("a an one big small large wide tight little huge perfect full complete slow fast single lazy "
                        "giant smooth circular clockwise counterclockwise anticlockwise counter-clockwise "
                        "anti-clockwise".split())
+_PATH_FILLERS = {"over", "across", "back", "away", "way", "its", "their", "his", "her", "all", "the", "then",
+                 "slowly", "quickly", "straight", "directly"}
 _SHAPE_PATHS = {"circle", "circles", "loop", "loops", "zigzag", "zigzags", "spiral", "spirals", "orbit"}
 _BEFORE_VERB = {"to", "should", "will", "would", "can", "could", "must", "then", "also", "and", "slowly", "quickly",
                 "not", "never", "it", "they", "he", "she"}
@@ -379,10 +398,6 @@ def _adjective_like(word: str) -> bool:
     return word not in _FUNCTION_WORDS and word not in SPLIT_WORDS and word not in PRONOUNS and \
         word not in DIRECTION_WORDS and word not in POSITION_WORDS and not _verb_like(word) and \
         word not in CAMERA_NOUNS and word.isalpha()
-
-
-def labels_given(subj: Subjects) -> bool:
-    return any(subj.words)
 
 
 def singular(word: str) -> list[str]:
@@ -414,9 +429,6 @@ class Clause:
 class Evidence:
     kind: str  # stay move zigzag bounce circle spin grow shrink chase swap meet apart copy unsure
     dirs: list = field(default_factory=list)  # direction vectors
-    start: tuple | None = None
-    end: tuple | None = None
-    end_mention: int | None = None  # goal given as a subject ("over to the flower")
     turn: str | None = None
     partner: int | None = None  # chase target / swap-meet partner / copy source (subject index)
     weak: bool = False
@@ -458,8 +470,7 @@ class Reader:
     # -------------------------------------------------------------------------------- subjects
 
     def subjects(self, labels: Sequence[str]) -> Subjects:
-        words = [[w.text for w in words_of(lb) if not w.punct and w.text not in ("the", "a", "an")]
-                 for lb in labels]
+        words = [list(label_words(lb)) for lb in labels]
         heads = [_label_head(ws) for ws in words]
         return Subjects(list(labels), words, heads, [subject_kind(lb, h) for lb, h in zip(labels, heads)])
 
@@ -532,18 +543,18 @@ class Reader:
         # "top" or "spots" are too often a place or a verb of the prompt
         label_vocab = {w for ws in subj.words
                        for w in ws[:next((i for i, x in enumerate(ws) if x in PLAIN_PREPS), len(ws))]}
-        vocab = (set(self.categories) | self.wildcards | label_vocab) - PLAIN_PREPS
         heads = self.nouns | self.wildcards | label_vocab
         # plurals name subjects only through their labels ("both squares"; not "moves in circles")
-        self._plural_heads = label_vocab | self.wildcards if labels_given(subj) else heads
+        voc = _RunVocab((set(self.categories) | self.wildcards | label_vocab) - PLAIN_PREPS, heads,
+                        label_vocab | self.wildcards if any(subj.words) else heads)
         i = 0
         while i < len(words):
             w = words[i]
             if taken[i] or w.punct:
                 i += 1
                 continue
-            if w.text in PRONOUNS and not (w.text in POSSESSIVE_DETS and self._run_end(words, i + 1, vocab, heads,
-                                                                                        taken) is not None):
+            if w.text in PRONOUNS and not (w.text in POSSESSIVE_DETS and
+                                           self._run_end(words, i + 1, voc, taken) is not None):
                 add(i, i, "pronoun", pron=PRONOUNS[w.text])
                 i += 1
                 continue
@@ -553,17 +564,17 @@ class Reader:
                     not taken[j]:
                 group = group or words[j].text in GROUP_WORDS
                 j += 1
-            end = self._run_end(words, j, vocab, heads, taken)
+            end = self._run_end(words, j, voc, taken)
             if end is not None and end == j == i and _verb_like(w.text) and i > 0 and \
                     (taken[i - 1] or words[i - 1].text in _BEFORE_VERB):
                 i += 1  # "the moon should circle", "the blue circle circles": a verb, not a shape
                 continue
             if end is not None:
                 core = [x.text for x in words[j:end + 1]]
-                if all(c in self.wildcards for c in core) and not group and not self._plural(words[end].text, heads):
+                if all(c in self.wildcards for c in core) and not group and not self._plural(words[end].text, voc):
                     i = end + 1  # "one" alone names nobody
                     continue
-                plural = self._plural(words[end].text, heads)
+                plural = self._plural(words[end].text, voc)
                 add(i, end, "group" if plural or group else "name", possessive=words[end].possessive)
                 if plural:
                     mentions[-1].words = tuple(list(mentions[-1].words[:-1]) + [plural])
@@ -591,23 +602,24 @@ class Reader:
             m.words = tuple(w.text for w in words[j + 1:m.first]) + m.words
             m.first, m.start = j, words[j].start
 
-    def _plural(self, word: str, heads: set[str]) -> str | None:
-        if word in heads:
+    @staticmethod
+    def _plural(word: str, voc: _RunVocab) -> str | None:
+        if word in voc.heads:
             return None
-        allowed = getattr(self, "_plural_heads", heads)
-        return next((s for s in singular(word) if s in heads and s in allowed), None)
+        return next((s for s in singular(word) if s in voc.heads and s in voc.plural_heads), None)
 
-    def _run_end(self, words: list[Word], j: int, vocab: set[str], heads: set[str], taken: list[bool]) -> int | None:
+    def _run_end(self, words: list[Word], j: int, voc: _RunVocab, taken: list[bool]) -> int | None:
+        """Index of the last head noun of a run of known words starting at j ('blue striped star')."""
         k, end = j, None
         while k < len(words) and not taken[k] and not words[k].punct:
             t = words[k].text
-            if t in vocab or self._plural(t, heads):
+            if t in voc.words or self._plural(t, voc):
                 if end is not None and words[end].text not in self.categories.keys() - self.nouns and \
                         (t == words[end].text + "s" or t == words[end].text + "es" or _verb_like(t)):
                     break  # "the circle circles", "the heart circle(s) clockwise": a verb after the head noun
-                if t in heads or self._plural(t, heads):
+                if t in voc.heads or self._plural(t, voc):
                     end = k
-                    if words[k].possessive or self._plural(t, heads):
+                    if words[k].possessive or self._plural(t, voc):
                         break
                 k += 1
             else:
@@ -953,8 +965,7 @@ class Reader:
     def _resolve(self, clauses: list[Clause], mentions: list[Mention], subj: Subjects, words: list[Word]) -> None:
         n = len(subj.labels)
         history: list[tuple[int, ...]] = []  # subject tuples in reading order
-        last_subject: tuple[int, ...] = ()
-        last_compound: tuple[int, ...] = ()
+        last_compound: tuple[int, ...] = ()  # the last clause subject of two or more ("the man and his dog")
 
         def pick(pron: str, exclude: tuple[int, ...]) -> tuple[int, ...]:
             if pron == "p":
@@ -1000,7 +1011,6 @@ class Reader:
             own = tuple(dict.fromkeys(own))
             if own:
                 history.append(own)
-                last_subject = own
                 if len(own) >= 2:
                     last_compound = own
             c.subjects = own
@@ -1030,7 +1040,6 @@ class Reader:
             elif n:
                 c.subjects = (0,) if n == 1 else ()
                 c.inherited = True
-        del last_subject
 
     # -------------------------------------------------------------------------------- motions
 
@@ -1093,14 +1102,13 @@ class Reader:
             by = re.search(r"\bby\s+@(\d+)", scan)
             if passive and by and mentions[int(by.group(1))].subjects:
                 chaser = mentions[int(by.group(1))].subjects[0]
-                ev = self._direction(c.pred, words, positions, mentions, text)
+                ev = self._direction(c.pred, words, positions, mentions)
                 for k in targets:
                     if k >= 0:
-                        add(k, ev if ev.kind != "unsure" else Evidence("unsure"))
+                        add(k, ev)
                         add(chaser, Evidence("chase", partner=k))
                 return
-            after = [mi for mi in objects if mentions[mi].start > 0 and
-                     self._index_of(c.pred, mi) > self._word_pos(c.pred, words, chase.group(0))]
+            after = [mi for mi in objects if self._index_of(c.pred, mi) > self._word_pos(c.pred, words, chase.group(0))]
             target = next((mentions[mi].subjects[0] for mi in after if mentions[mi].subjects and
                            mentions[mi].subjects[0] not in targets), None)
             if target is not None:
@@ -1108,9 +1116,8 @@ class Reader:
                     if k >= 0:
                         add(k, Evidence("chase", partner=target))
                 # a direction after the target is the target's move ("chases the cat to the right")
-                ev = self._direction(c.pred, words, positions, mentions, text)
+                ev = self._direction(c.pred, words, positions, mentions)
                 if ev.kind == "move":
-                    ev.weak = False
                     add(target, ev)
                 return
         for kind, rx in (("spin", SPIN), ("circle", CIRCLE)):
@@ -1120,7 +1127,7 @@ class Reader:
                 return
         zig = ZIGZAG.search(scan)
         if BOUNCE.search(scan) and not zig:
-            ev = self._direction(c.pred, words, positions, mentions, text)
+            ev = self._direction(c.pred, words, positions, mentions)
             for k in targets:
                 add(k, Evidence("bounce", dirs=ev.dirs if ev.kind == "move" else []))
             return
@@ -1136,10 +1143,10 @@ class Reader:
                             r"(\w+ed|" + "|".join(PARTICIPLES_IRREGULAR) + r")\b", scan)
         reduced = re.match(r"^(\w+ed|" + "|".join(PARTICIPLES_IRREGULAR) + r")\b.*\bby\b", pred_text)
         by = re.search(r"\bby\s+@(\d+)", scan)
-        ev = self._direction(c.pred, words, positions, mentions, text, verb=verb)
+        ev = self._direction(c.pred, words, positions, mentions)
         if zig:
             ev.kind = "zigzag" if ev.kind in ("move", "unsure") else ev.kind
-            if not ev.dirs and ev.start is None and ev.end is None and ev.end_mention is None:
+            if not ev.dirs:
                 ev.kind = "unsure"
         if passive or reduced:
             participle = (passive or reduced).group(1)
@@ -1156,8 +1163,7 @@ class Reader:
                 if by and base in CAUSATIVE_WITH:
                     for agent in mentions[int(by.group(1))].subjects:
                         if agent not in targets:
-                            add(agent, Evidence(ev.kind, list(ev.dirs), ev.start, ev.end, ev.end_mention,
-                                                weak=True))
+                            add(agent, Evidence(ev.kind, list(ev.dirs), weak=True))
             return
         causative = verb is not None and lemma(verb, CAUSATIVE_WITH | CAUSATIVE_IMPULSE) in \
             CAUSATIVE_WITH | CAUSATIVE_IMPULSE
@@ -1168,7 +1174,7 @@ class Reader:
             if base in CAUSATIVE_WITH:
                 for k in targets:
                     if k >= 0:
-                        add(k, Evidence(ev.kind, list(ev.dirs), ev.start, ev.end, ev.end_mention, weak=True))
+                        add(k, Evidence(ev.kind, list(ev.dirs), weak=True))
             return
         if verb is not None and lemma(verb, NON_MOTION) in NON_MOTION and not ev.dirs:
             return
@@ -1210,9 +1216,9 @@ class Reader:
             return w
         return None
 
-    def _direction(self, items: list, words: list[Word], positions: dict, mentions: list[Mention], text: str,
-                   verb: str | None = None) -> Evidence:
-        """Direction words, vertical verbs and the path (start / end points) of a predicate."""
+    def _direction(self, items: list, words: list[Word], positions: dict, mentions: list[Mention]) -> Evidence:
+        """A predicate's direction: direction words, verbs of rising and falling, and its path (start and
+        end points, or a goal), as one vector (kind "move"), or kind "unsure" when there is none."""
         n = len(items)
 
         def word(j):
@@ -1220,52 +1226,43 @@ class Reader:
 
         dirs: list[tuple[float, float]] = []
         start = end = None
-        end_mention = None
-        blocked: set[int] = set()
+        goal = None  # a subject as the goal ("over to the flower on the left")
         joined = self._text(items, words)
+        # item indices of negated directions ("not the right") and of idioms ("speeds up", "ends up")
+        blocked: set[int] = set()
         for m in NEGATED_DIRECTION.finditer(joined):
-            # the item indices covered by a negated direction ("not the right")
-            before = len(joined[:m.start()].split())
-            for j in range(before, before + len(m.group(0).split())):
-                blocked.add(j)
+            first = len(joined[:m.start()].split())
+            blocked.update(range(first, first + len(m.group(0).split())))
         idioms = {len(joined[:m.end()].split()) - 1 for m in PARTICLE_IDIOMS.finditer(joined)}
         j = 0
-        marker = None
+        marker = None  # "start" after from/starting at, "end" after to/toward/into/off, "ending" after ends up
         while j < n:
-            it = items[j]
+            w = word(j)
             if j in blocked:
                 j += 1
                 continue
-            w = word(j)
-            if isinstance(it, tuple):
-                if it[0] == "@" and marker == "end":
-                    end_mention = it[1]
-                    marker = None
+            if isinstance(items[j], tuple):
+                if items[j][0] == "@" and marker == "end":
+                    goal, marker = items[j][1], None
                 j += 1
                 continue
             if w in START_MARKERS or w in STARTING_WORDS:
                 marker = "start"
-                if w == "out" and word(j + 1) == "of":
-                    j += 1
-                if w in STARTING_WORDS and word(j + 1) in ("at", "from", "in", "on"):
-                    j += 1
-                j += 1
+                j += 2 if (w == "out" and word(j + 1) == "of") or \
+                    (w in STARTING_WORDS and word(j + 1) in ("at", "from", "in", "on")) else 1
                 continue
-            if w in END_MARKERS and (w != "at" or marker == "ending") and (w != "off" or True):
-                if w == "at" or w != "at":
-                    marker = "end"
+            if w in END_MARKERS and (w != "at" or marker == "ending"):
+                marker = None if word(j + 1) == "each" else "end"  # "toward each other" is a meeting
                 j += 1
-                if word(j) == "each":
-                    marker = None
                 continue
             if w in ENDING_WORDS and w != "up":
                 marker = "ending"
                 j += 1
                 continue
             vec, used = self.position(items, j, words)
-            if used and vec is not None and not isinstance(vec, int):
-                nxt = word(j + used)
-                if marker is None and w not in DIRECTION_WORDS and nxt in ("to", "toward", "towards") and \
+            if used and isinstance(vec, tuple):
+                after = word(j + used)
+                if marker is None and w not in DIRECTION_WORDS and after in ("to", "toward", "towards") and \
                         self.position(items, j + used + 1, words)[1]:
                     start = vec  # "right to left", "top to bottom"
                 elif marker == "start":
@@ -1283,33 +1280,24 @@ class Reader:
                 marker = "end" if word(j + 1) in ("to", "toward", "towards", "into") else None
                 j += 1
                 continue
-            if w in ("over", "across", "back", "away", "way", "its", "their", "his", "her", "all", "the", "then",
-                     "slowly", "quickly", "straight", "directly"):
+            if w in _PATH_FILLERS:
                 j += 1
                 continue
-            if lemma(w or "", UP_VERBS) in UP_VERBS:
+            if lemma(w, UP_VERBS) in UP_VERBS:
                 dirs.append((0.0, -1.0))
-            elif lemma(w or "", DOWN_VERBS) in DOWN_VERBS:
+            elif lemma(w, DOWN_VERBS) in DOWN_VERBS:
                 dirs.append((0.0, 1.0))
-            elif w in ("lifts", "lift", "lifting", "takes", "take", "taking") and word(j + 1) == "off":
+            elif lemma(w, {"lift", "take"}) in ("lift", "take") and word(j + 1) == "off":
                 dirs.append((0.0, -1.0))
                 j += 1
-            if marker not in ("ending",):
-                marker = None if w not in ("to",) else marker
+            if marker != "ending":
+                marker = None
             j += 1
-        if end_mention is not None and end is None:
-            key = ("m", end_mention)
-            if key in positions:
-                end = positions[key]
-            else:
-                subj_pos = [positions[s] for s in mentions[end_mention].subjects if s in positions]
-                end = subj_pos[0] if subj_pos else None
+        if goal is not None and end is None:
+            end = positions.get(("m", goal)) or next((positions[s] for s in mentions[goal].subjects
+                                                      if s in positions), None)
         vec = _combine(dirs, start, end)
-        kind = "move" if vec is not None else "unsure"
-        ev = Evidence(kind, [vec] if vec is not None else [], None, None, None, text=text)
-        if vec is None and end_mention is not None:
-            ev.end_mention = end_mention
-        return ev
+        return Evidence("move", [vec]) if vec is not None else Evidence("unsure")
 
 
 def _combine(dirs: list, start, end) -> tuple[float, float] | None:

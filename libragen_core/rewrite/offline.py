@@ -30,9 +30,9 @@ from .analysis import (
     Reader,
     Reading,
     direction_name,
+    label_words,
     lower_keep_length,
     unit,
-    words_of,
 )
 from .base import Rewrite, assemble, assemble_prose
 from .style_guide import StyleGuide
@@ -194,7 +194,7 @@ class OfflineRewriter:
     # ------------------------------------------------------------------ stage 1: Ref lines + bindings
 
     def _label_words(self, label: str) -> list[str]:
-        return [w.text for w in words_of(label) if not w.punct and w.text not in self.determiners]
+        return [w for w in label_words(label) if w not in self.determiners]
 
     def ref_line(self, k: int, label: str, mention: Mention | None) -> str:
         return f"Ref {k + 1}: {self.description(k, label, mention)}."
@@ -297,7 +297,7 @@ class OfflineRewriter:
         reading, _, _ = self.read(labels, prompt)
         return self._ref_lines(labels, reading)
 
-    def _first_named(self, reading: Reading, n: int) -> dict[int, Mention]:
+    def _first_named(self, reading: Reading) -> dict[int, Mention]:
         first: dict[int, Mention] = {}
         for m in reading.mentions:
             if m.kind == "name" and len(m.subjects) == 1:
@@ -305,7 +305,7 @@ class OfflineRewriter:
         return first
 
     def _ref_lines(self, labels: Sequence[str], reading: Reading) -> list[str]:
-        first = self._first_named(reading, len(labels))
+        first = self._first_named(reading)
         return [self.ref_line(k, labels[k], first.get(k)) for k in range(len(labels))]
 
     # ------------------------------------------------------------------ entry point
@@ -365,7 +365,7 @@ class OfflineRewriter:
         n = len(labels)
         warnings: list[str] = []
         decisions = decide(reading, n)
-        first = self._first_named(reading, n)
+        first = self._first_named(reading)
         binds = [f"Ref {k + 1}[{self.binding(labels[k], first.get(k), prompt)}]" for k in range(n)]
         motions: dict[int, str] = {}
         interaction = None
@@ -535,7 +535,7 @@ class OfflineRewriter:
         text = "".join(" " if lc == " " and not c.isspace() else c for c, lc in zip(prompt, stripped))
         cams = self._camera_spans(reading, text)
         descriptions = [re.sub(r"^Ref \d+:\s*", "", ln).rstrip(".") for ln in lines]
-        first = self._first_named(reading, n)
+        first = self._first_named(reading)
         binds = [self.binding(labels[k], first.get(k), prompt) for k in range(n)]
         in_camera = lambda m: any(s <= m.start < e for s, e, _ in cams)  # noqa: E731
         replace: dict[int, tuple[int, str]] = {}

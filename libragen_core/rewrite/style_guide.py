@@ -354,11 +354,12 @@ def choose_style_guide(value=None, bundle=None, *, loras=(), dit_file=None) -> t
             candidate = Path(card.dit) if bundle.folder is None else Path(bundle.folder) / card.dit
             dit_file = candidate if candidate.is_file() else None
     if dit_file is not None:
+        from ..errors import CheckpointError
         from ..io.safetensors_file import read_header
 
         try:
             _, meta = read_header(dit_file)
-        except Exception:  # a header we cannot read says nothing about the family
+        except (CheckpointError, OSError, ValueError):  # a file we cannot read says nothing about the family
             meta = {}
         found = _family_of_metadata(meta)
         if found:
