@@ -17,8 +17,12 @@
 
 Speed: rewrites per second, against caption_facts on the true caption in the same run.
 
+--everyday prints instead the markdown table of docs/rewrite.md: the 30 everyday prompts of
+tests/data/rewrite_everyday.jsonl (people, pets, products) in the libragen and phantom styles.
+
     .venv/bin/python benchmarks/rewrite_accuracy.py                      # both phrasing sets + 500 scenes
     .venv/bin/python benchmarks/rewrite_accuracy.py --sets dev --n 0 -v  # the dev set only, with misses
+    .venv/bin/python benchmarks/rewrite_accuracy.py --everyday           # the table of everyday rewrites
 """
 from __future__ import annotations
 
@@ -95,6 +99,17 @@ def templates(n: int, seed: int, forms: list[str]) -> tuple[dict, list, float, f
     return table, examples, t_rewrite / max(n_rewrite, 1), t_ref
 
 
+def everyday_table() -> str:
+    rows = ["| labels | prompt | libragen (Video line) | phantom |", "|---|---|---|---|"]
+    for line in (DATA / "rewrite_everyday.jsonl").read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        lib = rewrite(row["subjects"], row["prompt"], style_guide="libragen").video_line
+        ph = rewrite(row["subjects"], row["prompt"], style_guide="phantom").prompt
+        cells = ["; ".join(row["subjects"]), row["prompt"], lib.removeprefix("Video: "), ph]
+        rows.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return "\n".join(rows)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", default="dev,heldout", help="phrasing sets under tests/data ('' = none)")
@@ -102,7 +117,11 @@ def main():
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--forms", default="ref_name,name,description,none")
     ap.add_argument("-v", "--verbose", action="store_true", help="list every miss of the phrasing sets")
+    ap.add_argument("--everyday", action="store_true", help="print the markdown table of everyday rewrites")
     args = ap.parse_args()
+    if args.everyday:
+        print(everyday_table())
+        return
     report: dict = {}
     if args.sets:
         report["phrasings"] = phrasings([s for s in args.sets.split(",") if s], args.verbose)

@@ -99,9 +99,10 @@ def _labels(subjects, labels_text: str) -> tuple[list[str], int | None]:
 
 
 class LibraGenPromptRewrite:
-    DESCRIPTION = ("Rewrites a plain prompt into the caption style the model was trained on: one 'Ref k:' line per "
-                   "reference (from its label) and a 'Video:' line that binds each subject as Ref k[...] and states "
-                   "motion, scene and camera. offline = deterministic rules from the model's style guide; http = an "
+    DESCRIPTION = ("Rewrites a plain prompt into the prompt style the model was trained on: plain prose that "
+                   "describes every subject (phantom), or one 'Ref k:' line per reference and a 'Video:' line that "
+                   "binds each subject as Ref k[...] (libragen, spriteworld). offline = deterministic rules from "
+                   "the style guide; http = an "
                    "OpenAI-compatible chat endpoint (Ollama, LM Studio, vLLM); transformers = a local language "
                    "model from models/LLM. LLM answers are checked and cached; a failure falls back to offline "
                    "with a warning on the node and in the console.")

@@ -25,6 +25,7 @@ from libragen_core.spriteworld.captions import caption_facts, parse_caption
 
 EVERYDAY = [json.loads(line) for line in
             (Path(__file__).parent / "data" / "rewrite_everyday.jsonl").read_text().splitlines() if line.strip()]
+UNNAMED = {"e29": [1]}  # prompts that never name a subject (the woman of e29): it is added once, with a warning
 # what a sentence must never show: a doubled word, an article or possessive before another one or
 # before a binding, a dangling joining word, stray spacing or punctuation
 BAD = [re.compile(p, re.IGNORECASE) for p in (
@@ -53,6 +54,9 @@ def test_everyday_prompts_in_the_libragen_style_bind_every_subject_once(row):
     for clause in r.video_line[len("Video: "):-1].split("; "):
         assert re.search(r"[a-z]{2}", clause), r.video_line
     _sound(r.video_line)
+    # a subject the prompt names (by a pronoun too: "she", "her dog") is bound there, not added apart
+    added = [w for w in r.warnings if "does not name" in w]
+    assert (" also in the scene" in r.video_line) == bool(added) == (row["id"] in UNNAMED), r.video_line
 
 
 @pytest.mark.parametrize("row", EVERYDAY, ids=[r["id"] for r in EVERYDAY])
@@ -66,6 +70,7 @@ def test_everyday_prompts_in_the_phantom_style_describe_every_subject_once(row):
     for sentence in re.split(r"(?<=\.) ", r.prompt):
         assert sentence[0].isupper() and sentence.endswith("."), r.prompt
     _sound(r.prompt)
+    assert (" also in the scene" in r.prompt) == (row["id"] in UNNAMED), r.prompt
 
 
 def _article(label: str) -> str:

@@ -581,9 +581,10 @@ class OfflineRewriter:
             else:
                 extra = f"{names} {'are' if len(missing) > 1 else 'is'} also in the scene"
                 body = body + (". " + _capitalize(extra) if self.prose else "; " + extra)
+            them = "them" if len(missing) > 1 else "it"
             warnings.append(f"the prompt does not name Ref {', '.join(str(k + 1) for k in missing)}; "
-                            + ("described them in a sentence of their own" if self.prose else
-                               "bound them with a generic phrase"))
+                            + (f"described {them} in a sentence of its own" if self.prose else
+                               f"bound {them} with a generic phrase"))
         if self.prose:
             sentences = [_capitalize(body)] + [_capitalize(p) for p in camera_phrases]
             return " ".join(s.rstrip(".") + "." for s in sentences if s), warnings
