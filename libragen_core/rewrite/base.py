@@ -112,21 +112,15 @@ _REF_TOKEN = re.compile(r"\bRef\s*\d+\b|\[|\]|^\s*Video\s*:", re.IGNORECASE | re
 
 def subject_heads(ref_lines: Sequence[str]) -> list[str]:
     """The head noun of each reference description ('dog' in 'a small white dog with a red collar')."""
-    from .analysis import PLAIN_PREPS, words_of
+    from .lexicon import label_head, label_words
 
-    heads = []
-    for line in ref_lines:
-        body = re.sub(r"^Ref \d+:\s*", "", line).rstrip(".")
-        ws = [w.text for w in words_of(body) if not w.punct and w.text not in ("a", "an", "the")]
-        cut = next((i for i, w in enumerate(ws) if w in PLAIN_PREPS), len(ws))
-        heads.append((ws[:cut] or ws or [""])[-1])
-    return heads
+    return [label_head(label_words(re.sub(r"^Ref \d+:\s*", "", line).rstrip("."))) for line in ref_lines]
 
 
 def validate_prose(text: str, ref_lines: Sequence[str]) -> str:
     """One paragraph of plain prose that names every subject: no Ref lines, no brackets, no 'Video:'.
     A subject counts as named when its description's head noun (or its plural) is in the text."""
-    from .analysis import singular, words_of
+    from .lexicon import singular, words_of
 
     text = " ".join(text.split())
     if not text:

@@ -24,17 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..spriteworld.captions import UNLABELED_BINDING, UNLABELED_REF
-from .analysis import (
-    Evidence,
-    Mention,
-    Reader,
-    Reading,
-    direction_name,
-    label_words,
-    lower_keep_length,
-    unit,
-)
+from .analysis import Evidence, Mention, Reader, Reading, direction_name, unit
 from .base import Rewrite, assemble, assemble_prose
+from .lexicon import label_words, lemma, lower_keep_length, understood
 from .style_guide import StyleGuide
 
 NAME = "offline"
@@ -441,8 +433,6 @@ class OfflineRewriter:
         return out
 
     def _leftover(self, reading: Reading) -> list[str]:
-        from .analysis import understood
-
         out = []
         for w in reading.words:
             if w.mention is not None or w.punct or understood(w.text):
@@ -491,7 +481,6 @@ class OfflineRewriter:
         """A camera clause as it goes to the end: the guide's canonical phrase for a known term ("tracking
         shot"), else the user's words as a statement ("zoom in on the cat" -> the camera zooms in on the cat)."""
         from ..spriteworld.captions import conjugate
-        from .analysis import lemma
 
         key = re.sub(r"\s+", " ", lower_keep_length(words).strip(" ,.;")).removeprefix("the ")
         phrase = self.camera_forms.get(key) or self.camera_forms.get("the " + key)
