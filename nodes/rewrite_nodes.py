@@ -17,8 +17,17 @@ import os
 import re
 from pathlib import Path
 
-from libragen_core.errors import ConfigError, InputError
-from libragen_core.rewrite import BACKENDS, RewriteCache, default_cache_dir, make_backend, rewrite
+from libragen_core.errors import CheckpointError, ConfigError, InputError
+from libragen_core.rewrite import (
+    ALIASES,
+    BACKENDS,
+    STYLE_GUIDES,
+    RewriteCache,
+    choose_style_guide,
+    default_cache_dir,
+    make_backend,
+    rewrite,
+)
 from libragen_core.rewrite.endpoints import FILE_NAME, Endpoint, load_endpoints
 from libragen_core.rewrite.redact import REDACTED, looks_like_key, redact
 
@@ -28,7 +37,6 @@ from .validation import check_ranges, first_error
 
 LLM_KIND = "LLM"  # models/LLM: one sub-folder per local language model (config.json + safetensors + tokenizer)
 NO_LLM = "(none)"
-STYLE_GUIDES = ("auto", "spriteworld", "generic")
 NODE_TYPE = "LibraGenPromptRewrite"
 NO_ENDPOINT = "(none)"
 # the inputs that named a URL, a model and a key variable before endpoints became server configuration
@@ -43,6 +51,8 @@ NEEDS_ENDPOINT = ("the http backend needs an endpoint: pick one of the endpoints
                   f"api_key_env; those inputs are gone. The server's owner lists endpoints in {CONFIG_PLACE}.")
 KEY_IN_FIELD = ("holds what looks like an API key or token; remove it. Keys never go in a workflow: the server's "
                 f"owner keeps them in environment variables, named in {CONFIG_PLACE}.")
+# "generic" stays selectable so workflows saved before the phantom guide still validate; it is libragen
+STYLE_CHOICES = (*STYLE_GUIDES, *ALIASES)
 log = logging.getLogger("libragen.rewrite")
 _FIELD = re.compile(r"^[A-Za-z0-9_]+$")
 _DEFAULT_LABEL = re.compile(r"^Ref \d+$")  # what Subject Encode stores for an unlabelled image
@@ -167,6 +177,16 @@ def scrub_posted_graph(json_data):
 adapter.on_prompt(scrub_posted_graph)
 
 
+def _dit_file(model) -> Path | None:
+    """The diffusion model file behind a loaded model, for its metadata (None: embedded or not found)."""
+    if model is None or model.bundle.folder is not None or not model.bundle.card.dit:
+        return None
+    try:
+        return adapter.model_path("diffusion_models", model.bundle.card.dit)
+    except (CheckpointError, ConfigError):
+        return None
+
+
 def _labels(subjects, labels_text: str) -> tuple[list[str], int | None]:
     lines = [ln.strip() for ln in (labels_text or "").splitlines()]
     while lines and not lines[-1]:
@@ -180,12 +200,13 @@ def _labels(subjects, labels_text: str) -> tuple[list[str], int | None]:
 
 
 class LibraGenPromptRewrite:
-    DESCRIPTION = ("Rewrites a plain prompt into the caption style the model was trained on: one 'Ref k:' line per "
-                   "reference (from its label) and a 'Video:' line that binds each subject as Ref k[...] and states "
-                   "motion, scene and camera. offline = deterministic rules from the model's style guide; http = one "
-                   "of the OpenAI-compatible chat endpoints (Ollama, LM Studio, vLLM) the server's owner configured, "
-                   "picked by name; transformers = a local language model from models/LLM. LLM answers are checked "
-                   "and cached; a failure falls back to offline with a warning on the node and in the console.")
+    DESCRIPTION = ("Rewrites a plain prompt into the prompt style the model was trained on: plain prose that "
+                   "describes every subject (phantom), or one 'Ref k:' line per reference and a 'Video:' line that "
+                   "binds each subject as Ref k[...] (libragen, spriteworld). offline = deterministic rules from "
+                   "the style guide; http = one of the OpenAI-compatible chat endpoints (Ollama, LM Studio, vLLM) "
+                   "the server's owner configured, picked by name; transformers = a local language model from "
+                   "models/LLM. LLM answers are checked and cached; a failure falls back to offline with a "
+                   "warning on the node and in the console.")
     CATEGORY = "LibraGen/conditioning"
     RETURN_TYPES = ("STRING", "STRING")
     RETURN_NAMES = ("prompt", "report")
@@ -207,15 +228,20 @@ class LibraGenPromptRewrite:
                                              "tooltip": "offline: rules, no model, deterministic. http: one of "
                                                         "the server's configured chat endpoints (see endpoint). "
                                                         "transformers: a local causal LM folder from models/LLM."}),
-                "style_guide": (list(STYLE_GUIDES), {"default": "auto",
-                                                     "tooltip": "The caption style to write: auto = the connected "
-                                                                "model's own guide (spriteworld for the embedded "
-                                                                "model), else generic."}),
+                "style_guide": (list(STYLE_CHOICES), {
+                    "default": "auto",
+                    "tooltip": "The prompt style to write. phantom: plain detailed prose naming every subject "
+                               "(Phantom-Wan, Wan2.1). libragen: 'Ref k:' lines + a 'Video:' line (models post-"
+                               "trained with LibraGen's recipe). spriteworld: the embedded model's captions. auto: "
+                               "from the connected model (its guide file, its LoRAs' and its file's metadata), "
+                               "else phantom. generic: the old name of libragen."}),
             },
             "optional": {
                 "subjects": (SUBJECTS, {"tooltip": "Encoded references from Subject Encode: their number and "
                                                    "labels give the Ref lines."}),
-                "model": (MODEL, {"tooltip": "The LibraGen model, to use the style guide it ships with."}),
+                "model": (MODEL, {"tooltip": "The LibraGen model: with style_guide auto, its guide file, the "
+                                             "metadata of its LoRAs and of its diffusion model file pick the "
+                                             "style."}),
                 "labels": ("STRING", {"multiline": True, "default": "",
                                       "tooltip": "One label per line, in reference order ('the dog'); overrides "
                                                  "the subjects' labels. Without subjects, the number of lines is "
@@ -275,15 +301,15 @@ class LibraGenPromptRewrite:
                 raise ConfigError("the transformers backend needs a model folder: pick one in llm (models/LLM).")
             options = {"model_dir": llm_path(llm)}
         engine = make_backend(backend, **options)
-        guide = None if style_guide == "auto" else style_guide
-        bundle = model.bundle if model is not None else None
-        if guide is None and bundle is None:
-            guide = "generic"
-        result = rewrite(names, prompt, engine, guide, n_references=count, bundle=bundle,
+        guide, why = choose_style_guide(style_guide, model.bundle if model is not None else None,
+                                        loras=[p.lora.metadata for p in model.patches] if model is not None else (),
+                                        dit_file=_dit_file(model))
+        result = rewrite(names, prompt, engine, guide, n_references=count,
                          cache=RewriteCache(cache_folder()) if use_cache else None)
         warnings = [redact(w, secrets) for w in result.warnings]
         for w in warnings:
             log.warning("LibraGen Prompt Rewrite: %s", w)
         text = redact(result.prompt, secrets)
-        report = "\n".join([f"backend: {result.backend_used}", *(f"warning: {w}" for w in warnings)])
+        report = "\n".join([f"backend: {result.backend_used}", f"style: {guide.name} ({why})",
+                            *(f"warning: {w}" for w in warnings)])
         return {"ui": {"text": [text, report]}, "result": (text, report)}

@@ -24,11 +24,42 @@ def test_rewrite_prints_the_prompt_and_warnings_go_to_stderr(capsys):
 def test_rewrite_json_out_file_and_unlabelled_references(tmp_path, capsys):
     target = tmp_path / "r.json"
     assert main(["rewrite", "--refs", "2", "--label", "the dog", "--prompt", "the dog sniffs the cat", "--json",
-                 "--out", str(target)]) == 0
+                 "--out", str(target), "--style-guide", "libragen"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert json.loads(target.read_text()) == shown
     assert shown["ref_lines"] == ["Ref 1: a dog.", "Ref 2: a cat."] and shown["backend_used"] == "offline"
-    assert shown["video_line"] == "Video: Ref 1[the dog] sniffs Ref 2[the cat]."
+    assert shown["video_line"] == "Video: Ref 1[the dog] sniffs Ref 2[the cat]." and shown["style"] == "libragen"
+
+
+def test_rewrite_style_guides_and_auto_from_the_model_files(tmp_path, capsys):
+    import torch
+
+    from libragen_core.io.safetensors_file import save_state_dict
+    from libragen_core.lora import save_lora
+    from libragen_core.lora.weights import LoraFactors, LoraWeights
+
+    args = ["rewrite", "--label", "the woman in a yellow raincoat", "--label", "the small white dog", "--prompt",
+            "she walks her dog along the pier at sunset, camera follows them"]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert out == "A woman in a yellow raincoat walks her small white dog along the pier at sunset. The camera " \
+                  "follows them.\n"
+    assert "style phantom (auto: " in err
+    assert main([*args, "--style-guide", "libragen"]) == 0
+    assert capsys.readouterr().out.endswith("Video: Ref 1[the woman in a yellow raincoat] walks Ref 2[her dog] "
+                                            "along the pier at sunset; the camera follows them.\n")
+    # auto: a DiT file whose metadata names the guide, a LoRA saved by training/ (libragen-sprite base)
+    dit = save_state_dict({"head.head.weight": torch.zeros(4, 4)}, tmp_path / "my_dit.safetensors",
+                          metadata={"libragen.style_guide": "libragen"})
+    assert main([*args, "--dit", str(dit)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("Ref 1: a woman in a yellow raincoat.") and "the diffusion model file says so" in err
+    lora = save_lora(LoraWeights({"blocks.0.ffn.0": LoraFactors(torch.zeros(2, 8), torch.zeros(8, 2), 2.0)}),
+                     tmp_path / "sft.safetensors", method="sft-in-pair", base_model="libragen-sprite")
+    assert main(["rewrite", "--label", "the blue star", "--prompt", "the star sinks", "--dit", str(dit),
+                 "--lora", str(lora)]) == 0
+    out, err = capsys.readouterr()
+    assert caption_facts(out)["motions"] == {0: "move_down"} and "style spriteworld (auto: a LoRA" in err
 
 
 def test_rewrite_errors_are_named(capsys, tmp_path):

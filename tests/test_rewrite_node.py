@@ -60,8 +60,12 @@ def test_default_subject_labels_count_as_unlabelled_and_label_text_overrides():
     assert prompt.startswith("Ref 1: a puppy.")
     with pytest.raises(InputError, match="labels has 2 lines but subjects holds 1"):
         Node().rewrite("x", "offline", "generic", subjects=subjects("a"), labels="a\nb")
-    # no subjects: the label lines are the references
-    prompt = Node().rewrite("the cat watches the dog", "offline", "auto", labels="the dog\nthe cat")["result"][0]
+    # no subjects: the label lines are the references; no model: auto writes phantom prose
+    out = Node().rewrite("the cat watches the dog", "offline", "auto", labels="the dog\nthe cat")
+    prompt, report = out["result"]
+    assert prompt == "A cat watches a dog."
+    assert "style: phantom (auto: " in report
+    prompt = Node().rewrite("the cat watches the dog", "offline", "libragen", labels="the dog\nthe cat")["result"][0]
     assert "Ref 2[the cat] watches Ref 1[the dog]" in prompt
 
 
@@ -176,7 +180,8 @@ def test_the_report_and_the_log_never_carry_a_key(monkeypatch, tmp_path, caplog)
             fallback = Node().rewrite("the dog walks", "http", "generic", labels="the dog", endpoint="lab",
                                       timeout=5.0, retries=0, use_cache=False)
         assert server.requests[0]["headers"]["Authorization"] == f"Bearer {key}"
-        assert out["result"] == ("Ref 1: a dog.\nVideo: Ref 1[the dog] runs with [redacted].", "backend: http")
+        assert out["result"][0] == "Ref 1: a dog.\nVideo: Ref 1[the dog] runs with [redacted]."
+        assert out["result"][1].splitlines()[0] == "backend: http"
         assert "endpoint 'lab' did not answer with JSON" in fallback["result"][1]
         assert key not in json.dumps([out, fallback]) + caplog.text and server.url not in fallback["result"][1]
     finally:
@@ -195,3 +200,38 @@ def test_llm_folders_are_listed_from_models_llm(tmp_path):
     assert "tiny-chat" in Node.INPUT_TYPES()["optional"]["llm"][0]
     with pytest.raises(ConfigError, match="not found"):
         rewrite_nodes.llm_path("../../etc")
+
+
+def test_style_guide_choices_keep_generic_for_old_workflows():
+    choices = Node.INPUT_TYPES()["required"]["style_guide"][0]
+    assert choices[:4] == ["auto", "phantom", "libragen", "spriteworld"] and "generic" in choices
+    old = Node().rewrite("the dog runs", "offline", "generic", labels="the dog")["result"][0]
+    assert old == Node().rewrite("the dog runs", "offline", "libragen", labels="the dog")["result"][0]
+    assert old == "Ref 1: a dog.\nVideo: Ref 1[the dog] runs."
+
+
+def test_style_guide_auto_reads_the_loras_applied_to_the_model(tmp_path):
+    """A LoRA saved by training/ (base_model libragen-sprite) or post-trained with the recipe on another
+    base (method sft-...) picks the guide, read back from a real safetensors file."""
+    from libragen_core.lora import load_lora, save_lora
+    from libragen_core.lora.weights import LoraFactors, LoraWeights
+    from libragen_core.models.bundle import ModelBundle, ModelCard
+
+    lora = LoraWeights({"blocks.0.self_attn.q": LoraFactors(torch.zeros(2, 8), torch.zeros(8, 2), 2.0)})
+    sprite = load_lora(save_lora(lora, tmp_path / "sft.safetensors", method="sft-in-pair",
+                                 base_model="libragen-sprite"))
+    real = load_lora(save_lora(lora, tmp_path / "real.safetensors", method="sft-cross-pair", base_model="wan2.1"))
+    card = ModelCard(name="Phantom_Wan_1.3B.safetensors", dit="Phantom_Wan_1.3B.safetensors", vae="v",
+                     text_encoder="t")
+    base = pack.nodes.types.LibraGenModel(bundle=ModelBundle(None, None, None, card, None), name="m")
+    patch = pack.nodes.types.LoraPatch
+    out = Node().rewrite("the star spins clockwise", "offline", "auto", model=base, labels="the blue star")
+    assert out["result"][0] == "A blue star spins clockwise." and "Phantom-Wan" in out["result"][1]
+    out = Node().rewrite("the star spins clockwise", "offline", "auto", labels="the blue star",
+                         model=base.with_patches(patch(sprite, 1.0, "sft")))
+    assert caption_facts(out["result"][0])["motions"] == {0: "spin_cw"}
+    assert "style: spriteworld (auto: a LoRA applied" in out["result"][1]
+    out = Node().rewrite("the star spins clockwise", "offline", "auto", labels="the blue star",
+                         model=base.with_patches(patch(real, 1.0, "real")))
+    assert out["result"][0].endswith("Video: Ref 1[the star] spins clockwise.")
+    assert "style: libragen" in out["result"][1]

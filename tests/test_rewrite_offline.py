@@ -90,9 +90,10 @@ def test_paraphrases_outside_the_listed_phrases_use_the_verb_classes():
     assert caption_facts(r.prompt)["motions"] == {0: "move_left"}
     r = rewrite(["the green heart"], "it revolves anticlockwise", style_guide="spriteworld")
     assert caption_facts(r.prompt)["motions"] == {0: "circle_ccw"}
+    # a motion verb without any direction: kept still, the user's words quoted, nothing invented
     r = rewrite(["the green heart"], "the heart wanders about", style_guide="spriteworld")
-    assert caption_facts(r.prompt)["motions"] == {0: "move_right"}
-    assert any("no direction" in w for w in r.warnings)
+    assert caption_facts(r.prompt)["motions"] == {0: "stay"}
+    assert any("could not tell which way Ref 1 goes in 'the heart wanders about'" in w for w in r.warnings)
 
 
 def test_subjects_bind_by_label_words_pronouns_and_order():
@@ -105,29 +106,38 @@ def test_subjects_bind_by_label_words_pronouns_and_order():
     r = rewrite(["", ""], "the green square shrinks and the pink moon bounces", style_guide="spriteworld")
     assert r.ref_lines == ("Ref 1: a green square.", "Ref 2: a pink moon.")
     assert caption_facts(r.prompt)["motions"] == {0: "shrink", 1: "bounce"}
-    # labels that the prompt never uses: still by order, with a warning
-    r = rewrite(["the dog", "the cat"], "a man walks while a woman waves", style_guide="generic")
-    assert "Ref 1[the man]" in r.video_line and "Ref 2[the woman]" in r.video_line
+    # labels that the prompt never uses: by order among subjects of the same kind, with a warning
+    r = rewrite(["the dog", "the cat"], "a puppy runs while a kitten sleeps", style_guide="libragen")
+    assert "Ref 1[the puppy]" in r.video_line and "Ref 2[the kitten]" in r.video_line
     assert any("by order" in w for w in r.warnings)
+    # a man is not the dog: nothing bound by order, both references still bound once
+    r = rewrite(["the dog", "the cat"], "a man walks while a woman waves", style_guide="libragen")
+    assert r.video_line == "Video: Ref 1[the dog] and Ref 2[the cat] appear; a man walks while a woman waves."
+    assert any("does not name Ref 1, 2" in w for w in r.warnings)
 
 
-def test_generic_guide_keeps_verbs_turns_requests_into_statements_and_moves_camera_terms():
+def test_libragen_guide_keeps_verbs_turns_requests_into_statements_and_moves_camera_terms():
     r = rewrite(["a woman in a yellow raincoat", "a small white dog"],
-                "I want the woman to walk along a pier while the dog runs ahead of her, tracking shot")
+                "I want the woman to walk along a pier while the dog runs ahead of her, tracking shot",
+                style_guide="libragen")
     assert r.prompt == ("Ref 1: a woman in a yellow raincoat.\nRef 2: a small white dog.\n"
                         "Video: Ref 1[the woman] walks along a pier while Ref 2[the dog] runs ahead of her; "
                         "the camera follows the subject.")
-    r = rewrite(["the chef"], "make the chef flip a pancake in a sunny kitchen, close-up")
+    r = rewrite(["the chef"], "make the chef flip a pancake in a sunny kitchen, close-up", style_guide="libragen")
     assert r.video_line == "Video: Ref 1[the chef] flips a pancake in a sunny kitchen; a close-up shot."
+    # "generic", the guide's old name (saved workflows, exported files), is the libragen guide
+    assert rewrite(["the chef"], "make the chef flip a pancake", style_guide="generic").prompt == \
+        rewrite(["the chef"], "make the chef flip a pancake", style_guide="libragen").prompt
 
 
 def test_unicode_prompts_and_labels():
-    r = rewrite(["the cat 🐱", "猫"], "the cat 🐱 jumps 🎉 while 猫が走る and the يركض text stays")
+    r = rewrite(["the cat 🐱", "猫"], "the cat 🐱 jumps 🎉 while 猫が走る and the يركض text stays",
+                style_guide="libragen")
     validate_prompt(r.prompt, 2)
     assert r.ref_lines == ("Ref 1: a cat 🐱.", "Ref 2: 猫.")
     assert "Ref 1[the cat] 🐱 jumps" in r.video_line and "Ref 2[猫]が走る" in r.video_line
     assert "يركض" in r.video_line and "🎉" in r.video_line
-    r = rewrite(["القطة"], "القطة تقفز فوق الطاولة")  # RTL: label found inside, text kept as written
+    r = rewrite(["القطة"], "القطة تقفز فوق الطاولة", style_guide="libragen")  # RTL: label found, text kept
     assert r.video_line.startswith("Video: Ref 1[القطة] تقفز") and r.ref_lines == ("Ref 1: القطة.",)
     r = rewrite(["the blue star"], "the star spins clockwise ✨ 星", style_guide="spriteworld")
     assert caption_facts(r.prompt)["motions"] == {0: "spin_cw"}
@@ -150,9 +160,10 @@ def test_more_labels_than_references_is_a_clear_error():
 
 
 def test_references_without_labels():
-    r = rewrite([], "a dog runs on the beach", n_references=1)
+    r = rewrite([], "a dog runs on the beach", n_references=1, style_guide="libragen")
     assert r.prompt == "Ref 1: a dog.\nVideo: Ref 1[the dog] runs on the beach."
-    r = rewrite(["", ""], "waves crash on the shore")
+    assert rewrite([], "a dog runs on the beach", n_references=1).prompt == "A dog runs on the beach."
+    r = rewrite(["", ""], "waves crash on the shore", style_guide="libragen")
     assert r.ref_lines == ("Ref 1: the subject in reference image 1.", "Ref 2: the subject in reference image 2.")
     assert r.video_line == "Video: Ref 1[the subject] and Ref 2[the subject] appear; waves crash on the shore."
     r = rewrite(["the blue star"], "bounce", style_guide="spriteworld", n_references=2)
@@ -161,9 +172,10 @@ def test_references_without_labels():
 
 
 def test_labels_with_brackets_cannot_break_the_binding_syntax():
-    r = rewrite(["the [odd] dog"], "the [odd] dog sits")
+    r = rewrite(["the [odd] dog"], "the [odd] dog sits", style_guide="libragen")
     validate_prompt(r.prompt, 1)
     assert "[odd]" not in r.prompt
+    assert "[" not in rewrite(["the [odd] dog"], "the [odd] dog sits", style_guide="phantom").prompt
 
 
 def test_style_guide_file_round_trip_and_errors(tmp_path):
@@ -192,9 +204,8 @@ def test_bundle_style_guide_is_used(tmp_path):
     bundle = ModelBundle(dit=None, vae=None, text=None, card=card, folder=tmp_path)
     r = rewrite(["the blue star"], "make the star spin clockwise", bundle=bundle)
     assert caption_facts(r.prompt)["motions"] == {0: "spin_cw"}
-    # without the bundle: the generic guide keeps the user's own words (and no background)
-    assert rewrite(["the blue star"], "make the star spin clockwise").video_line == \
-        "Video: Ref 1[the star] spins clockwise."
+    # without a model: plain prose (phantom), the subject described from its label
+    assert rewrite(["the blue star"], "make the star spin clockwise").prompt == "A blue star spins clockwise."
 
 
 def test_a_prompt_already_in_libragen_format_passes_unchanged():
@@ -218,12 +229,13 @@ def test_a_prompt_already_in_libragen_format_passes_unchanged():
     (["the man", "the horse"], "A man rides a horse across a field at sunset, aerial shot",
      "Video: Ref 1[the man] rides Ref 2[the horse] across a field at sunset; an aerial shot."),
 ])
-def test_generic_requests_become_bound_statements(labels, prompt, video):
-    assert rewrite(labels, prompt).video_line == video
+def test_requests_become_bound_statements(labels, prompt, video):
+    assert rewrite(labels, prompt, style_guide="libragen").video_line == video
 
 
 def test_open_guide_conjugates_hyphenated_verbs_whole():
     from libragen_core.rewrite import rewrite
 
-    out = rewrite(["the blue star"], "make the blue star zig-zag to the right and then self-destruct")
+    out = rewrite(["the blue star"], "make the blue star zig-zag to the right and then self-destruct",
+                  style_guide="libragen")
     assert out.video_line == "Video: Ref 1[the blue star] zig-zags to the right and then self-destructs."

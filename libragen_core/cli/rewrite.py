@@ -1,7 +1,9 @@
 """`libragen rewrite`: labels + a user prompt -> a LibraGen prompt (Ref lines + Video line).
 
-    libragen rewrite --label "the dog" --prompt "make the dog run along the beach"
+    libragen rewrite --label "the dog" --prompt "make the dog run along the beach"   # phantom prose
+    libragen rewrite --label "the dog" --prompt "make the dog run along the beach" --style-guide libragen
     libragen rewrite --label "the blue star" --prompt "I want the star to weave right" --style-guide spriteworld
+    libragen rewrite --label "the dog" --prompt "..." --dit models/diffusion_models/x.safetensors --lora my.safetensors
     LIBRAGEN_API_KEY=... libragen rewrite --label "the dog" --prompt "..." --backend http \\
         --url http://127.0.0.1:11434/v1 --model qwen2.5:7b-instruct
     libragen rewrite --export-style-guide style_guide.json --style-guide spriteworld
@@ -32,8 +34,10 @@ def add_backend_options(p, prefix: str = "") -> None:
                                               "tokenizer)")
     p.add_argument(f"--{prefix}timeout", type=float, default=30.0, help="http: seconds per request (default 30)")
     p.add_argument(f"--{prefix}retries", type=int, default=2, help="http: retries after the first try (default 2)")
-    p.add_argument(f"--{prefix}style-guide", help="spriteworld, generic, or a style guide JSON file (default: the "
-                                                  "model's own guide, else generic)")
+    p.add_argument(f"--{prefix}style-guide",
+                   help="auto (default: from the model), phantom (plain prose: Phantom-Wan, Wan2.1), libragen (Ref "
+                        "lines: models post-trained with training/), spriteworld (the embedded model), generic (the "
+                        "old name of libragen), or a style guide JSON file")
     p.add_argument(f"--{prefix}cache-dir", help="cache folder for LLM rewrites (default: ~/.cache/libragen/rewrite "
                                                 "or $LIBRAGEN_REWRITE_CACHE)")
     p.add_argument(f"--{prefix}no-cache", action="store_true", help="do not read or write the rewrite cache")
@@ -69,6 +73,11 @@ def add_parser(sub):
                    help="describe the --ref images with the http endpoint (a vision-capable model) for the Ref lines")
     p.add_argument("--prompt", help="the user's prompt")
     p.add_argument("--model-dir", help="a LibraGen model folder: use the style guide its model.json names")
+    p.add_argument("--dit", help="with style guide auto: the diffusion model file whose metadata (or name) says "
+                                 "which style it was trained on")
+    p.add_argument("--lora", action="append", default=[], metavar="FILE",
+                   help="with style guide auto: a LoRA that will be applied; its metadata can say the style "
+                        "(repeat)")
     add_backend_options(p)
     p.add_argument("--out", help="also write the result: .json (prompt, lines, backend, warnings) or text")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of the prompt")
@@ -77,22 +86,24 @@ def add_parser(sub):
 
 
 def _guide(args):
-    from ..models.bundle import CARD_FILE, ModelCard
-    from ..rewrite import resolve_style_guide
+    from ..io.safetensors_file import read_header
+    from ..models.bundle import CARD_FILE, ModelBundle, ModelCard
+    from ..rewrite import choose_style_guide
 
-    if args.style_guide or not args.model_dir:
-        return resolve_style_guide(args.style_guide)
-    card = ModelCard.read(Path(args.model_dir) / CARD_FILE)
-    if card.style_guide:
-        return resolve_style_guide(str(Path(args.model_dir) / card.style_guide))
-    return resolve_style_guide("spriteworld" if card.name.startswith("libragen-sprite") else None)
+    bundle = None
+    if args.model_dir:
+        card = ModelCard.read(Path(args.model_dir) / CARD_FILE)
+        bundle = ModelBundle(None, None, None, card, Path(args.model_dir))
+    loras = [read_header(p)[1] for p in args.lora]
+    guide, why = choose_style_guide(args.style_guide, bundle, loras=loras, dit_file=args.dit)
+    return guide, why
 
 
 def run(args) -> int:
     from ..io.atomic import atomic_path, check_output_folder
     from ..rewrite import make_backend, rewrite
 
-    guide = _guide(args)
+    guide, why = _guide(args)
     if args.export_style_guide:
         path = guide.save(check_output_folder(args.export_style_guide))
         print(json.dumps({"out": str(path), "style_guide": guide.name, "hash": guide.hash}))
@@ -116,6 +127,7 @@ def run(args) -> int:
     result = rewrite(args.label, args.prompt, engine, guide, n_references=n_refs, captioner=captioner,
                      images=images, cache=cache)
     print_warnings(result)
+    print(f"libragen rewrite: style {guide.name} ({why})", file=sys.stderr)
     payload = json.dumps(result.to_dict(), ensure_ascii=False, indent=1)
     if args.out:
         out = check_output_folder(args.out)

@@ -7,6 +7,7 @@ hands over to the offline backend and says so in `warnings` (never silently).
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -20,20 +21,21 @@ MAX_PROMPT_CHARS = 4000
 
 @dataclass(frozen=True)
 class Rewrite:
-    prompt: str  # the full LibraGen prompt: "Ref 1: ...\nRef 2: ...\nVideo: ..."
-    ref_lines: tuple[str, ...]
-    video_line: str
+    prompt: str  # "Ref 1: ...\nRef 2: ...\nVideo: ..." (Ref styles) or one paragraph of prose (phantom)
+    ref_lines: tuple[str, ...]  # empty for prose
+    video_line: str  # the Video line (Ref styles) or the prose itself
     backend_used: str
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    style: str = ""  # the style guide written: phantom (plain prose), libragen or spriteworld (Ref lines)
 
     def to_dict(self) -> dict:
         return {"prompt": self.prompt, "ref_lines": list(self.ref_lines), "video_line": self.video_line,
-                "backend_used": self.backend_used, "warnings": list(self.warnings)}
+                "backend_used": self.backend_used, "warnings": list(self.warnings), "style": self.style}
 
     @classmethod
     def from_dict(cls, data: dict) -> Rewrite:
         return cls(str(data["prompt"]), tuple(data["ref_lines"]), str(data["video_line"]), str(data["backend_used"]),
-                   tuple(data.get("warnings", ())))
+                   tuple(data.get("warnings", ())), str(data.get("style", "")))
 
 
 class Backend(Protocol):
@@ -98,7 +100,47 @@ def validate_prompt(text: str, n_subjects: int) -> tuple[tuple[str, ...], str]:
     return tuple(lines[:-1]), lines[-1]
 
 
-def assemble(ref_lines: Sequence[str], video_line: str, backend: str, warnings: Sequence[str] = ()) -> Rewrite:
+def assemble(ref_lines: Sequence[str], video_line: str, backend: str, warnings: Sequence[str] = (),
+             style: str = "") -> Rewrite:
     prompt = "\n".join([*ref_lines, video_line])
     validate_prompt(prompt, len(ref_lines))
-    return Rewrite(prompt, tuple(ref_lines), video_line, backend, tuple(warnings))
+    return Rewrite(prompt, tuple(ref_lines), video_line, backend, tuple(warnings), style)
+
+
+_REF_TOKEN = re.compile(r"\bRef\s*\d+\b|\[|\]|^\s*Video\s*:", re.IGNORECASE | re.MULTILINE)
+
+
+def subject_heads(ref_lines: Sequence[str]) -> list[str]:
+    """The head noun of each reference description ('dog' in 'a small white dog with a red collar')."""
+    from .lexicon import label_head, label_words
+
+    return [label_head(label_words(re.sub(r"^Ref \d+:\s*", "", line).rstrip("."))) for line in ref_lines]
+
+
+def validate_prose(text: str, ref_lines: Sequence[str]) -> str:
+    """One paragraph of plain prose that names every subject: no Ref lines, no brackets, no 'Video:'.
+    A subject counts as named when its description's head noun (or its plural) is in the text."""
+    from .lexicon import singular, words_of
+
+    text = " ".join(text.split())
+    if not text:
+        raise InputError("the prose prompt is empty")
+    if _REF_TOKEN.search(text):
+        raise InputError("the prose prompt has Ref tags, brackets or a 'Video:' label; this style is plain prose")
+    present: dict[str, int] = {}
+    for w in words_of(text):
+        present[w.text] = present.get(w.text, 0) + 1
+        for form in singular(w.text):  # "two dogs" names every dog
+            present[form] = len(ref_lines) + 1
+    heads = subject_heads(ref_lines)
+    missing = [k + 1 for k, h in enumerate(heads) if h and h.isascii() and present.get(h, 0) < heads.count(h)]
+    if missing:
+        raise InputError(f"the prose prompt never names subject(s) {missing} "
+                         f"({', '.join(heads[k - 1] for k in missing)})")
+    return text
+
+
+def assemble_prose(text: str, ref_lines: Sequence[str], backend: str, warnings: Sequence[str] = (),
+                   style: str = "phantom") -> Rewrite:
+    prose = validate_prose(text, ref_lines)
+    return Rewrite(prose, (), prose, backend, tuple(warnings), style)

@@ -1,18 +1,21 @@
-"""The offline rewriter: deterministic, no model. Parses the user's prompt with the style guide.
+"""The offline rewriter: deterministic, no model. Reads the prompt (analysis.py), writes the guide's style.
 
-1. Strip request wording ("I want", "can you make it so", "please have", ...).
-2. Take out the scene parts the guide knows (camera, light, occluder, background + props) and
-   keep their canonical phrases.
-3. Find subject mentions: an exact label, or a (determiner) + known words + head-noun run
-   ("the blue one", "the striped star"), or a pronoun (resolved to the last subject named).
-   A mention binds to the label it agrees with (same colour/shape/... where both say one; most
-   shared words wins); mentions that match no label bind to the remaining references in order.
-4. Closed guides (SpriteWorld): find motion phrases (every surface form the guide lists, longest
-   first; then a verb-class + direction fallback for phrasings it does not list), attach each to
-   the subjects named before it in its clause (chase: subject before, target after; swap/meet:
-   the two before), and write the Video line in the guide's canonical grammar and order.
-   Open guides (real Wan models): keep the user's sentence, bind the first mention of each
-   subject as Ref k[...], turn requests into statements, and move camera terms to the end.
+Stage 1 (every guide): one description per reference, from its label, else from the first noun
+phrase bound to it ("a dog"), else "the subject in reference image k".
+
+Stage 2 depends on the guide's output:
+- "ref" + closed (SpriteWorld): the scene parts the guide knows (background and props, occluder,
+  camera pan, light) are taken out with their canonical phrases; every subject gets one motion
+  from what the analysis read (interaction first, then subjects in Ref order), written in the
+  caption grammar. Where the prompt states no motion, or states one the analysis cannot place
+  (a verb without a direction it can find), the subject "stays still" and a warning quotes the
+  user's words: nothing is invented.
+- "ref" + open (libragen): the user's sentence is kept (case and script), requests become
+  statements, the first mention of each subject (a name, a pronoun, "her dog") becomes
+  `Ref k[...]`, and camera clauses move, in the user's words, to the end.
+- "prose" (phantom): the same sentence with the first mention of each subject replaced by its
+  reference description ("a woman in a yellow raincoat", "her small white dog"); no Ref lines,
+  no brackets; camera clauses become their own sentence.
 """
 from __future__ import annotations
 
@@ -21,24 +24,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..spriteworld.captions import UNLABELED_BINDING, UNLABELED_REF
-from .base import Rewrite, assemble
+from .analysis import Evidence, Mention, Reader, Reading, direction_name, unit
+from .base import Rewrite, assemble, assemble_prose
+from .lexicon import label_words, lemma, lower_keep_length, understood
 from .style_guide import StyleGuide
 
 NAME = "offline"
-_WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
-_STOP = {"and", "while", "then", "to", "the", "a", "an", "on", "in", "of", "with", "at", "so", "that", "it", "is",
-         "are", "should", "be", "also", "as", "both", "each", "other", "same", "time", "video", "clip", "scene",
-         "front", "please", "want", "i", "can", "you", "make", "let", "have", "show", "animate", "where", "around"}
-_PLAIN_PREPS = {"in", "with", "of", "wearing", "holding", "on", "at", "and", "from", "for"}
-
-
-def _lower(text: str) -> str:
-    # keeps every character's index (str.lower can lengthen a few characters, e.g. 'İ')
-    return "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
-
-
-def _blank(text: str, start: int, end: int) -> str:
-    return text[:start] + " " * (end - start) + text[end:]
+_SHAPE_KINDS = ("grow", "shrink", "spin", "circle", "bounce")
 
 
 def _alternation(forms) -> re.Pattern | None:
@@ -56,29 +48,27 @@ def _sanitize_label(label: str) -> str:
     return label.replace("[", "(").replace("]", ")").strip().rstrip(".")
 
 
-@dataclass
-class _Mention:
-    start: int
-    end: int
-    text: str
-    words: tuple[str, ...]
-    pronoun: bool = False
-    subject: int | None = None
+def _blank(text: str, start: int, end: int) -> str:
+    return text[:start] + " " * (end - start) + text[end:]
+
+
+def _drop_article(text: str) -> str:
+    first, _, rest = text.partition(" ")
+    return rest if first.lower() in ("a", "an", "the") and rest else text
+
+
+def _capitalize(text: str) -> str:
+    return text[0].upper() + text[1:] if text and text[0].isalpha() and text[0].isascii() else text
 
 
 @dataclass
-class _Verb:
-    start: int
-    end: int
-    motion: str  # a motion name of the guide
-    direction: str | None = None
-
-
-@dataclass
-class _Parse:
-    mentions: list[_Mention] = field(default_factory=list)
-    extras: dict[str, list[str]] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
+class Decision:
+    kind: str  # stay move zigzag bounce circle spin grow shrink chase swap meet
+    direction: str | None = None  # a DIRECTIONS name
+    turn: str | None = None
+    partner: int | None = None
+    text: str = ""
+    notes: list[str] = field(default_factory=list)
 
 
 class OfflineBackend:
@@ -102,67 +92,138 @@ def rewriter_for(guide: StyleGuide) -> OfflineRewriter:
     return _REWRITERS[guide.hash]
 
 
+def decide(reading: Reading, n: int) -> list[Decision]:
+    """One motion per subject from the evidence the analysis found (module doc of analysis.py)."""
+    evidence = {k: list(v) for k, v in reading.evidence.items() if k >= 0}
+    for ev in reading.evidence.get(-1, []):  # a clause without any subject: the first subject without a motion
+        k = next((j for j in range(n) if j not in evidence), None)
+        if k is not None:
+            evidence[k] = [ev]
+    out: list[Decision] = []
+    for k in range(n):
+        evs = evidence.get(k, [])
+        strong = [e for e in evs if not e.weak]
+        d = _pick(strong, reading, k) or _pick([e for e in evs if e.weak], reading, k)
+        if d is None:
+            unsure = next((e for e in evs if e.kind in ("unsure", "apart")), None)
+            if unsure is not None:
+                d = Decision("stay", text=unsure.text, notes=[
+                    f"could not tell which way Ref {k + 1} goes in {unsure.text!r}; kept it still rather than "
+                    "guess (say left, right, up, down, or where it starts and ends)"])
+            else:
+                d = Decision("stay", notes=[f"no motion stated for Ref {k + 1}; it stays still"])
+        out.append(d)
+    for k, d in enumerate(out):  # "walks with him": the partner's motion
+        if d.kind == "copy":
+            src = out[d.partner] if d.partner is not None else None
+            if src is not None and src.kind in ("move", "zigzag", "bounce", "spin", "circle", "grow", "shrink"):
+                out[k] = Decision(src.kind, src.direction, src.turn, text=d.text)
+            else:
+                out[k] = Decision("stay", notes=[f"Ref {k + 1} moves with Ref {(d.partner or 0) + 1}, which has no "
+                                                 "motion; it stays still"])
+    return out
+
+
+def _pick(evs: list[Evidence], reading: Reading, k: int) -> Decision | None:
+    if not evs:
+        return None
+    notes: list[str] = []
+    shape = next((e for e in evs if e.kind in _SHAPE_KINDS), None)
+    if shape is not None:
+        d = Decision(shape.kind, turn=shape.turn, text=shape.text)
+        if shape.kind == "bounce" and shape.dirs:
+            d.direction = direction_name(shape.dirs[0])
+        return d
+    for kind in ("chase", "swap", "meet"):
+        e = next((e for e in evs if e.kind == kind), None)
+        if e is not None:
+            return Decision(kind, partner=e.partner, text=e.text)
+    moves = [e for e in evs if e.kind in ("move", "zigzag") and e.dirs]
+    if moves:
+        vecs = [unit(e.dirs[0]) for e in moves]
+        total = (sum(v[0] for v in vecs), sum(v[1] for v in vecs))
+        if abs(total[0]) < 1e-6 and abs(total[1]) < 1e-6:
+            total = vecs[0]
+            notes.append(f"Ref {k + 1} is told to go opposite ways; kept the first ({moves[0].text!r})")
+        kind = "zigzag" if any(e.kind == "zigzag" for e in moves) else "move"
+        return Decision(kind, direction_name(total), text=moves[0].text, notes=notes)
+    apart = next((e for e in evs if e.kind == "apart"), None)
+    if apart is not None and apart.partner is not None and k in reading.positions and \
+            apart.partner in reading.positions:
+        a, b = reading.positions[k], reading.positions[apart.partner]
+        vec = (a[0] - b[0], a[1] - b[1])
+        if vec != (0.0, 0.0):
+            return Decision("move", direction_name(vec), text=apart.text)
+    copy = next((e for e in evs if e.kind == "copy"), None)
+    if copy is not None:
+        return Decision("copy", partner=copy.partner, text=copy.text)
+    if any(e.kind == "stay" for e in evs):
+        return Decision("stay")
+    return None
+
+
 class OfflineRewriter:
     def __init__(self, guide: StyleGuide):
         self.guide = guide
         d = guide.data
         sub = d["subjects"]
+        self.reader = Reader(sub)
         self.determiners = set(sub.get("determiners", ()))
-        self.pronouns = set(sub.get("pronouns", ()))
-        self.nouns = set(sub.get("nouns", ()))
-        self.wildcards = set(sub.get("wildcard_nouns", ()))
-        self.categories = {w: cat for cat, words in sub.get("adjectives", {}).items() for w in words}
-        for n in self.nouns:
-            self.categories[n] = "noun"
         self.prefixes = sorted(d.get("strip_prefixes", ()), key=len, reverse=True)
         self.tables = {}
-        for key in ("camera", "light", "occluders", "backgrounds"):
+        for key in ("light", "occluders", "backgrounds"):
             table = d.get(key) or {}
             forms = {f.lower(): canon for canon, fs in table.items() for f in [canon, *fs]}
             self.tables[key] = (_alternation(forms), forms)
+        self.camera_forms = {f.lower(): canon for canon, fs in (d.get("camera") or {}).items() for f in [canon, *fs]}
+        self.camera_re = _alternation(self.camera_forms)
         self.props = _alternation(d.get("props", ()))
-        self.phrases = {f.lower(): m for m, info in d.get("motions", {}).items() for f in info.get("phrases", ())}
-        self.phrase_re = _alternation(self.phrases)
-        self.class_verbs = {v: (cls, info["motion"]) for cls, info in d.get("verb_classes", {}).items()
-                            for v in info["verbs"]}
-        self.directions = {f.lower(): name for name, fs in d.get("directions", {}).items() for f in fs}
-        self.direction_re = _alternation(self.directions)
-        self.turns = {f.lower(): name for name, fs in d.get("turns", {}).items() for f in fs}
-        self.turn_re = _alternation(self.turns)
+
+    @property
+    def prose(self) -> bool:
+        return self.guide.output == "prose"
 
     # ------------------------------------------------------------------ stage 1: Ref lines + bindings
 
     def _label_words(self, label: str) -> list[str]:
-        return [w for w in _WORD.findall(_lower(label)) if w not in self.determiners]
+        return [w for w in label_words(label) if w not in self.determiners]
 
-    def ref_line(self, k: int, label: str, mention: _Mention | None) -> str:
+    def ref_line(self, k: int, label: str, mention: Mention | None) -> str:
+        return f"Ref {k + 1}: {self.description(k, label, mention)}."
+
+    def description(self, k: int, label: str, mention: Mention | None) -> str:
         d = self.guide.data["subjects"]
         if label:
             body = _sanitize_label(label)
             first, _, rest = body.partition(" ")
             if first.lower() in ("the", "this", "that") and rest:
                 body = f"{_article(rest)} {rest}"
-            return f"Ref {k + 1}: " + d.get("ref_template", "{label}").format(label=body) + "."
-        if mention is not None and not mention.pronoun:
-            words = [w for w in mention.words if w not in self.wildcards]
-            if words and any(w in self.nouns for w in words):
-                return f"Ref {k + 1}: {_article(words[0])} {' '.join(words)}."
-        return f"Ref {k + 1}: " + d.get("unlabeled", UNLABELED_REF).format(k=k + 1) + "."
+            return d.get("ref_template", "{label}").format(label=body)
+        if mention is not None and mention.kind == "name":
+            words = [w for w in mention.words if w not in self.reader.wildcards]
+            if words and any(w in self.reader.nouns for w in words):
+                return f"{_article(words[0])} {' '.join(words)}"
+        return d.get("unlabeled", UNLABELED_REF).format(k=k + 1)
 
-    def binding(self, label: str, mention: _Mention | None) -> str:
-        words = self._label_words(label) if label else (list(mention.words) if mention and not mention.pronoun else [])
+    def binding(self, label: str, mention: Mention | None, prompt: str) -> str:
+        words = self._label_words(label) if label else (list(mention.words) if mention and mention.kind == "name"
+                                                        else [])
         if self.guide.closed and words:
-            color = next((w for w in words if self.categories.get(w) == "color"), None)
-            noun = next((w for w in reversed(words) if w in self.nouns), None)
+            color = next((w for w in words if self.reader.categories.get(w) == "color"), None)
+            noun = next((w for w in reversed(words) if w in self.reader.nouns), None)
             template = self.guide.data["subjects"].get("binding_template", "the {color} {noun}")
             if color and noun and "{label" not in template:
                 return template.format(color=color, noun=noun)
-        if not self.guide.closed and mention is not None and not mention.pronoun:
-            text = _sanitize_label(mention.text)
+        if not self.guide.closed and mention is not None and mention.kind == "name":
+            text = _sanitize_label(prompt[mention.start:mention.end])
+            if mention.possessive:
+                text = re.sub(r"['’]s$", "", text)
             first, _, rest = text.partition(" ")
             if first.lower() in ("a", "an") and rest:
                 return "the " + rest
-            if first.lower() in self.determiners:
+            if first.lower() in self.determiners | {"the"}:
+                return text
+            if not label and not text.isascii():
                 return text
         if label:
             body = _sanitize_label(label)
@@ -171,11 +232,12 @@ class OfflineRewriter:
                 return "the " + rest
             return body if first.lower() in self.determiners else ("the " + body if body.islower() else body)
         if words:
-            has_noun = any(w not in self.wildcards and w not in self.categories or w in self.nouns for w in words)
-            return "the " + " ".join(w for w in words if not has_noun or w not in self.wildcards)
+            has_noun = any(w not in self.reader.wildcards and w not in self.reader.categories or w in self.reader.nouns
+                           for w in words)
+            return "the " + " ".join(w for w in words if not has_noun or w not in self.reader.wildcards)
         return UNLABELED_BINDING
 
-    # ------------------------------------------------------------------ parsing
+    # ------------------------------------------------------------------ reading
 
     def _strip_prefixes(self, low: str) -> str:
         changed = True
@@ -189,8 +251,9 @@ class OfflineRewriter:
                     break
         return low
 
-    def _take_extras(self, low: str, parse: _Parse) -> str:
-        for key in ("camera", "light", "occluders", "backgrounds"):
+    def _take_extras(self, low: str, extras: dict[str, list[str]]) -> str:
+        """Backgrounds (+ props), occluders and light the guide names, out of the text."""
+        for key in ("light", "occluders", "backgrounds"):
             regex, forms = self.tables[key]
             if regex is None:
                 continue
@@ -205,244 +268,120 @@ class OfflineRewriter:
                         tail = re.match(r"\s*,?\s*with\s+((?:(?:a|an|the|some)\s+)?[\w-]+(?:\s*(?:,|and)\s*"
                                         r"(?:(?:a|an|the|some)\s+)?[\w-]+)*)", low[end:])
                         if tail:
-                            props = [p.group(0) for p in self.props.finditer(tail.group(1))]
-                            if props:
-                                canon += " with " + " and ".join(f"a {p}" for p in props)
-                                end += tail.end()
-                parse.extras.setdefault(key, []).append(canon)
+                            found = list(self.props.finditer(tail.group(1)))
+                            if found:
+                                canon += " with " + " and ".join(f"a {p.group(0)}" for p in found)
+                                end += tail.start(1) + found[-1].end()  # not past the last prop (", camera ...")
+                extras.setdefault(key, []).append(canon)
                 low = _blank(low, start, end)
         return low
 
-    def _find_mentions(self, low: str, labels: Sequence[str], parse: _Parse) -> str:
-        label_words = [set(self._label_words(lb)) for lb in labels]
-        # exact labels first (multi-word labels with prepositions, scripts without spaces)
-        for lb in labels:
-            body = " ".join(self._label_words(lb))
-            if not body:
-                continue
-            ascii_ = body.isascii()
-            pat = (r"(?<![\w-])" if ascii_ else "") + r"(?:(?:" + "|".join(map(re.escape, sorted(self.determiners))) + \
-                r")\s+)?" + re.escape(body) + (r"(?![\w-])" if ascii_ else "")
-            for m in re.finditer(pat, low):
-                parse.mentions.append(_Mention(m.start(), m.end(), m.group(0), tuple(self._label_words(m.group(0)))))
-                low = _blank(low, m.start(), m.end())
-        vocab = set(self.categories) | self.wildcards | set().union(*label_words) if label_words else \
-            set(self.categories) | self.wildcards
-        vocab -= _PLAIN_PREPS
-        heads = self.nouns | self.wildcards | {w for ws in label_words for w in ws if w not in _PLAIN_PREPS}
-        toks = list(_WORD.finditer(low))
-        i = 0
-        while i < len(toks):
-            word = toks[i].group(0)
-            if word in self.pronouns:
-                parse.mentions.append(_Mention(toks[i].start(), toks[i].end(), word, (word,), pronoun=True))
-                i += 1
-                continue
-            j = i + 1 if word in self.determiners else i
-            k, end = j, None
-            while k < len(toks) and toks[k].group(0) in vocab:
-                if end is not None and self._lemma(toks[k].group(0)):
-                    break  # "the flower circle(s)": a verb after the head noun
-                if toks[k].group(0) in heads:
-                    end = k
-                k += 1
-            if end is None:
-                i += 1
-                continue
-            words = tuple(t.group(0) for t in toks[j:end + 1])
-            if all(w in self.wildcards for w in words):
-                i = end + 1  # "one" alone names nobody
-                continue
-            parse.mentions.append(_Mention(toks[i].start(), toks[end].end(), low[toks[i].start():toks[end].end()],
-                                           words))
-            i = end + 1
-        for m in parse.mentions:
-            low = _blank(low, m.start, m.end)
-        parse.mentions.sort(key=lambda m: m.start)
-        return low
+    def read(self, labels: Sequence[str], prompt: str) -> tuple[Reading, str, dict]:
+        low = lower_keep_length(prompt)
+        stripped = self._strip_prefixes(low)
+        extras: dict[str, list[str]] = {}
+        if self.guide.closed:
+            stripped = self._take_extras(stripped, extras)
+        reading = self.reader.read(prompt, labels, blanked=stripped)
+        return reading, stripped, extras
 
-    def _score(self, words: Sequence[str], label: str) -> int | None:
-        """Shared words, those of the label's head ("a large orange diamond") counting twice those of
-        its tail ("with yellow stripes"); None when a word contradicts the head (another colour)."""
-        lw = self._label_words(label)
-        if not lw:
-            return None
-        cut = next((i for i, w in enumerate(lw) if w in _PLAIN_PREPS), len(lw))
-        head, tail = lw[:cut], lw[cut:]
-        mine: dict[str, set[str]] = {}
-        for w in head:
-            if w in self.categories:
-                mine.setdefault(self.categories[w], set()).add(w)
-        for w in words:
-            cat = self.categories.get(w)
-            if cat and cat in mine and w not in mine[cat]:
-                return None
-        score = sum(2 * (w in head) + (w in tail) for w in words)
-        return score or None
+    def stage1(self, labels: Sequence[str], prompt: str) -> list[str]:
+        reading, _, _ = self.read(labels, prompt)
+        return self._ref_lines(labels, reading)
 
-    def _resolve(self, labels: Sequence[str], parse: _Parse) -> None:
-        n = len(labels)
-        named = [m for m in parse.mentions if not m.pronoun]
-        for m in named:
-            scores = [(self._score(m.words, lb), k) for k, lb in enumerate(labels)]
-            scores = [(s, k) for s, k in scores if s is not None]
-            if scores:
-                best = max(s for s, _ in scores)
-                tied = [k for s, k in scores if s == best]
-                if len(tied) > 1:
-                    parse.warnings.append(f"{m.text!r} fits the labels of Ref {', '.join(str(k + 1) for k in tied)}; "
-                                          f"bound it to Ref {tied[0] + 1} (use a more specific name)")
-                m.subject = tied[0]
-        bound = {m.subject for m in named if m.subject is not None}
-        free = [k for k in range(n) if k not in bound and not labels[k]] + \
-               [k for k in range(n) if k not in bound and labels[k]]
-        keys: dict[tuple, int] = {}
-        for m in named:
-            if m.subject is not None:
-                continue
-            key = tuple(w for w in m.words if w not in self.wildcards)
-            if key in keys:
-                m.subject = keys[key]
-            elif free:
-                m.subject = keys[key] = free.pop(0)
-                if labels[m.subject]:
-                    parse.warnings.append(f"{m.text!r} matches no label; bound it to Ref {m.subject + 1} "
-                                          f"({labels[m.subject]!r}) by order")
-        last = 0 if n == 1 else None
-        for m in parse.mentions:
-            if m.pronoun:
-                m.subject = last
-            elif m.subject is not None:
-                last = m.subject
-        parse.mentions = [m for m in parse.mentions if m.subject is not None]
+    def _first_named(self, reading: Reading) -> dict[int, Mention]:
+        first: dict[int, Mention] = {}
+        for m in reading.mentions:
+            if m.kind == "name" and len(m.subjects) == 1:
+                first.setdefault(m.subjects[0], m)
+        return first
+
+    def _ref_lines(self, labels: Sequence[str], reading: Reading) -> list[str]:
+        first = self._first_named(reading)
+        return [self.ref_line(k, labels[k], first.get(k)) for k in range(len(labels))]
+
+    # ------------------------------------------------------------------ entry point
+
+    def rewrite(self, labels: Sequence[str], prompt: str, ref_lines: Sequence[str] | None = None) -> Rewrite:
+        labels = list(labels)
+        prompt = prompt.strip()
+        reading, stripped, extras = self.read(labels, prompt)
+        lines = list(ref_lines) if ref_lines else self._ref_lines(labels, reading)
+        if self.guide.closed:
+            video, warnings = self._closed_video(labels, prompt, reading, extras)
+            return assemble(lines, video, NAME, reading.warnings + warnings, style=self.guide.name)
+        body, warnings = self._open_text(labels, prompt, stripped, reading, lines)
+        if self.prose:
+            return assemble_prose(body, lines, NAME, reading.warnings + warnings, style=self.guide.name)
+        return assemble(lines, body, NAME, reading.warnings + warnings, style=self.guide.name)
 
     # ------------------------------------------------------------------ closed grammar
 
-    def _lemma(self, word: str) -> str | None:
-        cands = [word]
-        if word.endswith("ies"):
-            cands.append(word[:-3] + "y")
-        if word.endswith("es"):
-            cands.append(word[:-2])
-        if word.endswith("s"):
-            cands.append(word[:-1])
-        for suf in ("ing", "ed"):
-            if word.endswith(suf):
-                stem = word[:-len(suf)]
-                cands += [stem, stem + "e", stem[:-1] if len(stem) > 2 and stem[-1] == stem[-2] else stem]
-        return next((c for c in cands if c in self.class_verbs), None)
+    def _motion_name(self, k: int, d: Decision, warnings: list[str]) -> str:
+        motions = self.guide.data["motions"]
+        default_turn = self.guide.data.get("default_turn", "cw")
+        name = "stay"
+        if d.kind == "move" and d.direction:
+            name = f"move_{d.direction}"
+        elif d.kind == "zigzag" and d.direction:
+            horizontal = "left" if "left" in d.direction else "right" if "right" in d.direction else None
+            if horizontal and f"zigzag_{horizontal}" in motions:
+                name = f"zigzag_{horizontal}"
+                if horizontal != d.direction:
+                    warnings.append(f"{self.guide.name} zig-zags only left or right; wrote Ref {k + 1} zig-zagging "
+                                    f"{horizontal} for {d.text!r}")
+            else:
+                name = f"move_{d.direction}"
+                warnings.append(f"{self.guide.name} zig-zags only left or right; wrote Ref {k + 1} "
+                                f"{motions.get(name, {}).get('canonical', name)} for {d.text!r}")
+        elif d.kind in ("circle", "spin"):
+            turn = d.turn or default_turn
+            if d.turn is None:
+                warnings.append(f"no turning direction for Ref {k + 1} in {d.text!r}; assumed "
+                                f"{'clockwise' if turn == 'cw' else 'counterclockwise'}")
+            name = f"{d.kind}_{turn}"
+        elif d.kind == "bounce":
+            name = "bounce"
+            if d.direction:
+                warnings.append(f"{self.guide.name} bounces in place; left out the direction of Ref {k + 1} in "
+                                f"{d.text!r}")
+        elif d.kind in ("grow", "shrink", "stay"):
+            name = d.kind
+        if name not in motions:
+            warnings.append(f"{self.guide.name} has no motion for {d.text!r}; Ref {k + 1} stays still")
+            name = "stay"
+        return name
 
-    def _find_phrases(self, low: str) -> tuple[str, list[_Verb]]:
-        """Listed motion phrases, before mentions: "circle" is a shape and a verb, but no listed
-        phrase is a bare noun ("circle clockwise", "go around in a clockwise circle")."""
-        verbs = []
-        if self.phrase_re is not None:
-            for m in self.phrase_re.finditer(low):
-                verbs.append(_Verb(m.start(), m.end(), self.phrases[m.group(0)]))
-        for m in verbs:
-            low = _blank(low, m.start, m.end)
-        return low, verbs
-
-    def _find_verbs(self, low: str, parse: _Parse, verbs: list[_Verb]) -> list[_Verb]:
-        fallback = []
-        for t in _WORD.finditer(low):
-            lemma = self._lemma(t.group(0))
-            if lemma is not None:
-                fallback.append(_Verb(t.start(), t.end(), self.class_verbs[lemma][1]))
-        stops = sorted([m.start for m in parse.mentions] + [v.start for v in verbs + fallback])
+    def _closed_video(self, labels: list[str], prompt: str, reading: Reading, extras: dict) -> tuple[str, list[str]]:
         d = self.guide.data
-        for v in fallback:
-            limit = next((s for s in stops if s > v.start), len(low))
-            window = low[v.end:limit]
-            if "{direction}" in v.motion:
-                hit = self.direction_re.search(window) if self.direction_re else None
-                name = self.directions[hit.group(0)] if hit else d.get("default_direction", "right")
-                if v.motion.startswith("zigzag") and name not in ("left", "right"):
-                    name = "left" if "left" in name else "right" if "right" in name else d.get("default_direction")
-                if not hit:
-                    parse.warnings.append(f"no direction for {low[v.start:v.end]!r}; assumed {name}")
-                v.motion = v.motion.format(direction=name)
-                if hit:
-                    low = _blank(low, v.end + hit.start(), v.end + hit.end())
-            elif "{turn}" in v.motion:
-                hit = self.turn_re.search(window) if self.turn_re else None
-                name = self.turns[hit.group(0)] if hit else d.get("default_turn", "cw")
-                if not hit:
-                    parse.warnings.append(f"no turning direction for {low[v.start:v.end]!r}; assumed {name}")
-                v.motion = v.motion.format(turn=name)
-            if v.motion in d["motions"]:
-                verbs.append(v)
-        verbs.sort(key=lambda v: v.start)
-        # chase: a direction after its target is the target's move
-        for v in verbs:
-            if v.motion == "chase":
-                after = [m for m in parse.mentions if m.start >= v.end]
-                nxt = next((w.start for w in verbs if w.start > v.start), len(low))
-                seg_start = after[0].end if after and after[0].start < nxt else v.end
-                hit = self.direction_re.search(low[seg_start:nxt]) if self.direction_re else None
-                if hit:
-                    v.direction = self.directions[hit.group(0)]
-        return verbs
-
-    def _closed_video(self, n: int, binds: list[str], parse: _Parse, verbs: list[_Verb]) -> str:
-        d = self.guide.data
+        n = len(labels)
+        warnings: list[str] = []
+        decisions = decide(reading, n)
+        first = self._first_named(reading)
+        binds = [f"Ref {k + 1}[{self.binding(labels[k], first.get(k), prompt)}]" for k in range(n)]
         motions: dict[int, str] = {}
         interaction = None
-        used: set[int] = set()  # mention indices already consumed
-        ments = parse.mentions
-        prev_end = 0
-        prev_subjects: list[int] = []
-
-        def assign(k: int, motion: str, text: str):
-            if k in motions and motions[k] != motion:
-                parse.warnings.append(f"Ref {k + 1} already {d['motions'][motions[k]]['canonical']}; ignored "
-                                      f"{text!r} (one motion per subject)")
-                return
-            motions[k] = motion
-
-        for v in verbs:
-            seg = [i for i, m in enumerate(ments) if prev_end <= m.start < v.start and i not in used]
-            subjects = list(dict.fromkeys(ments[i].subject for i in seg))
-            kind = d["motions"][v.motion].get("interaction")
-            after = [i for i, m in enumerate(ments) if m.start >= v.end and i not in used]
-            if kind == "chase" and after and (subjects or prev_subjects or n == 2):
-                chaser = subjects[-1] if subjects else (prev_subjects[-1] if prev_subjects else None)
-                leader = ments[after[0]].subject
-                if chaser is None:
-                    chaser = next(k for k in range(n) if k != leader)
-                if chaser != leader and interaction is None:
-                    interaction = ("chase", leader, chaser)
-                    used.add(after[0])
-                    assign(chaser, "chase", "chase")
-                    if v.direction:
-                        assign(leader, f"move_{v.direction}", v.direction)
-                    prev_subjects = [chaser]
-            elif kind in ("swap", "meet"):
-                pair = subjects[-2:]
-                if len(pair) < 2 and after:  # "the star swaps places with the circle"
-                    pair = (pair + [ments[after[0]].subject])[:2]
-                    used.add(after[0])
-                if len(pair) < 2 and n == 2:
-                    pair = [0, 1]
-                if len(pair) == 2 and pair[0] != pair[1] and interaction is None:
-                    interaction = (kind, *pair)
-                    for k in pair:
-                        assign(k, kind, kind)
-                    prev_subjects = list(pair)
-            else:
-                targets = subjects or prev_subjects
-                if not targets:
-                    targets = [next((k for k in range(n) if k not in motions), 0)] if n else []
-                for k in targets:
-                    assign(k, v.motion, v.motion)
-                prev_subjects = targets
-            used.update(seg)
-            prev_end = v.end
-        default = d.get("default_motion")
-        for k in range(n):
-            if k not in motions:
-                motions[k] = default
-                parse.warnings.append(f"no motion found for Ref {k + 1}; it {d['motions'][default]['canonical']}")
+        for k, dec in enumerate(decisions):
+            warnings += dec.notes
+            if dec.kind in ("chase", "swap", "meet") and dec.partner is not None and dec.partner != k:
+                if interaction is None:
+                    if dec.kind == "chase":
+                        interaction = ("chase", dec.partner, k)
+                    else:
+                        interaction = (dec.kind, min(k, dec.partner), max(k, dec.partner))
+                    continue
+                if interaction[0] == dec.kind and k in interaction[1:]:
+                    continue
+                lead = decisions[dec.partner]
+                if dec.kind == "chase" and lead.kind == "move":
+                    motions[k] = f"move_{lead.direction}"
+                    warnings.append(f"{d['name']} shows one interaction per video; Ref {k + 1} moves "
+                                    f"{lead.direction.replace('_', ' and ')} instead of chasing")
+                    continue
+                motions[k] = "stay"
+                warnings.append(f"{d['name']} shows one interaction per video; Ref {k + 1} stays still")
+                continue
+            motions[k] = self._motion_name(k, dec, warnings)
         clauses = []
         taken: set[int] = set()
         if interaction is not None:
@@ -453,25 +392,57 @@ class OfflineRewriter:
                 if lead.startswith("move_"):
                     text += " " + d["direction_canonical"][lead[5:]]
                 clauses.append(text)
+                taken = {b} | ({a} if lead.startswith("move_") else set())
+                if a not in taken:
+                    motions.setdefault(a, "stay")
             else:
                 clauses.append(f"{binds[a]} and {binds[b]} {d['motions'][kind]['canonical']}")
-            taken = {a, b}
+                taken = {a, b}
         clauses += [f"{binds[k]} {d['motions'][motions[k]]['canonical']}" for k in range(n) if k not in taken]
-        first, rest = d.get("clause_join", [" while ", " and "])
-        text = clauses[0] + (first + rest.join(clauses[1:]) if len(clauses) > 1 else "") if clauses else ""
-        backgrounds = parse.extras.get("backgrounds") or []
+        first_join, rest = d.get("clause_join", [" while ", " and "])
+        text = clauses[0] + (first_join + rest.join(clauses[1:]) if len(clauses) > 1 else "") if clauses else ""
+        backgrounds = extras.get("backgrounds") or []
         background = backgrounds[0] if backgrounds else d.get("default_background")
         if not backgrounds and background:
-            parse.warnings.append(f"no background named; used {background!r}")
+            warnings.append(f"no background named; used {background!r}")
         if background:
             text += f" on {background}"
-        order = d.get("video_order") or ["clauses", "background", "occluder", "camera", "light"]
-        for key in order:
-            table = {"occluder": "occluders"}.get(key, key)
-            if table in ("occluders", "camera", "light"):
-                for canon in (parse.extras.get(table) or [])[:1]:
-                    text += f"; {canon}"
-        return f"Video: {text.strip()}."
+        camera = self._closed_camera(reading, warnings)
+        parts = {"occluder": (extras.get("occluders") or [])[:1], "camera": camera[:1],
+                 "light": (extras.get("light") or [])[:1]}
+        for key in d.get("video_order") or ["clauses", "background", "occluder", "camera", "light"]:
+            for canon in parts.get(key, []):
+                text += f"; {canon}"
+        left = self._leftover(reading)
+        if left:
+            warnings.append(f"not in {self.guide.name}'s vocabulary, left out: {' '.join(left[:12])}")
+        return f"Video: {text.strip()}.", warnings
+
+    def _closed_camera(self, reading: Reading, warnings: list[str]) -> list[str]:
+        out = []
+        for cam in reading.camera:
+            canon = None
+            if cam.kind in ("pan", "tilt") and cam.direction:
+                canon = self.camera_forms.get(f"camera pans {cam.direction}") or \
+                    self.camera_forms.get(f"the camera pans {cam.direction}")
+            if canon is None:
+                warnings.append(f"{self.guide.name} has no camera move for {cam.text!r}; left it out (its captions "
+                                "know pans left, right, up and down)")
+                continue
+            out.append(canon)
+        return out
+
+    def _leftover(self, reading: Reading) -> list[str]:
+        out = []
+        for w in reading.words:
+            if w.mention is not None or w.punct or understood(w.text):
+                continue
+            if w.text.isascii() and len(w.text) <= 2:
+                continue
+            if any(w.start >= c.start and w.end <= c.end for c in reading.camera):
+                continue
+            out.append(w.text)
+        return list(dict.fromkeys(out))
 
     # ------------------------------------------------------------------ open grammar
 
@@ -483,18 +454,20 @@ class OfflineRewriter:
         out, pos = [], 0
         for end in mention_ends:
             m = re.match(r"(\s+)(should|to|must|would|could)?(\s*)([a-z]+(?:-[a-z]+)*)\b", text[end:])
-            if not m:
+            if not m or end < pos:
                 continue
             verb = m.group(4)
             modal = m.group(2) is not None
             if modal or (imperative and not verb.endswith(("s", "ed", "ing"))):
+                if verb in ("and", "or", "the", "a", "an", "with", "in", "on", "at"):
+                    continue
                 new = " " + conjugate(verb)[0]
                 tail_end = end + m.end()
                 # "... and then wave" belongs to the same request
                 nxt = re.search(r"\b(and then|then)\s+([a-z]+(?:-[a-z]+)*)\b", text[tail_end:tail_end + 80])
                 out.append(text[pos:end] + new)
                 pos = tail_end
-                if nxt and not nxt.group(2).endswith(("s", "ed", "ing")) and nxt.group(2) not in _STOP:
+                if nxt and not nxt.group(2).endswith(("s", "ed", "ing")) and nxt.group(2) not in ("the", "a", "it"):
                     out.append(text[pos:pos + nxt.start(2)] + conjugate(nxt.group(2))[0])
                     pos += nxt.end(2)
                 continue
@@ -504,96 +477,141 @@ class OfflineRewriter:
         out.append(text[pos:])
         return "".join(out)
 
-    def _open_video(self, prompt: str, kept: str, binds: list[str], parse: _Parse, imperative: bool,
-                    progressive: bool) -> str:
-        # the original characters (case, any script) minus what was taken out (request words, camera terms)
-        text = "".join(" " if lc == " " and not c.isspace() else c for c, lc in zip(prompt, kept))
-        # replace mentions, last first, so earlier offsets stay valid
-        first_seen: set[int] = set()
-        order = sorted(parse.mentions, key=lambda m: m.start)
-        replace = {}
-        for m in order:
-            if m.subject is not None and m.subject not in first_seen and not m.pronoun:
-                first_seen.add(m.subject)
-                replace[m.start] = (m.end, f"Ref {m.subject + 1}[{binds[m.subject]}]")
-        for m in order:  # a subject named only by a pronoun ("make her dance"): bind the first one
-            if m.pronoun and m.subject is not None and m.subject not in first_seen:
-                first_seen.add(m.subject)
-                replace[m.start] = (m.end, f"Ref {m.subject + 1}[{binds[m.subject]}]")
-        for m in order:
-            if m.start not in replace and not m.pronoun:
-                replace[m.start] = (m.end, prompt[m.start:m.end])
-        pieces, pos, ends = [], 0, []
-        for start in sorted(replace):
-            end, new = replace[start]
-            pieces.append(text[pos:start])
-            pieces.append(new)
-            ends.append(sum(len(p) for p in pieces))
-            pos = end
-        pieces.append(text[pos:])
-        body = "".join(pieces)
-        body = self._statement(body, ends, imperative, progressive)
-        body = re.sub(r"\s+", " ", body)
-        body = re.sub(r"\s+([,.;:!?])", r"\1", body)
-        body = re.sub(r"(?:,\s*)+(?=,|$)", "", body).strip(" ,;.!?")
-        missing = [k for k in range(len(binds)) if k not in first_seen]
-        if missing:
-            names = " and ".join(f"Ref {k + 1}[{binds[k]}]" for k in missing)
-            if not first_seen:
-                body = f"{names} {'appear' if len(missing) > 1 else 'appears'}; {body}" if body else \
-                    f"{names} {'appear' if len(missing) > 1 else 'appears'}"
-            else:
-                body += f"; {names} {'are' if len(missing) > 1 else 'is'} also in the scene"
-            parse.warnings.append(f"the prompt does not name Ref {', '.join(str(k + 1) for k in missing)}; bound "
-                                  "them with a generic phrase")
-        for canon in parse.extras.get("camera") or []:
-            body += f"; {canon}"
-        if body and not body[0].isupper() and not body.startswith("Ref "):
-            body = body[0].upper() + body[1:] if body[0].isalpha() and body[0].isascii() else body
-        return f"Video: {body}."
+    def _camera_phrase(self, words: str) -> str:
+        """A camera clause as it goes to the end: the guide's canonical phrase for a known term ("tracking
+        shot"), else the user's words as a statement ("zoom in on the cat" -> the camera zooms in on the cat)."""
+        from ..spriteworld.captions import conjugate
 
-    # ------------------------------------------------------------------ entry point
+        key = re.sub(r"\s+", " ", lower_keep_length(words).strip(" ,.;")).removeprefix("the ")
+        phrase = self.camera_forms.get(key) or self.camera_forms.get("the " + key)
+        if phrase is not None:
+            return phrase
+        phrase = re.sub(r"^(?:and|while|whilst|as|then)\s+", "", words.strip(" ,.;"), flags=re.IGNORECASE)
+        verbs = {"pan", "tilt", "zoom", "dolly", "track", "push", "pull", "orbit", "follow", "circle", "crane"}
+        m = re.match(r"(?i)((?:slowly|quickly|gently|then)\s+)?([a-z]+)\b(.*)", phrase)
+        if m and lemma(m.group(2).lower(), verbs) in verbs:
+            return f"the camera {m.group(1) or ''}{conjugate(lemma(m.group(2).lower(), verbs))[0]}{m.group(3)}"
+        return "the " + phrase if re.match(r"(?i)camera\b", phrase) else phrase
 
-    def rewrite(self, labels: Sequence[str], prompt: str, ref_lines: Sequence[str] | None = None) -> Rewrite:
-        labels = list(labels)
+    def _camera_spans(self, reading: Reading, text: str) -> list[tuple[int, int, str]]:
+        """(start, end, phrase) of each camera clause: the span to cut, with the word or comma that
+        joined it to the sentence, and what goes to the end (_camera_phrase)."""
+        spans = []
+        for cam in reading.camera:
+            start, end = cam.start, cam.end
+            phrase = self._camera_phrase(text[start:end])
+            before = re.search(r"(?:^|[,;]\s*|\s+)(?:(?:and|while|whilst|as|but|then)\s+)?(?:[,;]\s*)?$",
+                               text[:start], flags=re.IGNORECASE)
+            if before and before.group(0).strip():
+                start = before.start()
+            if not text[:start].strip():  # it opened the sentence: cut the joint after it too
+                after = re.match(r"\s*(?:[,;]\s*(?:and\s+|while\s+|as\s+)?|(?:and|while|as)\s+)", text[end:])
+                if after:
+                    end += after.end()
+            spans.append((start, end, phrase))
+        return spans
+
+    def _open_text(self, labels: list[str], prompt: str, stripped: str, reading: Reading,
+                   lines: list[str]) -> tuple[str, list[str]]:
+        warnings: list[str] = []
         n = len(labels)
-        parse = _Parse()
-        prompt = prompt.strip()
-        low = _lower(prompt)
-        stripped = self._strip_prefixes(low)
+        low = lower_keep_length(prompt)
         progressive = bool(re.match(r"\s*(?:please\s+)?(?:show|animate)\b", low))
         imperative = stripped != low and not progressive and \
             not re.match(r"\s*(?:can you|could you)?\s*make it so", low) and \
             not re.match(r"\s*(?:a video|a clip|video|create|generate)", low)
-        low = self._take_extras(stripped.rstrip(" ?!.") + " " * (len(stripped) - len(stripped.rstrip(" ?!."))),
-                                parse)
-        kept = low
-        verbs: list[_Verb] = []
-        if self.guide.closed:
-            low, verbs = self._find_phrases(low)
-        low = self._find_mentions(low, labels, parse) if n else low
-        if n:
-            self._resolve(labels, parse)
-        first = {}
-        for m in parse.mentions:
-            first.setdefault(m.subject, m)
-        binds = [self.binding(labels[k], first.get(k)) for k in range(n)]
-        lines = list(ref_lines) if ref_lines else [self.ref_line(k, labels[k], first.get(k)) for k in range(n)]
-        if self.guide.closed:
-            verbs = self._find_verbs(low, parse, verbs)
-            video = self._closed_video(n, [f"Ref {k + 1}[{b}]" for k, b in enumerate(binds)], parse, verbs)
-            leftover = [w for w in _WORD.findall(self._blank_verbs(low, verbs)) if w not in _STOP]
-            if leftover:
-                parse.warnings.append(f"not in {self.guide.name}'s vocabulary, left out: {' '.join(leftover[:12])}")
-        else:
-            video = self._open_video(prompt, kept, binds, parse, imperative, progressive)
-        return assemble(lines, video, NAME, parse.warnings)
+        # the original characters (case, any script) minus the request words
+        text = "".join(" " if lc == " " and not c.isspace() else c for c, lc in zip(prompt, stripped))
+        cams = self._camera_spans(reading, text)
+        descriptions = [re.sub(r"^Ref \d+:\s*", "", ln).rstrip(".") for ln in lines]
+        first = self._first_named(reading)
+        binds = [self.binding(labels[k], first.get(k), prompt) for k in range(n)]
+        in_camera = lambda m: any(s <= m.start < e for s, e, _ in cams)  # noqa: E731
+        replace: dict[int, tuple[int, str]] = {}
+        bound: set[int] = set()
+        order = sorted(reading.mentions, key=lambda m: m.start)
+        for m in order:
+            if in_camera(m) or not m.subjects:
+                continue
+            fresh = [k for k in m.subjects if k not in bound]
+            several = m.kind == "group" or m.pron == "p"
+            if not fresh or (not several and len(m.subjects) != 1) or (several and len(fresh) != len(m.subjects)):
+                continue
+            word = lower_keep_length(prompt[m.start:m.end])
+            if m.kind == "pronoun" and word in ("his", "its", "their", "theirs", "hers"):
+                continue  # a possessive names its owner only in passing
+            replace[m.start] = (m.end, self._mention_text(m, fresh, prompt, binds, descriptions))
+            bound.update(fresh)
+        # the text with the camera clauses cut and the bindings in
+        cuts = sorted([(s, e, None) for s, e, _ in cams] + [(s, e, new) for s, (e, new) in replace.items()])
+        pieces, pos, ends = [], 0, []
+        for s, e, new in cuts:
+            if s < pos:
+                continue
+            pieces.append(text[pos:s])
+            if new is not None:
+                pieces.append(new)
+                ends.append(sum(len(p) for p in pieces))
+            pos = e
+        pieces.append(text[pos:])
+        body = "".join(pieces)
+        body = self._statement(body, ends, imperative, progressive)
+        body = _tidy(body)
+        missing = [k for k in range(n) if k not in bound]
+        camera_phrases = [p for _, _, p in cams]
+        if missing:
+            if self.prose:
+                names = _and([descriptions[k] for k in missing])
+            else:
+                names = _and([f"Ref {k + 1}[{binds[k]}]" for k in missing])
+            verb = "appear" if len(missing) > 1 else "appears"
+            if not bound:
+                body = f"{names} {verb}" + (("; " if not self.prose else ". ") + body if body else "")
+            else:
+                extra = f"{names} {'are' if len(missing) > 1 else 'is'} also in the scene"
+                body = body + (". " + _capitalize(extra) if self.prose else "; " + extra)
+            them = "them" if len(missing) > 1 else "it"
+            warnings.append(f"the prompt does not name Ref {', '.join(str(k + 1) for k in missing)}; "
+                            + (f"described {them} in a sentence of its own" if self.prose else
+                               f"bound {them} with a generic phrase"))
+        if self.prose:
+            sentences = [_capitalize(body)] + [_capitalize(p) for p in camera_phrases]
+            return " ".join(s.rstrip(".") + "." for s in sentences if s), warnings
+        for p in camera_phrases:
+            body += f"; {p}"
+        body = _capitalize(body) if not body.startswith("Ref ") else body
+        return f"Video: {body}.", warnings
 
-    def _blank_verbs(self, low: str, verbs: list[_Verb]) -> str:
-        for v in verbs:
-            low = _blank(low, v.start, v.end)
-        for regex in (self.direction_re, self.turn_re):
-            if regex is not None:
-                low = regex.sub(lambda m: " " * len(m.group(0)), low)
-        return low
+    def _mention_text(self, m: Mention, fresh: list[int], prompt: str, binds: list[str],
+                      descriptions: list[str]) -> str:
+        original = prompt[m.start:m.end]
+        owner = re.search(r"['’]s$", original) if m.possessive else None
+        suffix = owner.group(0) if owner else ""
+        if m.kind == "group" or m.pron == "p" or len(fresh) > 1:
+            parts = [descriptions[k] if self.prose else f"Ref {k + 1}[{binds[k]}]" for k in fresh]
+            return _and(parts) + suffix
+        k = fresh[0]
+        if not self.prose:
+            return f"Ref {k + 1}[{binds[k]}]" + suffix
+        desc = descriptions[k]
+        det = (m.det or "").lower()
+        if det in ("his", "her", "its", "their", "my", "your", "our"):
+            return original.split()[0] + " " + _drop_article(desc) + suffix
+        if m.kind == "name" and not m.det and original[:1].isupper() and desc.lower() == original.lower():
+            return original + ("" if suffix else "")
+        return desc + suffix
 
+
+def _and(parts: list[str]) -> str:
+    if len(parts) <= 2:
+        return " and ".join(parts)
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _tidy(body: str) -> str:
+    body = re.sub(r"\s+", " ", body)
+    body = re.sub(r"\s+([,.;:!?])", r"\1", body)
+    body = re.sub(r"([,;])(?:\s*[,;])+", r"\1", body)
+    body = body.strip(" ,;.!?")
+    body = re.sub(r"(?:[,;]\s*)?\b(?:and|while|as|but|then|with)$", "", body).strip(" ,;")
+    return body

@@ -1,11 +1,19 @@
-"""What the LLM backends send: our system prompt (the format + the style guide) and the user turn,
-and how their answer is read back (the first "Video:" line, validated)."""
+"""What the LLM backends send: our system prompt (the chosen family's style guide) and the user turn,
+and how their answer is read back and checked.
+
+The system prompt is the guide's own instructions, then (closed guides) its canonical phrases,
+its camera phrases and an example. The answer must be in the guide's format: one "Video:" line
+binding every reference (Ref styles; SpriteWorld's must also parse as its caption grammar), or one
+paragraph of plain prose that names every subject (phantom). Anything else raises BackendError,
+and rewrite() falls back to the offline rewrite with a warning.
+"""
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from ..errors import InputError
-from .base import BackendError, Rewrite, assemble
+from .base import BackendError, Rewrite, assemble, assemble_prose
 from .style_guide import StyleGuide
 
 MAX_LIST = 40
@@ -19,16 +27,14 @@ def _listing(values, limit: int = MAX_LIST) -> str:
 
 def system_prompt(guide: StyleGuide) -> str:
     d = guide.data
-    lines = [
-        "You rewrite a user's video request into the caption style a subject-to-video model was trained on.",
-        "The references are already described as 'Ref k:' lines. Answer with exactly ONE line that starts with "
-        "'Video: ' and nothing else: no explanations, no quotes, no Ref lines.",
-        "In the Video line, name every reference at least once as Ref k[short name], e.g. Ref 1[the dog]; use "
-        "square brackets only for that.",
-        "Say what each subject does (motion), where (scene) and how the camera moves, in plain present tense.",
-    ]
+    if guide.output == "prose":
+        lines = ["You rewrite a user's video request into the prompt style a subject-to-video model was trained "
+                 "on: plain, detailed prose."]
+    else:
+        lines = ["You rewrite a user's video request into the caption style a subject-to-video model was trained "
+                 "on."]
+    lines += list(d.get("instructions") or [])
     if guide.closed:
-        lines.append("The model only knows the phrases below: use them verbatim, one motion per subject.")
         motions = []
         for name, info in d.get("motions", {}).items():
             if info.get("interaction") == "chase":
@@ -46,33 +52,49 @@ def system_prompt(guide: StyleGuide) -> str:
         first, rest = d.get("clause_join", [" while ", " and "])
         lines.append(f"Order: clauses joined by '{first.strip()}' then '{rest.strip()}', then ' on <background>', "
                      "then '; <occluder>', '; <camera>', '; <light>', and a final period.")
-    else:
-        lines.append("Keep the user's own verbs, places and details; do not invent subjects.")
     for key, title in (("camera", "Camera phrases"), ("light", "Light phrases")):
         if d.get(key):
             lines.append(f"{title}: " + _listing(d[key]))
     for ex in d.get("examples", [])[:2]:
-        lines.append(f"Example. References: {ex['labels']}. Request: {ex['prompt']!r}. Answer: "
-                     f"{ex['rewrite'].splitlines()[-1]}")
+        answer = ex["rewrite"] if guide.output == "prose" else ex["rewrite"].splitlines()[-1]
+        lines.append(f"Example. References: {ex['labels']}. Request: {ex['prompt']!r}. Answer: {answer}")
     return "\n".join(lines)
 
 
 def user_message(labels: Sequence[str], ref_lines: Sequence[str], prompt: str) -> str:
     refs = "\n".join(f"{line} (label: {lb or 'none'})" for line, lb in zip(ref_lines, labels)) or "(no references)"
-    return f"References:\n{refs}\nRequest: {prompt}\nAnswer with the Video line only."
+    return f"References:\n{refs}\nRequest: {prompt}\nAnswer with the rewritten prompt only, in the format above."
+
+
+def _prose_of(text: str) -> str:
+    """The answer's first paragraph (models sometimes add notes after a blank line), unquoted."""
+    lines = [ln.strip().strip("`\"'") for ln in text.strip().splitlines() if not ln.strip().startswith("```")]
+    first = []
+    for ln in lines:
+        if not ln and first:
+            break
+        if ln:
+            first.append(ln)
+    body = " ".join(first)
+    return re.sub(r"^(?:prompt|answer|rewritten prompt|output)\s*:\s*", "", body, flags=re.IGNORECASE).strip()
 
 
 def read_answer(text: str, ref_lines: Sequence[str], guide: StyleGuide, backend: str,
                 warnings: Sequence[str] = ()) -> Rewrite:
-    """The first 'Video:' line of a model's answer, checked against the format (and a closed grammar)."""
+    """The model's answer checked against the guide's format (module doc)."""
     if not isinstance(text, str) or not text.strip():
         raise BackendError(f"the {backend} backend answered with empty text")
+    if guide.output == "prose":
+        try:
+            return assemble_prose(_prose_of(text), ref_lines, backend, warnings, style=guide.name)
+        except InputError as e:
+            raise BackendError(f"the {backend} backend's answer is not valid {guide.name} prose: {e}") from e
     video = next((ln.strip().strip("`\"'") for ln in text.splitlines() if ln.strip().strip("`\"'").startswith(
         "Video: ")), None)
     if video is None:
         raise BackendError(f"the {backend} backend's answer has no 'Video: ' line (starts {text.strip()[:60]!r})")
     try:
-        result = assemble(ref_lines, video, backend, warnings)
+        result = assemble(ref_lines, video, backend, warnings, style=guide.name)
         if guide.closed and guide.name == "spriteworld":
             from ..spriteworld.captions import caption_facts
 
