@@ -23,7 +23,7 @@ def _ensure_core() -> None:
 _ensure_core()
 
 from .decode_nodes import LibraGenDecode  # noqa: E402
-from .lora_nodes import LibraGenLoraMerge  # noqa: E402
+from .lora_nodes import LibraGenLoraMerge, LibraGenLoraMergeNative  # noqa: E402
 from .model_nodes import LibraGenLoadModel  # noqa: E402
 from .rewrite_nodes import LibraGenPromptRewrite  # noqa: E402
 from .sampler_nodes import LibraGenSampler  # noqa: E402
@@ -38,6 +38,7 @@ _NODES = {
     "LibraGenSampler": (LibraGenSampler, "LibraGen Dynamic CFG Sampler"),
     "LibraGenDecode": (LibraGenDecode, "LibraGen Decode"),
     "LibraGenLoraMerge": (LibraGenLoraMerge, "LibraGen LoRA Merge"),
+    "LibraGenLoraMergeNative": (LibraGenLoraMergeNative, "LibraGen LoRA Merge (MODEL)"),
 }
 
 NODE_CLASS_MAPPINGS = {node_id: cls for node_id, (cls, _) in _NODES.items()}

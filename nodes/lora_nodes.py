@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from libragen_core.errors import CheckpointError, InputError
-from libragen_core.lora import check_lora_fits, load_lora, merge_loras, save_lora
+from libragen_core.lora import check_lora_shapes, linear_layers, load_lora, merge_loras, save_lora
 
 from . import adapter
 from .types import MODEL, LoraPatch
@@ -110,12 +110,17 @@ class LibraGenLoraMerge:
                   if slots.get(f"lora_{k}", NONE) != NONE]
         if not chosen:
             raise InputError("no LoRA is selected; pick a file in lora_1 (or bypass this node).")
-        loras = [load_lora(adapter.model_path("loras", name)) for name, _ in chosen]
-        for (name, _), lora in zip(chosen, loras):
+        shapes = self.layer_shapes(model)
+        loras = []
+        for k in SLOTS:
+            name = slots.get(f"lora_{k}", NONE)
+            if name == NONE:
+                continue
             try:
-                check_lora_fits(lora, model.bundle.dit)
+                loras.append(load_lora(adapter.model_path("loras", name)))
+                check_lora_shapes(loras[-1], shapes)
             except CheckpointError as e:
-                raise CheckpointError(f"{name}: {e}") from None
+                raise CheckpointError(f"lora_{k} ({name}): {e}") from None
         result = merge_loras(loras, [w for _, w in chosen], method, rank=rank or None, density=ties_density,
                              drop_rate=dare_drop_rate)
         label = "+".join(f"{w:g}*{name}" for name, w in chosen)
@@ -134,4 +139,36 @@ class LibraGenLoraMerge:
             save_lora(result.lora, path, method=f"merge:{method}",
                       metadata={"libragen_merge": label, "libragen_strength_hint": f"{strength:g}"})
             lines.append(f"saved to {path.name} in {folder}")
-        return (model.with_patches(LoraPatch(result.lora, float(strength), label)), "\n".join(lines))
+        return (self.patched(model, result.lora, float(strength), label), "\n".join(lines))
+
+    def layer_shapes(self, model) -> dict[str, tuple[int, ...]]:
+        return {n: tuple(m.weight.shape) for n, m in linear_layers(model.bundle.dit).items()}
+
+    def patched(self, model, lora, strength: float, label: str):
+        return model.with_patches(LoraPatch(lora, strength, label))
+
+
+class LibraGenLoraMergeNative(LibraGenLoraMerge):
+    """The same merge on core's MODEL (UNETLoader's output): the merged LoRA becomes core weight
+    patches on a clone of the ModelPatcher, so core's low-VRAM partial loading, its lazy patching
+    and scaled-fp8 weights work as with core's own LoRA loader."""
+
+    DESCRIPTION = ("Merges up to four LoRAs for a Wan2.1-layout model (e.g. 0.5 cross-pair + 0.5 in-pair) and "
+                   "adds the result to a copy of a core MODEL as weight patches, as core's LoRA loader does; the "
+                   "input MODEL is unchanged. Optionally saves the merged LoRA into models/loras.")
+    RETURN_TYPES = ("MODEL", "STRING")
+    OUTPUT_TOOLTIPS = ("The MODEL with the merged LoRA as weight patches (applied when ComfyUI loads it).",
+                       LibraGenLoraMerge.OUTPUT_TOOLTIPS[1])
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        types = super().INPUT_TYPES()
+        types["required"]["model"] = ("MODEL", {
+            "tooltip": "A core MODEL of a Wan2.1-layout DiT (Load Diffusion Model); it is not modified."})
+        return types
+
+    def layer_shapes(self, model) -> dict[str, tuple[int, ...]]:
+        return adapter.core_layer_shapes(model, "LibraGen LoRA Merge (MODEL)")
+
+    def patched(self, model, lora, strength: float, label: str):
+        return adapter.with_lora_patches(model, lora, strength, "LibraGen LoRA Merge (MODEL)")

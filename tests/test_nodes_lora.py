@@ -157,5 +157,7 @@ def test_lora_for_another_model_is_refused_with_its_name(model, loras, tmp_path)
     folder, _, _ = loras
     wrong = LoraWeights(factors={"blocks.0.self_attn.q": LoraFactors(torch.zeros(2, 100), torch.zeros(256, 2), 2)})
     save_lora(wrong, folder / "wrong.safetensors")
-    with pytest.raises(CheckpointError, match="wrong.safetensors: the LoRA does not fit"):
+    with pytest.raises(CheckpointError, match=r"lora_1 \(wrong.safetensors\): the LoRA does not fit"):
         merge(model, lora_1="wrong.safetensors", lora_2="None")
+    with pytest.raises(CheckpointError, match=r"lora_2 \(wrong.safetensors\): the LoRA does not fit"):
+        merge(model, lora_2="wrong.safetensors")
