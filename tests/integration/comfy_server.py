@@ -6,8 +6,9 @@ runs in a private DIR whose ComfyUI/ and venv/ link to the configured checkout (
 do), on a free port: other sessions start servers from the same checkout at the same time, and a
 shared DIR/port would mix up their pid files, logs and outputs. Log, pid file and outputs are
 DIR/server-PORT.log, DIR/server-PORT.pid, DIR/output-PORT/.
-The example inputs (examples/refs/*.png, uploaded) and a LoRA for the embedded model (written into
-models/loras, removed at the end) are put in place before the tests run.
+What docs/comfyui.md tells a new user to copy is put in place before the tests run, and nothing
+else: examples/refs/*.png into input (uploaded) and examples/loras/*.safetensors into models/loras
+(copies this session made are removed at the end).
 """
 from __future__ import annotations
 
@@ -24,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
-import torch
 
 REPO = Path(__file__).resolve().parents[2]
 HARNESS = Path(os.environ.get("COMFYUI_HARNESS", REPO.parent / "shared" / "tools" / "comfyui-harness"))
-EXAMPLE_LORA = "libragen_example_lora.safetensors"
+EXAMPLE_LORAS = tuple(sorted(p.name for p in (REPO / "examples" / "loras").glob("*.safetensors")))
+EXAMPLE_LORA = "libragen-sprite_sft_in.safetensors"  # one of them, for tests that need a LoRA file
 INPUT_IMAGES = ("red_circle.png", "blue_striped_star.png")
 
 
@@ -50,18 +51,21 @@ def pick_port() -> int:
         return s.getsockname()[1]
 
 
-def write_example_lora(path: Path, seed: int = 0) -> Path:
-    """A small real LoRA (ComfyUI Wan naming) for the embedded model's DiT shapes."""
-    from libragen_core.lora import LoraFactors, LoraWeights, save_lora
-    from libragen_core.models.bundle import PLACEHOLDER_DIT as c
-
-    g = torch.Generator().manual_seed(seed)
-    shapes = {"blocks.0.self_attn.q": (c.dim, c.dim), "blocks.1.cross_attn.k": (c.dim, c.dim),
-              "blocks.2.ffn.0": (c.ffn_dim, c.dim), "blocks.3.self_attn.o": (c.dim, c.dim)}
-    factors = {name: LoraFactors(down=torch.randn(4, n_in, generator=g) * 0.1,
-                                 up=torch.randn(n_out, 4, generator=g) * 0.1, alpha=4.0)
-               for name, (n_out, n_in) in shapes.items()}
-    return save_lora(LoraWeights(factors=factors), path)
+def copy_example_loras(loras_dir: Path) -> list[Path]:
+    """Copy examples/loras/*.safetensors into a models/loras folder, as the docs tell users to; the
+    copies made here (a file of that name with other bytes is replaced). Written under a temporary
+    name and renamed, so a server reading the folder never sees half a file."""
+    loras_dir.mkdir(parents=True, exist_ok=True)
+    made = []
+    for name in EXAMPLE_LORAS:
+        src, dst = REPO / "examples" / "loras" / name, loras_dir / name
+        if dst.is_file() and dst.read_bytes() == src.read_bytes():
+            continue
+        tmp = dst.with_name(f".{name}.{os.getpid()}.tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+        made.append(dst)
+    return made
 
 
 @dataclass
@@ -167,11 +171,7 @@ def shared_server(comfyui, config) -> Server:
     (private / "ComfyUI").symlink_to(comfy_dir)
     (private / "venv").symlink_to(Path(comfyui.python).parents[1])
     server = Server(dir=private, comfy_dir=comfy_dir, port=pick_port())
-    lora = comfy_dir / "models" / "loras" / EXAMPLE_LORA
-    if not lora.exists():
-        lora.parent.mkdir(parents=True, exist_ok=True)
-        write_example_lora(lora)
-        server.created.append(lora)
+    server.created += copy_example_loras(comfy_dir / "models" / "loras")
     config.add_cleanup(server.stop)
     # the harness' output goes to a file: a pipe would stay open in the detached server
     harness_log = server.dir / "harness.txt"
