@@ -163,6 +163,18 @@ class Progress:
             self._tqdm.close()
 
 
+def free_ram_bytes() -> int | None:
+    """Memory a new allocation on the CPU can take (ComfyUI's own figure inside it), or None if unknown."""
+    c = _comfy()
+    if c is not None:
+        return int(c["mm"].get_free_memory(torch.device("cpu")))
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return int(psutil.virtual_memory().available)
+
+
 # ---------------------------------------------------------------- devices
 
 class _Holder(nn.Module):

@@ -10,7 +10,14 @@ from __future__ import annotations
 import re
 
 from libragen_core.errors import CheckpointError, InputError
-from libragen_core.lora import check_lora_shapes, linear_layers, load_lora, merge_loras, save_lora
+from libragen_core.lora import (
+    check_lora_shapes,
+    dense_merge_bytes,
+    linear_layers,
+    load_lora,
+    merge_loras,
+    save_lora,
+)
 
 from . import adapter
 from .types import MODEL, LoraPatch
@@ -121,6 +128,12 @@ class LibraGenLoraMerge:
                 check_lora_shapes(loras[-1], shapes)
             except CheckpointError as e:
                 raise CheckpointError(f"lora_{k} ({name}): {e}") from None
+        if method in ("ties", "dare") and not rank:
+            need, free = dense_merge_bytes(loras), adapter.free_ram_bytes()
+            if free is not None and need > 0.8 * free:
+                raise InputError(f"{method} with rank 0 keeps a full weight diff per layer: {need / 2**30:.1f} GiB for "
+                                 f"these LoRAs, more than the {free / 2**30:.1f} GiB of RAM free; set rank (e.g. 64) "
+                                 "to get low-rank factors, or use linear / concat.")
         result = merge_loras(loras, [w for _, w in chosen], method, rank=rank or None, density=ties_density,
                              drop_rate=dare_drop_rate)
         label = "+".join(f"{w:g}*{name}" for name, w in chosen)

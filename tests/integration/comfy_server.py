@@ -1,33 +1,31 @@
-"""One real ComfyUI server (started with the shared harness) for the node-pack integration tests.
+"""One real ComfyUI server for the node-pack integration tests, set up as a new user's would be.
 
 Both test_nodes_server.py and test_workflows_server.py use the same server: it starts on first
-use and is stopped when the pytest session ends (config cleanup), also after failures. The harness
-runs in a private DIR whose ComfyUI/ and venv/ link to the configured checkout (as the batch tests
-do), on a free port: other sessions start servers from the same checkout at the same time, and a
-shared DIR/port would mix up their pid files, logs and outputs. Log, pid file and outputs are
-DIR/server-PORT.log, DIR/server-PORT.pid, DIR/output-PORT/.
+use and is stopped when the pytest session ends (config cleanup), also after failures. It runs
+the configured checkout's main.py with --base-directory DIR, a private folder: its own models/,
+input/, user/ and a custom_nodes/ holding this repository alone. Other sessions run servers from
+the same checkout at the same time (and link their own packs into its custom_nodes), so a shared
+folder would mix their node packs, model files, pid files and outputs. Log, pid file and outputs
+are DIR/server-PORT.log, DIR/server-PORT.pid, DIR/output-PORT/.
 What docs/comfyui.md tells a new user to copy is put in place before the tests run, and nothing
-else: examples/refs/*.png into input (uploaded) and examples/loras/*.safetensors into models/loras
-(copies this session made are removed at the end).
+else: examples/refs/*.png into input (uploaded) and examples/loras/*.safetensors into models/loras.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
 REPO = Path(__file__).resolve().parents[2]
-HARNESS = Path(os.environ.get("COMFYUI_HARNESS", REPO.parent / "shared" / "tools" / "comfyui-harness"))
 EXAMPLE_LORAS = tuple(sorted(p.name for p in (REPO / "examples" / "loras").glob("*.safetensors")))
 EXAMPLE_LORA = "libragen-sprite_sft_in.safetensors"  # one of them, for tests that need a LoRA file
 INPUT_IMAGES = ("red_circle.png", "blue_striped_star.png")
@@ -51,29 +49,24 @@ def pick_port() -> int:
         return s.getsockname()[1]
 
 
-def copy_example_loras(loras_dir: Path) -> list[Path]:
-    """Copy examples/loras/*.safetensors into a models/loras folder, as the docs tell users to; the
-    copies made here (a file of that name with other bytes is replaced). Written under a temporary
-    name and renamed, so a server reading the folder never sees half a file."""
+def copy_example_loras(loras_dir: Path) -> None:
+    """Copy examples/loras/*.safetensors into a models/loras folder, as the docs tell users to."""
     loras_dir.mkdir(parents=True, exist_ok=True)
-    made = []
     for name in EXAMPLE_LORAS:
-        src, dst = REPO / "examples" / "loras" / name, loras_dir / name
-        if dst.is_file() and dst.read_bytes() == src.read_bytes():
-            continue
-        tmp = dst.with_name(f".{name}.{os.getpid()}.tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-        made.append(dst)
-    return made
+        shutil.copyfile(REPO / "examples" / "loras" / name, loras_dir / name)
 
 
 @dataclass
 class Server:
-    dir: Path
-    comfy_dir: Path
+    dir: Path  # the private base directory
     port: int
-    created: list[Path] = field(default_factory=list)
+    checkout: Path  # the ComfyUI source it runs
+    proc: subprocess.Popen | None = None
+
+    @property
+    def comfy_dir(self) -> Path:
+        """Where this server's models/ and input/ are (its --base-directory)."""
+        return self.dir
 
     @property
     def url(self) -> str:
@@ -119,17 +112,13 @@ class Server:
         return bool(queue.get("queue_running"))
 
     def stop(self) -> None:
-        try:
-            pid = self.pid()
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(100):
-                os.kill(pid, 0)
-                time.sleep(0.1)
-            os.kill(pid, signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
-        for path in self.created:
-            path.unlink(missing_ok=True)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         if not os.environ.get("LIBRAGEN_KEEP_COMFY_DIR"):
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -162,23 +151,35 @@ def shared_server(comfyui, config) -> Server:
     global _SERVER
     if _SERVER is not None:
         return _SERVER
-    import pytest
 
-    if not HARNESS.exists():
-        pytest.skip(f"the ComfyUI harness is not at {HARNESS}; set COMFYUI_HARNESS")
-    comfy_dir = Path(comfyui.dir).resolve()
+    checkout = Path(comfyui.dir).resolve()
     private = Path(tempfile.mkdtemp(prefix="libragen-comfy-"))
-    (private / "ComfyUI").symlink_to(comfy_dir)
-    (private / "venv").symlink_to(Path(comfyui.python).parents[1])
-    server = Server(dir=private, comfy_dir=comfy_dir, port=pick_port())
-    server.created += copy_example_loras(comfy_dir / "models" / "loras")
+    (private / "custom_nodes").mkdir()
+    (private / "custom_nodes" / REPO.name).symlink_to(REPO)
+    copy_example_loras(private / "models" / "loras")
+    (private / "models" / "diffusion_models").mkdir()  # empty, as in a fresh ComfyUI
+    server = Server(dir=private, port=pick_port(), checkout=checkout)
     config.add_cleanup(server.stop)
-    # the harness' output goes to a file: a pipe would stay open in the detached server
-    harness_log = server.dir / "harness.txt"
-    with open(harness_log, "w") as log:
-        rc = subprocess.run(["bash", str(HARNESS), "serve", str(server.dir), str(REPO), str(server.port)],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=300).returncode
-    assert rc == 0, f"ComfyUI did not start:\n{harness_log.read_text()[-3000:]}"
+    with open(server.log, "w") as log:  # a file: a pipe would stay open in the detached server
+        proc = subprocess.Popen([str(comfyui.python), "main.py", "--cpu", "--listen", "127.0.0.1", "--port",
+                                 str(server.port), "--base-directory", str(private), "--output-directory",
+                                 str(server.output_dir)],
+                                cwd=checkout, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    server.proc = proc
+    (private / f"server-{server.port}.pid").write_text(str(proc.pid))
+    end = time.monotonic() + 180
+    while True:
+        try:
+            if server.get("/object_info").ok:
+                break
+        except requests.ConnectionError:
+            pass
+        assert proc.poll() is None and time.monotonic() < end, \
+            f"ComfyUI did not start:\n{server.log.read_text()[-3000:]}"
+        time.sleep(1)
+    failed = [line for line in server.log.read_text().splitlines() if "IMPORT FAILED" in line and REPO.name in line]
+    assert not failed, server.log.read_text()[-3000:]
     for name in INPUT_IMAGES:
         with open(REPO / "examples" / "refs" / name, "rb") as fh:
             r = server.post("/upload/image", files={"image": (name, fh, "image/png")}, data={"overwrite": "true"})

@@ -340,3 +340,60 @@ def test_lora_merge_on_core_model_equals_core_lora_loader(comfyui, tmp_path):
         assert "not LoRA weights for a Wan2.1 DiT" in errors["other_model.safetensors"], errors
     for method in expected:
         assert figures["fp32"][f"{method}: ComfyUI vs our fold"] <= TOLERANCE, figures["fp32"]
+
+
+@pytest.fixture(scope="module")
+def server(comfyui, request):
+    import importlib.util
+    import sys
+
+    if "libragen_comfy_server" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("libragen_comfy_server", REPO / "tests" / "integration" /
+                                                      "comfy_server.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["libragen_comfy_server"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["libragen_comfy_server"].shared_server(comfyui, request.config)
+
+
+def test_lora_for_another_model_into_the_model_merge_fails_by_name_and_the_server_goes_on(server):
+    """In a server: core UNETLoader -> LoRA Merge (MODEL) with the embedded model's shipped LoRA
+    (another model: 4 blocks, ffn 1024) or an SD1 LoRA (no Wan key) gives an execution error that
+    names the input and the file; a LoRA that fits then runs in the same server."""
+    from libragen_core.lora import LoraFactors, LoraWeights
+    from tests.tiny_models import tiny_wan_state_dict
+
+    models = server.comfy_dir / "models"
+    base = tiny_wan_state_dict()
+    save_state_dict(base, models / "diffusion_models" / "tiny_wan.safetensors")
+    gen = torch.Generator().manual_seed(2)
+    fits = LoraWeights(factors={n[: -len(".weight")]: LoraFactors(0.05 * torch.randn(4, v.shape[1], generator=gen),
+                                                                  0.05 * torch.randn(v.shape[0], 4, generator=gen), 4.0)
+                                for n, v in base.items() if n.startswith("blocks.0.") and n.endswith("attn.q.weight")})
+    save_lora(fits, models / "loras" / "tiny_fits.safetensors")
+    save_state_dict({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 320),
+                     "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": torch.zeros(320, 4)},
+                    models / "loras" / "sd1_style.safetensors")
+
+    def graph(lora_2):
+        slots = {"lora_1": "tiny_fits.safetensors", "weight_1": 0.5, "lora_2": lora_2, "weight_2": 0.5,
+                 "lora_3": "None", "weight_3": 1.0, "lora_4": "None", "weight_4": 1.0}
+        return {"1": {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny_wan.safetensors",
+                                                              "weight_dtype": "default"}},
+                "2": {"class_type": "LibraGenLoraMergeNative", "inputs": {
+                    "model": ["1", 0], **slots, "method": "linear", "rank": 0, "strength": 1.0, "ties_density": 0.2,
+                    "dare_drop_rate": 0.5, "save_name": ""}},
+                "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 1]}}}
+
+    for lora, expect in (("libragen-sprite_sft_in.safetensors", "the LoRA targets 20 layer(s) this model does not have"),
+                         ("sd1_style.safetensors", "not LoRA weights for a Wan2.1 DiT")):
+        entry = server.run(graph(lora))
+        assert entry["status"]["status_str"] == "error", entry["status"]
+        err = next(m[1] for m in entry["status"]["messages"] if m[0] == "execution_error")
+        print(f"\n{lora}: {err['exception_type']}: {err['exception_message'][:300]}")
+        assert err["node_type"] == "LibraGenLoraMergeNative"
+        assert err["exception_message"].startswith(f"lora_2 ({lora}): "), err["exception_message"]
+        assert expect in err["exception_message"]
+    entry = server.run(graph("tiny_fits.safetensors"))
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert "merged 2 LoRA(s) with linear: 2 layers" in json.dumps(entry["outputs"]["3"])
