@@ -8,13 +8,12 @@
 2. A scaled-fp8 file of the Wan2.1 1.3B shapes (random weights, ComfyUI's *_fp8_e4m3fn_scaled
    layout: fp8 block linears with a scale each, the rest bf16), loaded by load_dit with dtype
    default and bf16, each in its own child process so the peak-RSS rise (VmHWM after - before)
-   is its own. The reference is the bf16 load of the same file in the same run.
+   is its own; every byte of the loaded model is read once so memory-mapped tensors count. The reference is the bf16 load of the same file in the same run.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,10 @@ GIB = 2**30
 
 
 def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not getrusage's ru_maxrss: a child inherits its parent's peak in ru_maxrss through
+    # fork + exec, so after this script's parent wrote the 1.35 GiB file the child's rise read 0
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
 
 
 def meta_figures(preset: str) -> dict:
@@ -74,7 +76,7 @@ def load_one(path: str, dtype: str) -> dict:
     # tensors kept as stored stay memory-mapped from the file until first used: read every byte,
     # as a forward pass would, so the figure is what the loaded model occupies
     for t in model.state_dict().values():
-        t.contiguous().view(torch.uint8).sum()
+        t.reshape(-1).view(torch.uint8).sum()
     q = model.blocks[0].ffn[0].weight
     return {"dtype": dtype, "block_weight_dtype": str(q.dtype), "weight_bytes": weight_bytes(model),
             "peak_rss_rise_mib": _rss_mib() - before, "seconds": seconds}
@@ -105,7 +107,9 @@ def main(argv=None) -> int:
         rows = []
         for dtype in ("bf16", "default"):
             out = subprocess.run([sys.executable, __file__, "--_load", str(path), dtype], capture_output=True,
-                                 text=True, check=True)
+                                 text=True)
+            if out.returncode:
+                raise SystemExit(f"loading with dtype {dtype} failed:\n{out.stderr[-3000:]}")
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     ref = rows[0]
     print(f"\n# a scaled-fp8 file of the {args.file_preset} shapes ({size / GIB:.2f} GiB), loaded by load_dit")

@@ -3,7 +3,8 @@
 The input model is left as it was: the output is a new LIBRAGEN_MODEL value sharing the loaded
 modules and carrying the merged LoRA as a patch that is folded in only while that value samples
 (runtime.patched). The merge can also be saved into models/loras in ComfyUI's native Wan LoRA
-format, so core LoraLoaderModelOnly loads it too.
+format, so core LoraLoaderModelOnly loads it too. LoRA Merge (MODEL) runs the same merge on core's
+MODEL and hands the result to core as weight patches on a clone (adapter.with_lora_patches).
 """
 from __future__ import annotations
 
