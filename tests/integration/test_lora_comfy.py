@@ -385,15 +385,22 @@ def test_lora_for_another_model_into_the_model_merge_fails_by_name_and_the_serve
                     "dare_drop_rate": 0.5, "save_name": ""}},
                 "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 1]}}}
 
-    for lora, expect in (("libragen-sprite_sft_in.safetensors", "the LoRA targets 20 layer(s) this model does not have"),
-                         ("sd1_style.safetensors", "not LoRA weights for a Wan2.1 DiT")):
-        entry = server.run(graph(lora))
-        assert entry["status"]["status_str"] == "error", entry["status"]
-        err = next(m[1] for m in entry["status"]["messages"] if m[0] == "execution_error")
-        print(f"\n{lora}: {err['exception_type']}: {err['exception_message'][:300]}")
-        assert err["node_type"] == "LibraGenLoraMergeNative"
-        assert err["exception_message"].startswith(f"lora_2 ({lora}): "), err["exception_message"]
-        assert expect in err["exception_message"]
-    entry = server.run(graph("tiny_fits.safetensors"))
-    assert entry["status"]["status_str"] == "success", entry["status"]
-    assert "merged 2 LoRA(s) with linear: 2 layers" in json.dumps(entry["outputs"]["3"])
+    written = [models / "diffusion_models" / "tiny_wan.safetensors", models / "loras" / "tiny_fits.safetensors",
+               models / "loras" / "sd1_style.safetensors"]
+    try:  # the shared server keeps only what a new user copies for the other tests
+        for lora, expect in (("libragen-sprite_sft_in.safetensors",
+                              "the LoRA targets 20 layer(s) this model does not have"),
+                             ("sd1_style.safetensors", "not LoRA weights for a Wan2.1 DiT")):
+            entry = server.run(graph(lora))
+            assert entry["status"]["status_str"] == "error", entry["status"]
+            err = next(m[1] for m in entry["status"]["messages"] if m[0] == "execution_error")
+            print(f"\n{lora}: {err['exception_type']}: {err['exception_message'][:300]}")
+            assert err["node_type"] == "LibraGenLoraMergeNative"
+            assert err["exception_message"].startswith(f"lora_2 ({lora}): "), err["exception_message"]
+            assert expect in err["exception_message"]
+        entry = server.run(graph("tiny_fits.safetensors"))
+        assert entry["status"]["status_str"] == "success", entry["status"]
+        assert "merged 2 LoRA(s) with linear: 2 layers" in json.dumps(entry["outputs"]["3"])
+    finally:
+        for path in written:
+            path.unlink(missing_ok=True)
