@@ -58,7 +58,7 @@ _ensure_core()
 
 from . import adapter  # noqa: E402
 from .decode_nodes import LibraGenDecode  # noqa: E402
-from .lora_nodes import LibraGenLoraMerge  # noqa: E402
+from .lora_nodes import LibraGenLoraMerge, LibraGenLoraMergeNative  # noqa: E402
 from .model_nodes import LibraGenLoadModel  # noqa: E402
 from .rewrite_nodes import LibraGenPromptRewrite  # noqa: E402
 from .sampler_nodes import LibraGenSampler  # noqa: E402
@@ -73,6 +73,7 @@ _NODES = {
     "LibraGenSampler": (LibraGenSampler, "LibraGen Dynamic CFG Sampler"),
     "LibraGenDecode": (LibraGenDecode, "LibraGen Decode"),
     "LibraGenLoraMerge": (LibraGenLoraMerge, "LibraGen LoRA Merge"),
+    "LibraGenLoraMergeNative": (LibraGenLoraMergeNative, "LibraGen LoRA Merge (MODEL)"),
 }
 
 # errors name files relative to ComfyUI's folders: clients see them (in /history too)

@@ -1,7 +1,8 @@
 """The one place where the node pack touches ComfyUI: model folders, the user folder, progress
-and previews, interrupts, graphs as they are posted, and device placement. Outside ComfyUI each service falls back to plain behaviour
-(model folders under $LIBRAGEN_MODELS_DIR, a tqdm bar, no interrupts, cuda-if-available), so the
-node classes run the same way in a plain Python process and in unit tests.
+and previews, interrupts, graphs as they are posted, device placement, and weight patches on core
+MODELs. Outside ComfyUI each service falls back to plain behaviour (model folders under
+$LIBRAGEN_MODELS_DIR, a tqdm bar, no interrupts, cuda-if-available), so the node classes run the
+same way in a plain Python process and in unit tests; core MODELs exist only inside ComfyUI.
 
 ComfyUI is detected by importing its modules; nothing here imports them at module import time.
 """
@@ -14,11 +15,15 @@ import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from libragen_core.errors import CheckpointError
+from libragen_core.errors import CheckpointError, InputError
+
+if TYPE_CHECKING:
+    from libragen_core.lora import LoraWeights
 
 # Folder kinds the pack reads; each exists in ComfyUI's folder_paths already, so
 # extra_model_paths.yaml entries for them work without registering anything.
@@ -264,6 +269,18 @@ class Progress:
             self._tqdm.close()
 
 
+def free_ram_bytes() -> int | None:
+    """Memory a new allocation on the CPU can take (ComfyUI's own figure inside it), or None if unknown."""
+    c = _comfy()
+    if c is not None:
+        return int(c["mm"].get_free_memory(torch.device("cpu")))
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return int(psutil.virtual_memory().available)
+
+
 # ---------------------------------------------------------------- devices
 
 class _Holder(nn.Module):
@@ -364,3 +381,45 @@ def placed(modules: dict[str, nn.Module], handles: dict, policy: str = "auto") -
 
 def loaded_device(module: nn.Module) -> torch.device:
     return _device_of(module)
+
+
+# ---------------------------------------------------------------- core MODEL (ComfyUI's ModelPatcher)
+
+CORE_PREFIX = "diffusion_model."  # where core's model keeps the DiT: its keys are ours behind it
+
+
+def _core_model(model, what: str):
+    if _comfy() is None:
+        raise InputError(f"{what} works on ComfyUI's MODEL type and needs ComfyUI; outside it use LibraGen LoRA "
+                         "Merge on Load LibraGen Model's output.")
+    if not (hasattr(model, "clone") and hasattr(model, "add_patches") and hasattr(model, "model_state_dict")):
+        raise InputError(f"{what}: the model input is {type(model).__name__}, not a core MODEL; connect a core "
+                         "loader's MODEL (Load Diffusion Model / UNETLoader).")
+    return model
+
+
+def core_layer_shapes(model, what: str) -> dict[str, tuple[int, ...]]:
+    """Layer name (as the DiT and our LoRAs name it) -> [out, in] of every 2-D weight of a core MODEL."""
+    sd = _core_model(model, what).model_state_dict(filter_prefix=CORE_PREFIX)
+    return {k[len(CORE_PREFIX):-len(".weight")]: tuple(v.shape) for k, v in sd.items()
+            if k.endswith(".weight") and v.ndim == 2}
+
+
+def with_lora_patches(model, lora: LoraWeights, strength: float, what: str):
+    """A clone of a core MODEL carrying `lora` as core's own weight patches, the kind core's LoRA
+    loader adds: low-rank factors as a LoRA weight adapter, full diffs as "diff" patches. Core
+    folds them in when it loads the model (or layer by layer in low-VRAM partial loading, through
+    a scaled-fp8 layer's own convert/set functions) and undoes them on unload, so the input MODEL
+    and its weights are never changed."""
+    from comfy.weight_adapter import LoRAAdapter
+
+    patches = {}
+    for name, f in lora.factors.items():
+        patches[f"{CORE_PREFIX}{name}.weight"] = LoRAAdapter(set(), (f.up, f.down, f.alpha, None, None, None))
+    for name, d in lora.diffs.items():
+        patches[f"{CORE_PREFIX}{name}.weight"] = ("diff", (d,))
+    clone = _core_model(model, what).clone()
+    left = sorted(set(patches) - set(clone.add_patches(patches, strength)))
+    if left:  # the caller checked the shapes; a key core does not know means another model layout
+        raise CheckpointError(f"{what}: the model has no weight for {len(left)} LoRA layer(s), e.g. {', '.join(left[:3])}")
+    return clone

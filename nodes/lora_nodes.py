@@ -3,7 +3,8 @@
 The input model is left as it was: the output is a new LIBRAGEN_MODEL value sharing the loaded
 modules and carrying the merged LoRA as a patch that is folded in only while that value samples
 (runtime.patched). The merge can also be saved into models/loras in ComfyUI's native Wan LoRA
-format, so core LoraLoaderModelOnly loads it too.
+format, so core LoraLoaderModelOnly loads it too. LoRA Merge (MODEL) runs the same merge on core's
+MODEL and hands the result to core as weight patches on a clone (adapter.with_lora_patches).
 """
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import re
 from libragen_core.errors import CheckpointError, InputError
 from libragen_core.lora import (
     MERGE_STAMP,
-    check_lora_fits,
+    check_lora_shapes,
+    dense_merge_bytes,
+    linear_layers,
     load_lora,
     merge_loras,
     save_lora,
@@ -147,12 +150,23 @@ class LibraGenLoraMerge:
         if not chosen:
             raise InputError("no LoRA is selected; pick a file in lora_1 (or bypass this node).")
         path = self._save_path(save_name, overwrite)  # before the merge: a refused name costs nothing
-        loras = [load_lora(adapter.model_path("loras", name)) for name, _ in chosen]
-        for (name, _), lora in zip(chosen, loras):
+        shapes = self.layer_shapes(model)
+        loras = []
+        for k in SLOTS:
+            name = slots.get(f"lora_{k}", NONE)
+            if name == NONE:
+                continue
             try:
-                check_lora_fits(lora, model.bundle.dit)
+                loras.append(load_lora(adapter.model_path("loras", name)))
+                check_lora_shapes(loras[-1], shapes)
             except CheckpointError as e:
-                raise CheckpointError(f"{name}: {e}") from None
+                raise CheckpointError(f"lora_{k} ({name}): {e}") from None
+        if method in ("ties", "dare") and not rank:
+            need, free = dense_merge_bytes(loras), adapter.free_ram_bytes()
+            if free is not None and need > 0.8 * free:
+                raise InputError(f"{method} with rank 0 keeps a full weight diff per layer: {need / 2**30:.1f} GiB for "
+                                 f"these LoRAs, more than the {free / 2**30:.1f} GiB of RAM free; set rank (e.g. 64) "
+                                 "to get low-rank factors, or use linear / concat.")
         result = merge_loras(loras, [w for _, w in chosen], method, rank=rank or None, density=ties_density,
                              drop_rate=dare_drop_rate)
         label = "+".join(f"{w:g}*{name}" for name, w in chosen)
@@ -166,4 +180,36 @@ class LibraGenLoraMerge:
             save_lora(result.lora, path, method=f"merge:{method}",
                       metadata={MERGE_STAMP: label, "libragen_strength_hint": f"{strength:g}"})
             lines.append(f"saved to {adapter.client_path(path)}")
-        return (model.with_patches(LoraPatch(result.lora, float(strength), label)), "\n".join(lines))
+        return (self.patched(model, result.lora, float(strength), label), "\n".join(lines))
+
+    def layer_shapes(self, model) -> dict[str, tuple[int, ...]]:
+        return {n: tuple(m.weight.shape) for n, m in linear_layers(model.bundle.dit).items()}
+
+    def patched(self, model, lora, strength: float, label: str):
+        return model.with_patches(LoraPatch(lora, strength, label))
+
+
+class LibraGenLoraMergeNative(LibraGenLoraMerge):
+    """The same merge on core's MODEL (UNETLoader's output): the merged LoRA becomes core weight
+    patches on a clone of the ModelPatcher, so core's low-VRAM partial loading, its lazy patching
+    and scaled-fp8 weights work as with core's own LoRA loader."""
+
+    DESCRIPTION = ("Merges up to four LoRAs for a Wan2.1-layout model (e.g. 0.5 cross-pair + 0.5 in-pair) and "
+                   "adds the result to a copy of a core MODEL as weight patches, as core's LoRA loader does; the "
+                   "input MODEL is unchanged. Optionally saves the merged LoRA into models/loras.")
+    RETURN_TYPES = ("MODEL", "STRING")
+    OUTPUT_TOOLTIPS = ("The MODEL with the merged LoRA as weight patches (applied when ComfyUI loads it).",
+                       LibraGenLoraMerge.OUTPUT_TOOLTIPS[1])
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        types = super().INPUT_TYPES()
+        types["required"]["model"] = ("MODEL", {
+            "tooltip": "A core MODEL of a Wan2.1-layout DiT (Load Diffusion Model); it is not modified."})
+        return types
+
+    def layer_shapes(self, model) -> dict[str, tuple[int, ...]]:
+        return adapter.core_layer_shapes(model, "LibraGen LoRA Merge (MODEL)")
+
+    def patched(self, model, lora, strength: float, label: str):
+        return adapter.with_lora_patches(model, lora, strength, "LibraGen LoRA Merge (MODEL)")

@@ -1,12 +1,9 @@
 """Load LibraGen Model: DiT + VAE + text encoder from ComfyUI's model folders, or the embedded model."""
 from __future__ import annotations
 
-import torch
-from torch import nn
-
 from libragen_core.models.bundle import EMBEDDED_NAME, ModelBundle, ModelCard, load_embedded
-from libragen_core.models.fp8 import Fp8Linear, quantize
-from libragen_core.models.loading import load_dit
+from libragen_core.models.fp8 import FP8_DTYPES, quantize_block_linears
+from libragen_core.models.loading import DTYPE_CHOICES, load_dit, resolve_dtype
 from libragen_core.models.text_encoders import load_text_encoder
 from libragen_core.models.wan_vae import load_vae
 
@@ -15,26 +12,6 @@ from .types import ATTENTION_CHOICES, MODEL, OFFLOAD_POLICIES, LibraGenModel
 
 EMBEDDED_DIT = f"(embedded) {EMBEDDED_NAME}"
 EMBEDDED_PART = "(embedded)"
-WEIGHT_DTYPES = {"default": None, "fp8_e4m3fn": torch.float8_e4m3fn, "bf16": torch.bfloat16,
-                 "fp16": torch.float16, "fp32": torch.float32}
-
-
-def _to_fp8(dit: nn.Module) -> None:
-    """Scaled-fp8 block linears with bf16 compute, as load_dit(dtype=fp8) gives for a file."""
-    dit.to(torch.bfloat16)
-    for block in dit.blocks:
-        for name, mod in list(block.named_modules()):
-            if type(mod) is not nn.Linear:
-                continue
-            new = Fp8Linear(mod.in_features, mod.out_features, bias=mod.bias is not None,
-                            device=mod.weight.device, dtype=torch.bfloat16)
-            q, scale = quantize(mod.weight.detach())
-            new.weight.data = q
-            new.scale_weight = scale.reshape(()).float()
-            if mod.bias is not None:
-                new.bias.data = mod.bias.detach().clone()
-            parent = block.get_submodule(name.rsplit(".", 1)[0]) if "." in name else block
-            setattr(parent, name.rsplit(".", 1)[-1], new)
 
 
 class LibraGenLoadModel:
@@ -61,10 +38,11 @@ class LibraGenLoadModel:
                 "default": EMBEDDED_PART,
                 "tooltip": "Text encoder from models/text_encoders (umT5-XXL for Wan files); (embedded) = the "
                            "embedded model's small text encoder."}),
-            "weight_dtype": (list(WEIGHT_DTYPES), {
+            "weight_dtype": (list(DTYPE_CHOICES), {
                 "default": "default",
-                "tooltip": "DiT weight precision. default keeps the file's own (fp32 for the embedded model); "
-                           "fp8_e4m3fn stores block weights in 8 bits and computes in bf16."}),
+                "tooltip": "DiT weight precision. default keeps the file's own (fp8 files stay fp8, the embedded "
+                           "model is fp32); fp8_e4m3fn stores block weights in 8 bits and computes in bf16; "
+                           "bf16 / fp16 / fp32 convert (fp8 weights are dequantized)."}),
             "attention": (list(ATTENTION_CHOICES), {
                 "default": "auto",
                 "tooltip": "PyTorch attention backend for the DiT: auto lets PyTorch choose; math is the exact "
@@ -89,11 +67,11 @@ class LibraGenLoadModel:
         embedded = None
         if EMBEDDED_DIT == diffusion_model or EMBEDDED_PART in (vae, text_encoder):
             embedded = load_embedded(device="cpu")
-        dtype = WEIGHT_DTYPES[weight_dtype]
+        dtype = resolve_dtype(weight_dtype)
         if diffusion_model == EMBEDDED_DIT:
             dit = embedded.dit
-            if dtype == torch.float8_e4m3fn:
-                _to_fp8(dit)
+            if dtype in FP8_DTYPES:
+                quantize_block_linears(dit, dtype)
             elif dtype is not None:
                 dit.to(dtype)
             card = embedded.card

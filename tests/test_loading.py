@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from libragen_core.errors import CheckpointError, ConfigError
-from libragen_core.io.safetensors_file import save_state_dict
-from libragen_core.models.fp8 import Fp8Linear, quantize
+from libragen_core.io.safetensors_file import load_state_dict, save_state_dict
+from libragen_core.models.fp8 import Fp8Linear, quantize, weight_bytes
 from libragen_core.models.loading import inspect_checkpoint, load_dit, save_dit
 from libragen_core.models.presets import build_dit
 from libragen_core.models.wan_dit import WanDiT, WanDiTConfig
@@ -89,12 +89,12 @@ def _fp8_scaled_file(tmp_path, micro):
     return save_state_dict(sd, tmp_path / "wan_fp8_e4m3fn_scaled.safetensors")
 
 
-def test_fp8_scaled_file_dequantizes(tmp_path, micro):
+def test_fp8_scaled_file_dequantizes_when_asked_for_bf16(tmp_path, micro):
     path = _fp8_scaled_file(tmp_path, micro)
     info = inspect_checkpoint(path)
     assert info.fp8_scaled and info.family == "wan2.1-t2v"
     assert info.n_tensors == 69 and "F8_E4M3" in info.dtypes and "(fp8 scaled)" in info.summary()
-    model = load_dit(path)
+    model = load_dit(path, dtype="bf16")
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     ref = _run(micro)
     assert (_run(model) - ref).abs().max() < 0.1 * ref.abs().max()
@@ -110,7 +110,7 @@ def test_fp8_scaled_file_kept_in_fp8(tmp_path, micro):
     assert isinstance(lin, Fp8Linear) and lin.weight.dtype == torch.float8_e4m3fn
     assert lin.scale_weight.dtype == torch.float32 and lin.scale_weight.item() != 1.0
     assert model.head.head.weight.dtype == torch.bfloat16
-    torch.testing.assert_close(_run(model), _run(load_dit(path)), atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(_run(model), _run(load_dit(path, dtype="bf16")), atol=2e-2, rtol=2e-2)
     # a non-fp8 file asked for fp8 is quantized on load
     plain = save_state_dict(_sd(micro), tmp_path / "plain.safetensors")
     quantized = load_dit(plain, dtype=torch.float8_e4m3fn)
@@ -255,6 +255,38 @@ def test_tiny_preset_file_loads_strictly(tmp_path):
     with torch.no_grad():
         ref = model(x, t, ctx)
         assert (loaded(x, t, ctx) - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+@pytest.mark.parametrize("scaled", [True, False], ids=["scaled", "unscaled"])
+def test_default_dtype_keeps_an_fp8_file_in_fp8(tmp_path, micro, scaled):
+    path = _fp8_scaled_file(tmp_path, micro)
+    if not scaled:  # ComfyUI's plain *_fp8_e4m3fn files: fp8 weights, no scales
+        sd = {k: v for k, v in load_state_dict(path).items() if not k.endswith("scale_weight") and k != "scaled_fp8"}
+        path = save_state_dict(sd, tmp_path / "wan_fp8_e4m3fn.safetensors")
+    default, explicit, bf16 = (load_dit(path, dtype=d) for d in (None, "fp8_e4m3fn", "bf16"))
+    for name, p in default.state_dict().items():
+        assert p.dtype == explicit.state_dict()[name].dtype, name
+        torch.testing.assert_close(p.float(), explicit.state_dict()[name].float(), rtol=0, atol=0)
+    lin = default.blocks[0].ffn[0]
+    assert isinstance(lin, Fp8Linear) and lin.weight.dtype == torch.float8_e4m3fn
+    assert (lin.scale_weight.item() != 1.0) == scaled
+    # block linears take 1 byte per weight instead of 2
+    assert weight_bytes(default) < 0.75 * weight_bytes(bf16)
+    torch.testing.assert_close(_run(default), _run(bf16), atol=2e-2, rtol=2e-2)
+
+
+def test_14b_memory_with_fp8_block_linears_on_the_meta_device():
+    """What loading a 14B fp8 file costs with dtype default (fp8 kept) and with bf16 (dequantized):
+    the same layouts load_dit builds, sized without allocating."""
+    from libragen_core.models.fp8 import use_fp8_block_linears
+
+    model = build_dit("wan2.1-t2v-14b", device="meta", dtype=torch.bfloat16)
+    bf16 = weight_bytes(model) / 2**30
+    use_fp8_block_linears(model)
+    fp8 = weight_bytes(model) / 2**30
+    print(f"\n14B DiT weights: bf16 {bf16:.1f} GiB, fp8 block linears {fp8:.1f} GiB")
+    assert round(bf16, 1) == 26.6  # the figure the old default gave for a 14B fp8 file
+    assert fp8 < 0.52 * bf16
 
 
 def test_in_memory_fp8_matches_loaded_fp8(tmp_path, micro):

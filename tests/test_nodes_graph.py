@@ -176,3 +176,24 @@ def test_loader_dtypes_and_missing_files(model, monkeypatch, tmp_path):
     with pytest.raises(CheckpointError, match="'gone.safetensors' was not found in .*diffusion_models"):
         loader.load("gone.safetensors", "vae.safetensors", "text.safetensors")
     assert loader.IS_CHANGED("(embedded) libragen-sprite", "(embedded)", "(embedded)") == "[]"
+
+
+def test_loader_default_dtype_keeps_an_fp8_file_in_fp8(monkeypatch, tmp_path):
+    """A scaled-fp8 DiT file (the embedded DiT quantized as ComfyUI's *_fp8_e4m3fn_scaled files are)
+    stays fp8 under weight_dtype "default", as its tooltip says; bf16 dequantizes it."""
+    from libragen_core.models.bundle import load_embedded
+    from libragen_core.models.fp8 import Fp8Linear, quantize_block_linears, weight_bytes
+    from libragen_core.models.loading import save_dit
+
+    (tmp_path / "diffusion_models").mkdir()
+    save_dit(quantize_block_linears(load_embedded().dit), tmp_path / "diffusion_models" / "sprite_fp8_scaled.safetensors")
+    monkeypatch.setenv("LIBRAGEN_MODELS_DIR", str(tmp_path))
+    loader = N["LibraGenLoadModel"]()
+    default, bf16 = (loader.load("sprite_fp8_scaled.safetensors", "(embedded)", "(embedded)", d, "auto", "cpu only")[0]
+                     for d in ("default", "bf16"))
+    q = default.bundle.dit.blocks[0].self_attn.q
+    assert isinstance(q, Fp8Linear) and q.weight.dtype == torch.float8_e4m3fn
+    assert bf16.bundle.dit.blocks[0].self_attn.q.weight.dtype == torch.bfloat16
+    assert weight_bytes(default.bundle.dit) < 0.6 * weight_bytes(bf16.bundle.dit)
+    latent = N["LibraGenSampler"]().sample(default, "x", "", cfg_preset="none", **{**SMALL, "steps": 1})[0]
+    assert torch.isfinite(latent["samples"]).all()

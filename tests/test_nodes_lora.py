@@ -158,8 +158,23 @@ def test_lora_for_another_model_is_refused_with_its_name(model, loras, tmp_path)
     folder, _, _ = loras
     wrong = LoraWeights(factors={"blocks.0.self_attn.q": LoraFactors(torch.zeros(2, 100), torch.zeros(256, 2), 2)})
     save_lora(wrong, folder / "wrong.safetensors")
-    with pytest.raises(CheckpointError, match="wrong.safetensors: the LoRA does not fit"):
+    with pytest.raises(CheckpointError, match=r"lora_1 \(wrong.safetensors\): the LoRA does not fit"):
         merge(model, lora_1="wrong.safetensors", lora_2="None")
+    with pytest.raises(CheckpointError, match=r"lora_2 \(wrong.safetensors\): the LoRA does not fit"):
+        merge(model, lora_2="wrong.safetensors")
+
+
+def test_dense_merge_larger_than_free_memory_is_refused_before_it_starts(model, loras, monkeypatch):
+    """ties / dare with rank 0 return one fp32 [out, in] diff per layer (56 GB for a 14B DiT):
+    refused with the size and the fix when free RAM cannot hold it; a rank makes it fit."""
+    _, a, b = loras
+    need = 4 * sum(a.shape(n)[0] * a.shape(n)[1] for n in LAYERS)
+    assert pack.nodes.lora_nodes.dense_merge_bytes([a, b]) == need
+    monkeypatch.setattr(pack.nodes.adapter, "free_ram_bytes", lambda: need)  # a machine with that little left
+    for method in ("ties", "dare"):
+        with pytest.raises(InputError, match=rf"{method} with rank 0 keeps a full weight diff per layer: .* set rank"):
+            merge(model, method=method)
+        merge(model, method=method, rank=4)  # factors: fits
 
 
 def test_save_name_never_replaces_a_lora_the_merge_did_not_write(model, loras):

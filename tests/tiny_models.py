@@ -27,3 +27,32 @@ def tiny_model_folder(folder: Path) -> None:
     card = ModelCard(name="tiny", dit="dit.safetensors", vae="vae.safetensors", text_encoder="text.safetensors",
                      tokenizer="text.vocab.json")
     (folder / "model.json").write_text(card.to_json())
+
+
+def tiny_wan_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random fp32 Wan2.1-layout DiT of the "tiny" preset (head_dim 128, text_dim 4096), the
+    layout core's UNETLoader accepts; every tensor perturbed so norms, biases and modulation matter."""
+    from libragen_core.models.presets import build_dit
+
+    torch.manual_seed(seed)
+    model = build_dit("tiny")
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=gen))
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def scaled_fp8_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`sd` as ComfyUI's *_fp8_e4m3fn_scaled files store a DiT: block linear weights in fp8 with a
+    float32 scale_weight each, the rest as it was, and the scaled_fp8 marker tensor."""
+    from libragen_core.models.fp8 import MARKER_KEY, quantize
+
+    out = {}
+    for k, v in sd.items():
+        if k.startswith("blocks.") and k.endswith(".weight") and v.ndim == 2:
+            out[k], out[k[: -len("weight")] + "scale_weight"] = quantize(v)
+        else:
+            out[k] = v
+    out[MARKER_KEY] = torch.empty(0, dtype=torch.float8_e4m3fn)
+    return out

@@ -7,8 +7,10 @@
 Widget order for our nodes comes from their INPUT_TYPES, so the UI files follow the node
 definitions; the few core nodes used are described in CORE below (the integration tests compare
 every UI file's widgets with a real server's /object_info).
-All examples run on the embedded model on a CPU: 64x64, 17 frames, a few steps. The reference
-images are examples/refs/*.png, to be copied into ComfyUI/input.
+The examples run on the embedded model on a CPU (64x64, 17 frames, a few steps) with what ships in
+examples/: the reference images examples/refs/*.png (copied into ComfyUI/input) and the LoRAs
+examples/loras/*.safetensors (copied into ComfyUI/models/loras). lora_merge_native runs on the
+native path over Wan2.1 files the user downloads (NEEDS_FILES).
 """
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ def node_spec(class_type: str):
     """(link inputs, widgets with defaults and control flags, outputs) of a node type."""
     if class_type in CORE:
         links, widgets, outputs = CORE[class_type]
-        return links, [(n, d, False) for n, d in widgets], outputs
+        return links, [(w[0], w[1], len(w) > 3 and w[3]) for w in widgets], outputs
     cls = load_pack().NODE_CLASS_MAPPINGS[class_type]
     types = cls.INPUT_TYPES()
     links, widgets = [], []
@@ -267,14 +269,18 @@ def static_vs_dynamic() -> Graph:
     return g
 
 
+# the LoRAs that ship in examples/loras (copied into ComfyUI/models/loras, as docs/lora.md says)
+SPRITE_LORAS = {"cross": "libragen-sprite_sft_cross.safetensors", "in": "libragen-sprite_sft_in.safetensors"}
+
+
 def lora_merge() -> Graph:
-    g = Graph("lora_merge", "LibraGen: merge LoRAs (here one file at weight 0.8) into the model for this branch "
-                            "only; the loader's model is unchanged for other branches. Put a LoRA trained for the "
-                            "embedded model into models/loras as libragen_example_lora.safetensors (the "
-                            "integration tests make one), or pick your own files.")
+    g = Graph("lora_merge", "LibraGen: the embedded model's cross-pair and in-pair SFT LoRAs merged as LibraGen "
+                            "merges them (dW = 0.5 dW_cross + 0.5 dW_in, exact concatenation) for this branch only; "
+                            "the loader's model is unchanged for other branches. Copy examples/loras/*.safetensors "
+                            "into ComfyUI/models/loras and examples/refs/red_circle.png into ComfyUI/input.")
     model = embedded_model(g)
-    merged = g.add("LibraGenLoraMerge", 1, 0, model=model.out(), lora_1="libragen_example_lora.safetensors",
-                   weight_1=0.8, method="linear", strength=1.0)
+    merged = g.add("LibraGenLoraMerge", 1, 0, model=model.out(), lora_1=SPRITE_LORAS["cross"], weight_1=0.5,
+                   lora_2=SPRITE_LORAS["in"], weight_2=0.5, method="concat", strength=1.0)
     img = g.add("LoadImage", 0, 1.8, image="red_circle.png")
     subj = g.add("LibraGenSubjectEncode", 1, 3.2, model=model.out(), image_1=img.out(0),
                  label_1="the red circle", width=64, height=64)
@@ -284,6 +290,73 @@ def lora_merge() -> Graph:
     frames = g.add("LibraGenDecode", 3, 0, model=merged.out(0), latent=lat.out())
     g.add("SaveAnimatedWEBP", 4, 0, images=frames.out(), filename_prefix="libragen/lora_merge", fps=8.0,
           lossless=False, quality=85)
+    return g
+
+
+# Core nodes of the native example (same tuple form as CORE: a widget (name, default, type, control
+# after generate)). The files are the Wan2.1 releases' names as ComfyUI's own Wan examples use them.
+CORE.update({
+    "UNETLoader": ([], [("unet_name", ""), ("weight_dtype", "default")], [("MODEL", "MODEL")]),
+    "CLIPLoader": ([], [("clip_name", ""), ("type", "stable_diffusion"), ("device", "default")], [("CLIP", "CLIP")]),
+    "VAELoader": ([], [("vae_name", "")], [("VAE", "VAE")]),
+    "CLIPTextEncode": ([("clip", "CLIP", False)], [("text", "", "STRING")], [("CONDITIONING", "CONDITIONING")]),
+    "ModelSamplingSD3": ([("model", "MODEL", False)], [("shift", 3.0)], [("MODEL", "MODEL")]),
+    "WanPhantomSubjectToVideo": ([("positive", "CONDITIONING", False), ("negative", "CONDITIONING", False),
+                                  ("vae", "VAE", False), ("images", "IMAGE", True)],
+                                 [("width", 832), ("height", 480), ("length", 81), ("batch_size", 1)],
+                                 [("positive", "CONDITIONING"), ("negative_text", "CONDITIONING"),
+                                  ("negative_img_text", "CONDITIONING"), ("latent", "LATENT")]),
+    "DualCFGGuider": ([("model", "MODEL", False), ("cond1", "CONDITIONING", False), ("cond2", "CONDITIONING", False),
+                       ("negative", "CONDITIONING", False)],
+                      [("cfg_conds", 8.0), ("cfg_cond2_negative", 8.0), ("style", "regular")], [("GUIDER", "GUIDER")]),
+    "KSamplerSelect": ([], [("sampler_name", "euler")], [("SAMPLER", "SAMPLER")]),
+    "BasicScheduler": ([("model", "MODEL", False)], [("scheduler", "simple"), ("steps", 20), ("denoise", 1.0)],
+                       [("SIGMAS", "SIGMAS")]),
+    "RandomNoise": ([], [("noise_seed", 0, "INT", True)], [("NOISE", "NOISE")]),
+    "SamplerCustomAdvanced": ([("noise", "NOISE", False), ("guider", "GUIDER", False), ("sampler", "SAMPLER", False),
+                               ("sigmas", "SIGMAS", False), ("latent_image", "LATENT", False)],
+                              [], [("output", "LATENT"), ("denoised_output", "LATENT")]),
+    "VAEDecode": ([("samples", "LATENT", False), ("vae", "VAE", False)], [], [("IMAGE", "IMAGE")]),
+})
+WAN_FILES = {"diffusion_models": "wan2.1_t2v_1.3B_fp16.safetensors",
+             "text_encoders": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "vae": "wan_2.1_vae.safetensors"}
+# LoRAs for that DiT, made with training/sft.py on it (docs/post-training.md); none ship
+WAN_LORAS = {"cross": "libragen_wan1.3b_sft_cross.safetensors", "in": "libragen_wan1.3b_sft_in.safetensors"}
+
+
+def lora_merge_native() -> Graph:
+    g = Graph("lora_merge_native",
+              "LibraGen on the native path: core Load Diffusion Model -> LibraGen LoRA Merge (MODEL), the cross-pair "
+              "and in-pair LoRAs merged 0.5 / 0.5 into core weight patches (low-VRAM loading and fp8 files work as "
+              "with core's LoRA loader) -> Phantom subject conditioning -> SamplerCustomAdvanced. Needs the Wan2.1 "
+              "T2V 1.3B files in models/diffusion_models, text_encoders and vae, and two LoRAs trained for it "
+              "(docs/lora.md); examples/refs/red_circle.png in ComfyUI/input.", scale=0.6)
+    unet = g.add("UNETLoader", 0, 0, unet_name=WAN_FILES["diffusion_models"])
+    merged = g.add("LibraGenLoraMergeNative", 1, 0, model=unet.out(), lora_1=WAN_LORAS["cross"], weight_1=0.5,
+                   lora_2=WAN_LORAS["in"], weight_2=0.5, method="concat", strength=1.0)
+    shifted = g.add("ModelSamplingSD3", 2, 0, model=merged.out(0), shift=5.0)
+    clip = g.add("CLIPLoader", 0, 3.0, clip_name=WAN_FILES["text_encoders"], type="wan")
+    pos = g.add("CLIPTextEncode", 1, 3.6, title="Prompt", clip=clip.out(),
+                text="Video: Ref 1[the red circle] moves to the right across a green field.")
+    neg = g.add("CLIPTextEncode", 1, 5.0, title="Negative prompt", clip=clip.out(), text=NEGATIVE)
+    vae = g.add("VAELoader", 0, 4.6, vae_name=WAN_FILES["vae"])
+    img = g.add("LoadImage", 0, 5.6, image="red_circle.png")
+    cond = g.add("WanPhantomSubjectToVideo", 2, 3.2, positive=pos.out(), negative=neg.out(), vae=vae.out(),
+                 images=img.out(0), width=832, height=480, length=33)
+    # Phantom's static guidance (text 7.5, subject 5.0) with core's DualCFGGuider.
+    # TODO(integrator): swap in the LibraGen dynamic-CFG GUIDER (model, positive, negative_text,
+    # negative_img_text) once it is on main; its three conditionings are cond's outputs 0, 1, 2.
+    guider = g.add("DualCFGGuider", 3, 0, title="Guider (Phantom static CFG)", model=shifted.out(),
+                   cond1=cond.out(0), cond2=cond.out(1), negative=cond.out(2), cfg_conds=7.5,
+                   cfg_cond2_negative=5.0)
+    sampler = g.add("KSamplerSelect", 3, 1.6)
+    sigmas = g.add("BasicScheduler", 3, 2.4, model=shifted.out(), steps=20)
+    noise = g.add("RandomNoise", 3, 3.6, noise_seed=42)
+    lat = g.add("SamplerCustomAdvanced", 4, 0, noise=noise.out(), guider=guider.out(), sampler=sampler.out(),
+                sigmas=sigmas.out(), latent_image=cond.out(3))
+    frames = g.add("VAEDecode", 4, 2.0, samples=lat.out(0), vae=vae.out())
+    video = g.add("CreateVideo", 5, 0, images=frames.out(), fps=16.0)
+    g.add("SaveVideo", 5, 1.2, video=video.out(), filename_prefix="libragen/lora_merge_native")
     return g
 
 
@@ -310,15 +383,18 @@ def prompt_rewrite() -> Graph:
     return g
 
 
-EXAMPLES = (single_subject, three_subjects, static_vs_dynamic, lora_merge, prompt_rewrite)
+EXAMPLES = (single_subject, three_subjects, static_vs_dynamic, lora_merge, lora_merge_native, prompt_rewrite)
 # what each API workflow should produce: (output file prefix, frames) per saved video
 EXPECTED_OUTPUTS = {
     "single_subject": [("libragen/single_subject", 17)],
     "three_subjects": [("libragen/three_subjects", 17)],
     "static_vs_dynamic_cfg": [("libragen/cfg_static", 17), ("libragen/cfg_dynamic", 17)],
     "lora_merge": [("libragen/lora_merge", 17)],
+    "lora_merge_native": [("libragen/lora_merge_native", 33)],
     "prompt_rewrite": [("libragen/prompt_rewrite", 17)],
 }
+# what a native example needs beyond examples/: (models folder, file) downloads and trained LoRAs
+NEEDS_FILES = {"lora_merge_native": [*WAN_FILES.items(), *(("loras", n) for n in WAN_LORAS.values())]}
 
 
 def render() -> dict[Path, str]:

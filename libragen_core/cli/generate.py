@@ -23,8 +23,8 @@ def add_parser(sub):
     src.add_argument("--text-encoder", help="text encoder .safetensors (e.g. umt5_xxl_fp16.safetensors)")
     src.add_argument("--tokenizer", help="tokenizer file or folder, when not embedded in the text encoder file")
     src.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
-    src.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                     help="DiT weight dtype (auto: as stored; fp8 files are dequantized)")
+    src.add_argument("--dtype", choices=["auto", "fp8_e4m3fn", "fp32", "bf16", "fp16"], default="auto",
+                     help="DiT weight dtype (auto: as stored, fp8 files stay fp8; fp32/bf16/fp16 dequantize them)")
     p.add_argument("--ref", action="append", default=[], metavar="IMAGE",
                    help=f"a reference image of a subject (repeat, up to {MAX_REFS}; none = text-to-video)")
     p.add_argument("--label", action="append", default=[], metavar="TEXT",
@@ -67,11 +67,10 @@ def _cfg(value: str | None):
 
 
 def _load_model(args):
-    import torch
-
     from ..models.bundle import load_bundle, load_embedded, load_model_folder
+    from ..models.loading import resolve_dtype
 
-    dtype = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    dtype = resolve_dtype(args.dtype)
     files = [args.dit, args.vae, args.text_encoder]
     if args.model_dir:
         if any(files):

@@ -35,20 +35,25 @@ def check_lora_fits(lora: LoraWeights, layers: dict[str, nn.Linear] | nn.Module)
     """Every LoRA layer must exist in the model with the same [out, in]; else a CheckpointError."""
     if isinstance(layers, nn.Module):
         layers = linear_layers(layers)
-    missing = [n for n in lora.layer_names() if n not in layers]
+    check_lora_shapes(lora, {n: tuple(m.weight.shape) for n, m in layers.items()})
+    return layers
+
+
+def check_lora_shapes(lora: LoraWeights, shapes: dict[str, tuple[int, ...]]) -> None:
+    """check_lora_fits against a model known by its weights' shapes (layer name -> [out, in])."""
+    missing = [n for n in lora.layer_names() if n not in shapes]
     if missing:
         raise CheckpointError(
             f"the LoRA targets {len(missing)} layer(s) this model does not have, e.g. {', '.join(missing[:5])}; "
             "it was trained for a different model (or more blocks)"
         )
-    bad = [f"{n}: LoRA {lora.shape(n)} vs model {tuple(layers[n].weight.shape)}"
-           for n in lora.layer_names() if tuple(layers[n].weight.shape) != lora.shape(n)]
+    bad = [f"{n}: LoRA {lora.shape(n)} vs model {tuple(shapes[n])}"
+           for n in lora.layer_names() if tuple(shapes[n]) != lora.shape(n)]
     if bad:
         raise CheckpointError(
             f"the LoRA does not fit this model's layer shapes ({len(bad)} layer(s)), e.g. {'; '.join(bad[:3])}. "
             "It was trained for a model of another size."
         )
-    return layers
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
 ComfyUI's `*_fp8_e4m3fn_scaled` files store each linear weight as float8_e4m3fn next to a
 float32 `scale_weight` (the real weight is weight * scale_weight), plus a `scaled_fp8` marker
-tensor. Loading with dtype=torch.float8_e4m3fn keeps that representation (half the memory of
-bf16); every other dtype dequantizes at load time instead.
+tensor. Loading such a file with the default dtype or dtype=torch.float8_e4m3fn keeps that
+representation (half the memory of bf16); fp32/bf16/fp16 dequantize at load time instead.
 """
 from __future__ import annotations
 
@@ -33,6 +33,12 @@ class Fp8Linear(nn.Linear):
         w = self.weight.to(x.dtype) * self.scale_weight.to(x.dtype)
         b = None if self.bias is None else self.bias.to(x.dtype)
         return F.linear(x, w, b)
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes held by a model's parameters and buffers; on the meta device nothing is allocated,
+    so this sizes a 14B layout on any machine."""
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
 
 
 def dequantize(weight: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:

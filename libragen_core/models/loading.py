@@ -344,6 +344,15 @@ def _default_dtype(info: CheckpointInfo) -> torch.dtype:
     return float_counts.most_common(1)[0][0] if float_counts else torch.float32
 
 
+def _stored_fp8_dtype(info: CheckpointInfo) -> torch.dtype | None:
+    """The fp8 dtype a file stores its block weights in (ComfyUI's *_fp8_e4m3fn[_scaled] files), else None."""
+    header, _ = read_header(info.path)
+    counts = Counter(ST_DTYPES.get(v["dtype"]) for k, v in header.items()
+                     if k.startswith(info.key_prefix + "blocks.") and k.endswith(".weight"))
+    fp8 = [(n, dt) for dt, n in counts.items() if dt in FP8_DTYPES]
+    return max(fp8, key=lambda x: x[0])[1] if fp8 else None
+
+
 def _read_tensors(info: CheckpointInfo, device: str | torch.device):
     """Yield (inner key, tensor) one at a time so conversion never holds two full copies."""
     from safetensors import SafetensorError, safe_open
@@ -364,6 +373,10 @@ DTYPE_NAMES = {
 }
 
 
+# the spellings offered in UIs and the CLI (each a key of DTYPE_NAMES)
+DTYPE_CHOICES = ("default", "fp8_e4m3fn", "bf16", "fp16", "fp32")
+
+
 def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     """Accept a torch dtype or a name as UIs spell it ("bf16", "fp8_e4m3fn", "default")."""
     if dtype is None or isinstance(dtype, torch.dtype):
@@ -378,13 +391,16 @@ def load_dit(path: str | os.PathLike, device: str | torch.device = "cpu",
              dtype: torch.dtype | str | None = None) -> WanDiT:
     """Load a Wan2.1 T2V-layout DiT with strict key and shape checks.
 
-    dtype: None keeps the file's dominant float dtype (fp8 files become bf16); fp32/fp16/bf16
-    convert; torch.float8_e4m3fn keeps (or makes) scaled fp8 weights in the block linears and
-    computes in bf16.
+    dtype: None keeps the file's own precision: an fp8 file keeps its block linears in fp8 (half
+    the memory of bf16) and computes in bf16, any other file keeps its dominant float dtype;
+    fp32/fp16/bf16 convert (fp8 weights are dequantized); torch.float8_e4m3fn keeps (or makes)
+    scaled fp8 weights in the block linears and computes in bf16.
     """
     dtype = resolve_dtype(dtype)
     info = inspect_checkpoint(path)
     check_dit_checkpoint(info)
+    if dtype is None:
+        dtype = _stored_fp8_dtype(info)
     keep_fp8 = dtype in FP8_DTYPES
     compute = torch.bfloat16 if keep_fp8 else (dtype or _default_dtype(info))
     with torch.device("meta"):
@@ -427,4 +443,4 @@ def save_dit(model: WanDiT, path: str | os.PathLike, metadata: dict[str, str] | 
 
 
 __all__ = ["CheckpointInfo", "inspect_checkpoint", "check_dit_checkpoint", "load_dit", "save_dit", "resolve_dtype",
-           "FAMILY_DESCRIPTIONS", "PREFIXES", "CONFIG_METADATA_KEY"]
+           "DTYPE_CHOICES", "FAMILY_DESCRIPTIONS", "PREFIXES", "CONFIG_METADATA_KEY"]

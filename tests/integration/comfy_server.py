@@ -1,34 +1,33 @@
-"""One real ComfyUI server for the node-pack integration tests.
+"""One real ComfyUI server for the node-pack integration tests, set up as a new user's would be.
 
 Both test_nodes_server.py and test_workflows_server.py use the same server: it starts on first
-use and is stopped when the pytest session ends (config cleanup), also after failures. It runs the
-configured checkout with a private base folder (--base-directory DIR) on a free port: its own
-custom_nodes (this repo only), models, input, output and user folders. Other sessions start
-servers from the same checkout at the same time; linking every session's repo into the
-checkout's own custom_nodes made each server load all of them. Log, pid file and outputs are
-DIR/server-PORT.log, DIR/server-PORT.pid, DIR/output-PORT/.
-The example inputs (examples/refs/*.png, uploaded) and a LoRA for the embedded model (in the
-private models/loras) are put in place before the tests run.
+use and is stopped when the pytest session ends (config cleanup), also after failures. It runs
+the configured checkout's main.py with --base-directory DIR, a private folder: its own models/,
+input/, user/ and a custom_nodes/ holding this repository alone. Other sessions run servers from
+the same checkout at the same time (and link their own packs into its custom_nodes), so a shared
+folder would mix their node packs, model files, pid files and outputs. Log, pid file and outputs
+are DIR/server-PORT.log, DIR/server-PORT.pid, DIR/output-PORT/.
+What docs/comfyui.md tells a new user to copy is put in place before the tests run, and nothing
+else: examples/refs/*.png into input (uploaded) and examples/loras/*.safetensors into models/loras.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
-import torch
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLE_LORA = "libragen_example_lora.safetensors"
+EXAMPLE_LORAS = tuple(sorted(p.name for p in (REPO / "examples" / "loras").glob("*.safetensors")))
+EXAMPLE_LORA = "libragen-sprite_sft_in.safetensors"  # one of them, for tests that need a LoRA file
 INPUT_IMAGES = ("red_circle.png", "blue_striped_star.png")
 
 
@@ -50,26 +49,24 @@ def pick_port() -> int:
         return s.getsockname()[1]
 
 
-def write_example_lora(path: Path, seed: int = 0) -> Path:
-    """A small real LoRA (ComfyUI Wan naming) for the embedded model's DiT shapes."""
-    from libragen_core.lora import LoraFactors, LoraWeights, save_lora
-    from libragen_core.models.bundle import PLACEHOLDER_DIT as c
-
-    g = torch.Generator().manual_seed(seed)
-    shapes = {"blocks.0.self_attn.q": (c.dim, c.dim), "blocks.1.cross_attn.k": (c.dim, c.dim),
-              "blocks.2.ffn.0": (c.ffn_dim, c.dim), "blocks.3.self_attn.o": (c.dim, c.dim)}
-    factors = {name: LoraFactors(down=torch.randn(4, n_in, generator=g) * 0.1,
-                                 up=torch.randn(n_out, 4, generator=g) * 0.1, alpha=4.0)
-               for name, (n_out, n_in) in shapes.items()}
-    return save_lora(LoraWeights(factors=factors), path)
+def copy_example_loras(loras_dir: Path) -> None:
+    """Copy examples/loras/*.safetensors into a models/loras folder, as the docs tell users to."""
+    loras_dir.mkdir(parents=True, exist_ok=True)
+    for name in EXAMPLE_LORAS:
+        shutil.copyfile(REPO / "examples" / "loras" / name, loras_dir / name)
 
 
 @dataclass
 class Server:
-    dir: Path
-    comfy_dir: Path
+    dir: Path  # the private base directory
     port: int
-    created: list[Path] = field(default_factory=list)
+    checkout: Path  # the ComfyUI source it runs
+    proc: subprocess.Popen | None = None
+
+    @property
+    def comfy_dir(self) -> Path:
+        """Where this server's models/ and input/ are (its --base-directory)."""
+        return self.dir
 
     @property
     def url(self) -> str:
@@ -122,17 +119,13 @@ class Server:
         return bool(queue.get("queue_running"))
 
     def stop(self) -> None:
-        try:
-            pid = self.pid()
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(100):
-                os.kill(pid, 0)
-                time.sleep(0.1)
-            os.kill(pid, signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
-        for path in self.created:
-            path.unlink(missing_ok=True)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         if not os.environ.get("LIBRAGEN_KEEP_COMFY_DIR"):
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -166,10 +159,11 @@ def shared_server(comfyui, config) -> Server:
     if _SERVER is not None:
         return _SERVER
     base = Path(tempfile.mkdtemp(prefix="libragen-comfy-"))
-    (base / "models" / "loras").mkdir(parents=True)
-    write_example_lora(base / "models" / "loras" / EXAMPLE_LORA)
+    copy_example_loras(base / "models" / "loras")
     server = private_server(comfyui, base, {REPO.name: REPO})
     config.add_cleanup(server.stop)
+    failed = [line for line in server.log.read_text().splitlines() if "IMPORT FAILED" in line and REPO.name in line]
+    assert not failed, server.log.read_text()[-3000:]
     for name in INPUT_IMAGES:
         with open(REPO / "examples" / "refs" / name, "rb") as fh:
             r = server.post("/upload/image", files={"image": (name, fh, "image/png")}, data={"overwrite": "true"})
@@ -200,15 +194,16 @@ def private_server(comfyui, base: Path, packs: dict[str, Path], timeout: float =
     for rel, text in (user_files or {}).items():
         (base / "user" / rel).parent.mkdir(parents=True, exist_ok=True)
         (base / "user" / rel).write_text(text)
-    server = Server(dir=base, comfy_dir=base, port=pick_port())
-    # detached like the harness' server (setsid, pid file), so stop() works the same way
-    launch = ('cd "$0" && (setsid bash -c \'echo $$ >"$0"; exec "$@"\' "$PIDFILE" "$@" >"$LOG" 2>&1 &)')
-    run_env = dict(os.environ, **(env or {}), PIDFILE=str(base / f"server-{server.port}.pid"), LOG=str(server.log))
-    subprocess.run(["bash", "-c", launch, str(comfyui.dir), str(comfyui.python), "main.py", "--cpu", "--listen",
-                    "127.0.0.1", "--port", str(server.port), "--base-directory", str(base), "--output-directory",
-                    str(server.output_dir)], env=run_env, check=True, stdin=subprocess.DEVNULL, timeout=60)
+    server = Server(dir=base, port=pick_port(), checkout=Path(comfyui.dir).resolve())
+    with open(server.log, "w") as log:  # a file: a pipe would stay open in the detached server
+        server.proc = subprocess.Popen(
+            [str(comfyui.python), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(server.port),
+             "--base-directory", str(base), "--output-directory", str(server.output_dir)],
+            cwd=server.checkout, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env=dict(os.environ, **(env or {})))
+    (base / f"server-{server.port}.pid").write_text(str(server.proc.pid))
     end = time.monotonic() + timeout
-    while time.monotonic() < end:
+    while time.monotonic() < end and server.proc.poll() is None:
         try:
             if server.get("/object_info").ok:
                 return server
@@ -217,4 +212,4 @@ def private_server(comfyui, base: Path, packs: dict[str, Path], timeout: float =
         time.sleep(1)
     log = server.log.read_text()[-3000:] if server.log.exists() else "(no log)"
     server.stop()
-    raise AssertionError(f"the private ComfyUI server did not answer in {timeout} s:\n{log}")
+    raise AssertionError(f"the private ComfyUI server did not answer in {timeout} s (exit code {server.proc.poll()}):\n{log}")

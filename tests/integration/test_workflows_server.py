@@ -58,8 +58,21 @@ def object_info(server):
 
 
 def test_the_example_files_exist_in_both_formats():
-    assert [p.name for p in UI_FILES] == [p.name for p in API_FILES] and len(API_FILES) == 5
+    assert [p.name for p in UI_FILES] == [p.name for p in API_FILES] and len(API_FILES) == len(build().EXAMPLES)
     assert sorted(p.stem for p in API_FILES) == sorted(build().EXPECTED_OUTPUTS)
+
+
+def test_the_server_has_only_what_a_new_user_copies(server):
+    """The LoRAs the examples name are the ones examples/loras ships (docs: copy them into
+    models/loras), byte for byte; no example names a LoRA that does not ship, native ones aside."""
+    loras = REPO / "examples" / "loras"
+    named = {v for path in API_FILES if path.stem not in build().NEEDS_FILES
+             for node in helper().load_json(path).values() for k, v in node["inputs"].items()
+             if k.startswith("lora_") and v != "None"}
+    assert named and named <= set(helper().EXAMPLE_LORAS), named
+    for name in named:
+        served = server.comfy_dir / "models" / "loras" / name
+        assert served.read_bytes() == (loras / name).read_bytes()
 
 
 def expected_rewrite(workflow: dict, node_id: str) -> str:
@@ -84,6 +97,10 @@ def test_api_workflow_runs_and_saves_videos_with_the_expected_frames(server, pat
     from libragen_core.io.video import read_video
 
     workflow = helper().load_json(path)
+    needs = build().NEEDS_FILES.get(path.stem)
+    if needs:
+        _refused_for_the_missing_downloads_only(server, workflow, needs)
+        return
     entry = server.run(workflow, timeout=400)
     assert entry["status"]["status_str"] == "success", entry["status"]
     for node_id, node in workflow.items():
@@ -99,6 +116,25 @@ def test_api_workflow_runs_and_saves_videos_with_the_expected_frames(server, pat
         video, fps = read_video(server.output_dir / match[0]["subfolder"] / match[0]["filename"])
         assert video.shape == (frames, 64, 64, 3), (prefix, video.shape)
         assert fps == pytest.approx(8.0, rel=0.01)
+
+
+def _refused_for_the_missing_downloads_only(server, workflow: dict, needs) -> None:
+    """A native example without its downloads: the server refuses it, naming exactly the files the
+    docs say to download, so every other node and link of the graph passed its validation."""
+    missing = {name for kind, name in needs if not list(Path(server.comfy_dir, "models", kind).rglob(name))}
+    if not missing:
+        pytest.skip(f"{sorted(n for _, n in needs)} are installed; rendering them on a CPU is beyond this test")
+    r = server.submit(workflow)
+    assert r.status_code == 400, r.text
+    named = set()
+    for node_id, err in r.json()["node_errors"].items():
+        for e in err["errors"]:
+            hit = {n for n in missing if n in json.dumps(e)}
+            assert hit, f"node {node_id} refused for another reason than a missing download: {e}"
+            named |= hit
+    # core loaders name each missing file; LoRA Merge's own validation stops at its first problem
+    assert {n for kind, n in needs if kind != "loras"} & missing <= named, (named, missing)
+    assert any(kind == "loras" and n in named for kind, n in needs) or not any(k == "loras" for k, _ in needs)
 
 
 def _widget_count(spec: dict) -> int:
