@@ -150,7 +150,9 @@ def run_dpo(cfg: PostChainConfig, stage: str) -> Path | None:
     if loop.step < dc.optim.steps:
         acc.print(f"[{stage}] stopped at step {loop.step} of {dc.optim.steps} (max_minutes); re-run to continue")
     elif acc.is_main_process:
-        save_lora(extract_lora(dit, ADAPTER), out, method=stage.replace("_", "-"), base_model="libragen-sprite",
+        from .common.base_model import base_files
+
+        save_lora(extract_lora(dit, ADAPTER), out, method=stage.replace("_", "-"), base_model=base_files(cfg).name,
                   metadata={"steps": str(loop.step), "beta": repr(dc.beta), "starts_from": start_file.name,
                             "pairs": str(n)})
         mark_done(folder, {"lora": str(out), "steps": loop.step, "pairs_kept": n, "pairs_total": len(records)})

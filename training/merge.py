@@ -47,10 +47,15 @@ def merge_weighted(side_a: Sequence, side_b: Sequence, a: float, mc: MergeStageC
 def write_merge(side_a: Sequence[str | os.PathLike], side_b: Sequence[str | os.PathLike], a: float,
                 mc: MergeStageConfig, out: str | os.PathLike, label: str) -> Path:
     la, lb = [load_lora(p) for p in side_a], [load_lora(p) for p in side_b]
+    bases = {w.metadata.get("base_model", "") for w in (*la, *lb)}
+    if len(bases) > 1:
+        raise InputError(f"these LoRAs were trained on different bases ({', '.join(sorted(bases))}); a merge of them "
+                         "fits none: merge LoRAs of one base")
     result = merge_weighted(la, lb, a, mc)
     meta = {"merge_weight": repr(a), "merge_error": f"{result.total_rel_error:.3g}",
             "merge_a": ",".join(Path(p).name for p in side_a), "merge_b": ",".join(Path(p).name for p in side_b)}
-    return save_lora(result.lora, out, method=f"{label}:{mc.method}", base_model="libragen-sprite", metadata=meta)
+    return save_lora(result.lora, out, method=f"{label}:{mc.method}", base_model=bases.pop() or "wan2.1",
+                     metadata=meta)
 
 
 def sweep_names(weights: Sequence[float]) -> list[str]:

@@ -32,6 +32,11 @@ def base_folder(cfg: PostChainConfig) -> Path:
     return Path(cfg.export.folder) if cfg.export.folder else Path(cfg.run.out) / "model"
 
 
+def cache_folder(cfg: PostChainConfig) -> Path:
+    """Where latents and text features are cached (training/common/cache.py)."""
+    return Path(cfg.data.cache) if cfg.data.cache else Path(cfg.run.out) / "cache"
+
+
 def final_folder(cfg: PostChainConfig) -> Path:
     """Where the pipeline's final stage writes the model folder."""
     return Path(cfg.final.folder) if cfg.final.folder else stage_folder(cfg, "final")
@@ -104,13 +109,11 @@ def validate_s2v(dit, bundle, items, vc: PostValidation, folder: Path, step: int
     units) of generated vs real clips, plus a contact sheet."""
     from libragen_core.conditioning.references import prepare_references
     from libragen_core.conditioning.subjects import Subjects
-    from libragen_core.eval.tracking import track_scene
     from libragen_core.sampling.sampler import sample
-    from libragen_core.spriteworld.render import render_scene
-    from libragen_core.spriteworld.scene import Scene
 
     from .common.data import tensor_to_frames
     from .common.validation import save_contact_sheet
+    from .triplets import track_scores
 
     dev = next(dit.parameters()).device
     s = vc.sampler
@@ -127,11 +130,9 @@ def validate_s2v(dit, bundle, items, vc: PostValidation, folder: Path, step: int
                      shift=s.shift, solver=s.solver, cfg=s.cfg, seed=vc.seed + i)
         with torch.no_grad():
             gen = tensor_to_frames(bundle.vae.decode(lat))[0]
-        scene = Scene.from_dict(scene_d)
-        truth = render_scene(scene).centers  # [K, T, 2]
-        tracks = track_scene(gen, scene)
-        ids.append(np.mean([t.match.mean() for t in tracks]))
-        motion.append(np.mean([np.linalg.norm(t.centers - c, axis=1).mean() / min(h, w) for t, c in zip(tracks, truth)]))
+        scores = track_scores(gen, scene_d)
+        ids.append(scores["identity"])
+        motion.append(scores["motion_err"])
         if len(rows) < 8:
             rows.append((frames, "real: " + caption.split("Video: ")[-1][:70]))
             rows.append((gen, f"{tag} step {step}: identity {ids[-1]:.2f}, motion err {motion[-1]:.2f}"))

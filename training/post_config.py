@@ -8,6 +8,9 @@ single TOML file configures the whole chain and every entry point validates all 
     [dpo_consis] / [dpo_realfake]   DPO LoRAs from the cross-pair / in-pair SFT models
     [merge_dpo]                     the two DPO models merged the same way
     [final]                         the exported model folder
+    [model] / [data]                the base as files (a real Wan2.1 / Phantom-Wan checkpoint) and
+                                    real videos (a JSONL manifest); without them the SpriteWorld
+                                    model folder and SpriteWorld clips
 
 Each stage writes under <run.out>/<stage>/ and marks itself finished with DONE.json.
 """
@@ -20,7 +23,7 @@ from libragen_core.errors import ConfigError
 from libragen_core.lora import DEFAULT_TARGETS
 
 from .common.data import ClipSpec
-from .common.schema import ChainConfig, OptimConfig
+from .common.schema import ChainConfig, DataConfig, ModelConfig, OptimConfig
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class SFTStageConfig:
     clips: int = 512  # triplets in the stage's latent cache
     data: ClipSpec = field(default_factory=lambda: ClipSpec(seed=100))
     dataset: str = ""  # a `libragen spriteworld dataset` folder of this stage's kind instead of `data`
+    manifest: str = ""  # real videos: this stage's own manifest instead of data.manifest (either one wins over `data`)
     lora: LoraConfig = field(default_factory=LoraConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=500, batch=16, lr=1e-4, warmup=20))
     ref_dropout: float = 0.1  # zeroed references: the null branch of dynamic CFG
@@ -160,6 +164,8 @@ class FinalConfig:
 
 @dataclass(frozen=True)
 class PostChainConfig(ChainConfig):
+    model: ModelConfig = field(default_factory=ModelConfig)  # the base: files (model.dit, ...) or the exported folder
+    data: DataConfig = field(default_factory=DataConfig)  # real videos (data.manifest) for the S2V stages
     sft_in: SFTStageConfig = field(default_factory=SFTStageConfig)  # in-pair triplets
     sft_cross: SFTStageConfig = field(default_factory=SFTStageConfig)  # cross-pair triplets
     merge_sft: MergeStageConfig = field(default_factory=MergeStageConfig)

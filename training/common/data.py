@@ -43,6 +43,30 @@ class BadEntryError(InputError):
     """A dataset entry (clip or caption) cannot be used."""
 
 
+class BadEntries:
+    """The bad-entry rule (module docstring): with on_bad="skip" a bad entry is warned about, named
+    and counted, and the run stops only when more than max_bad_fraction of `total` entries (and
+    more than one) are bad; with on_bad="fatal" the first one stops it. `where` names the dataset."""
+
+    def __init__(self, where, total: int, on_bad: str = "skip", max_bad_fraction: float = 0.01, fix: str = ""):
+        if on_bad not in ("skip", "fatal"):
+            raise InputError(f"on_bad must be 'skip' or 'fatal', got {on_bad!r}")
+        self.where, self.total, self.on_bad, self.max_bad_fraction, self.fix = where, total, on_bad, max_bad_fraction, fix
+        self.entries: list[tuple[str, str]] = []
+
+    def report(self, path, reason: str, stacklevel: int = 2) -> None:
+        msg = f"bad dataset entry {path}: {reason}"
+        if self.on_bad == "fatal":
+            raise BadEntryError(msg + " (on_bad='fatal'; fix or delete the entry, or use on_bad='skip')")
+        self.entries.append((str(path), reason))
+        warnings.warn(msg + "; skipped", stacklevel=stacklevel + 1)
+        if len(self.entries) > max(1, self.max_bad_fraction * self.total):
+            raise BadEntryError(
+                f"{len(self.entries)} bad entries in {self.where} (more than {self.max_bad_fraction:.0%} of "
+                f"{self.total}); first: {self.entries[0][0]}: {self.entries[0][1]}. {self.fix}".rstrip()
+            )
+
+
 @dataclass(frozen=True)
 class ClipSpec:
     """What a procedural clip source draws (the curriculum knobs of sample_scene)."""
@@ -121,13 +145,11 @@ class ManifestClips:
                  size: Sequence[int] | None = None, frames: int | None = None):
         from libragen_core.spriteworld.dataset import read_manifest
 
-        if on_bad not in ("skip", "fatal"):
-            raise InputError(f"on_bad must be 'skip' or 'fatal', got {on_bad!r}")
         self.folder = Path(folder)
         self.records = read_manifest(self.folder)
         self.on_bad, self.max_bad_fraction = on_bad, max_bad_fraction
         self.size, self.frames = (tuple(size) if size else None), frames
-        self.bad: list[tuple[str, str]] = []
+        self._bad = BadEntries(self.folder, len(self.records), on_bad, max_bad_fraction, "Regenerate the dataset.")
 
     def __len__(self) -> int:
         return len(self.records)
@@ -168,16 +190,11 @@ class ManifestClips:
         return None
 
     def report(self, path: Path, reason: str) -> None:
-        msg = f"bad dataset entry {path}: {reason}"
-        if self.on_bad == "fatal":
-            raise BadEntryError(msg + " (on_bad='fatal'; fix or delete the entry, or use on_bad='skip')")
-        self.bad.append((str(path), reason))
-        warnings.warn(msg + "; skipped", stacklevel=2)
-        if len(self.bad) > max(1, self.max_bad_fraction * len(self.records)):
-            raise BadEntryError(
-                f"{len(self.bad)} bad entries in {self.folder} (more than {self.max_bad_fraction:.0%} of "
-                f"{len(self.records)}); first: {self.bad[0][0]}: {self.bad[0][1]}. Regenerate the dataset."
-            )
+        self._bad.report(path, reason, stacklevel=3)
+
+    @property
+    def bad(self) -> list[tuple[str, str]]:
+        return self._bad.entries
 
     def settings(self) -> dict:
         manifest = self.folder / "manifest.jsonl"

@@ -47,7 +47,9 @@ class OptimConfig:
     keep_checkpoints: int = 2
     log_every: int = 20
     validate_every: int = 0  # 0 = only at the end
-    gradient_checkpointing: bool = False
+    # recompute each DiT block in the backward pass instead of keeping its activations: "auto" = on
+    # for a base loaded from files (model.dit), off for the small SpriteWorld model
+    gradient_checkpointing: bool | Literal["auto"] = "auto"
     max_minutes: float = 0.0  # stop (with a checkpoint) after this wall time; 0 = no limit
     debug_step_delay: float = 0.0  # seconds to sleep after each step: lets the resume test kill a run mid-way
 
@@ -174,6 +176,68 @@ class ExportConfig:
     solver: str = "euler"
     cfg: str = "libragen"
     style_guide: str = "spriteworld"  # the prompt rewriter's guide shipped in the folder (built-in name or JSON); "" = none
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The base the subject-to-video stages train on, as files ComfyUI users have (all three or none):
+    a Wan2.1 T2V or Phantom-Wan DiT, the Wan2.1 VAE and umT5-XXL. None = the SpriteWorld model
+    folder that pretraining exported (export.folder)."""
+
+    dit: str = ""  # e.g. ComfyUI/models/diffusion_models/Phantom-Wan-1.3B_fp16.safetensors
+    vae: str = ""  # e.g. ComfyUI/models/vae/wan_2.1_vae.safetensors
+    text_encoder: str = ""  # e.g. ComfyUI/models/text_encoders/umt5_xxl_fp16.safetensors
+    tokenizer: str = ""  # only for a text encoder file without the tokenizer inside ("" = inside / beside it)
+    dtype: Literal["bf16", "fp8"] = "bf16"  # the frozen DiT: bf16, or fp8 block linears (Fp8Linear); never fp32
+    name: str = ""  # the base's name in LoRA files; "" = the DiT file's name without .safetensors
+    # frozen weights of the last N DiT blocks stay in CPU memory and visit the training device one
+    # block at a time (needs gradient checkpointing); 0 = the whole DiT on the device
+    offload_blocks: int = 0
+    vae_tile: int = 1024  # caching: frames wider or taller than this many pixels are encoded in tiles of it
+
+    def __post_init__(self):
+        given = [k for k in ("dit", "vae", "text_encoder") if getattr(self, k)]
+        if given and len(given) != 3:
+            missing = [k for k in ("dit", "vae", "text_encoder") if not getattr(self, k)]
+            raise ConfigError(f"model.{', model.'.join(missing)} missing: a base from files needs model.dit, "
+                              "model.vae and model.text_encoder (e.g. the Phantom-Wan DiT, wan_2.1_vae and "
+                              "umt5_xxl_fp16)")
+        if self.offload_blocks < 0:
+            raise ConfigError(f"model.offload_blocks must be >= 0, got {self.offload_blocks}")
+        if self.vae_tile and (self.vae_tile < 128 or self.vae_tile % 8):
+            raise ConfigError(f"model.vae_tile must be 0 (never tile) or a multiple of 8 of at least 128, "
+                              f"got {self.vae_tile}")
+
+    @property
+    def from_files(self) -> bool:
+        return bool(self.dit)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Real videos for the subject-to-video stages: a JSONL manifest (docs/training-real-data.md)."""
+
+    manifest: str = ""  # "" = none: the stages train on their SpriteWorld sources
+    frames: int = 81  # frames per training clip (4k+1)
+    fps: float = 16.0  # resample every clip to this frame rate; 0 = keep the source's, every `stride`-th frame
+    stride: int = 1
+    start: Literal["head", "center"] = "head"  # where in a longer clip the sampled frames start
+    resolution: tuple[int, int] = (480, 832)  # (height, width): the buckets' pixel area and the largest bucket
+    bucket_step: int = 16  # bucket sides are multiples of this (VAE x8, DiT patch x2)
+    max_aspect: float = 2.5  # widest / tallest bucket
+    heldout: int = 2  # entries of each stage kept out of training: validation prompts, references and loss
+    on_bad: Literal["skip", "fatal"] = "skip"
+    max_bad_fraction: float = 0.01  # more bad entries than this share (and more than one) stops the run
+    cache: str = ""  # latent / text feature cache folder; "" = <run.out>/cache
+    seed: int = 0  # which entries are held out
+
+    def __post_init__(self):
+        if self.frames < 1 or (self.frames - 1) % 4:
+            raise ConfigError(f"data.frames must be 4k+1 (5, 9, ..., 81), got {self.frames}")
+        if self.fps < 0 or self.stride < 1:
+            raise ConfigError(f"data.fps must be >= 0 and data.stride >= 1, got {self.fps} and {self.stride}")
+        if self.heldout < 0 or not 0 <= self.max_bad_fraction <= 1:
+            raise ConfigError("data.heldout must be >= 0 and data.max_bad_fraction in [0, 1]")
 
 
 @dataclass(frozen=True)
