@@ -79,7 +79,10 @@ def prepare_sft_data(cfg: PostChainConfig, stage: str, device="cpu", progress: b
     data = prepare_stage_data(train_src, cache, encoders, anonymous=anonymous, progress=progress, label=stage)
     held = None
     if len(held_src):
-        held = prepare_stage_data(held_src, cache, encoders, progress=progress, label=f"{stage} held-out")
+        held = prepare_stage_data(held_src, cache, encoders, progress=progress, label=f"{stage} held-out",
+                                  required=False)
+        if held is None:
+            print(f"[{stage}] no usable held-out item: the stage validates nothing (see the bad entries above)")
     return data, held, files, (train_src, held_src)
 
 

@@ -40,6 +40,10 @@ def base_files(cfg) -> BaseFiles:
     """The base of a chain config (a PostChainConfig): model.* files, else the exported model folder."""
     m = cfg.model
     if m.from_files:
+        if m.tiny:
+            from ..tiny_base import write_missing
+
+            write_missing({k: Path(getattr(m, k)) for k in ("dit", "vae", "text_encoder")}, say=True)
         for key in ("dit", "vae", "text_encoder"):
             p = Path(getattr(m, key))
             if not p.is_file():
@@ -74,7 +78,7 @@ def make_encoders(files: BaseFiles, facts, device, tile: int = 0, batch: int = 8
         return load_vae(files.vae, device=dev)
 
     def text(dev):
-        return load_text_encoder(files.text_encoder, tokenizer=files.tokenizer, device=dev).eval()
+        return load_text_encoder(files.text_encoder, tokenizer=files.tokenizer, device=dev)
 
     return Encoders(files.vae, files.text_encoder, vae, text, facts, device=device, stream=files.from_files,
                     tile=tile if files.from_files else 0, batch=batch)

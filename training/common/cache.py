@@ -272,10 +272,10 @@ def _trim(features: torch.Tensor) -> torch.Tensor:
 
 
 def prepare_stage_data(source: TripletSource, cache: FeatureCache, encoders: Encoders, anonymous: bool = False,
-                       progress: bool = True, label: str = "") -> CachedData:
+                       progress: bool = True, label: str = "", required: bool = True) -> CachedData | None:
     """Plan every item of `source`, encode what the cache lacks (VAE first, then the text encoder,
     each released afterwards), and return the items that made it (bad ones are reported by the
-    source and left out)."""
+    source and left out). No usable item: InputError, or None when not `required`."""
     from tqdm.auto import tqdm
 
     from libragen_core.conditioning.references import prepare_references
@@ -287,6 +287,8 @@ def prepare_stage_data(source: TripletSource, cache: FeatureCache, encoders: Enc
         if p is not None:
             plans.append(p)
     encoders.facts.save()
+    if not plans and not required:
+        return None
     if not plans:
         raise InputError(f"no usable {source.kind} items in {source.settings()}; see the bad entries reported above")
     vd = encoders.vae_digest
@@ -328,6 +330,10 @@ def prepare_stage_data(source: TripletSource, cache: FeatureCache, encoders: Enc
             flush()
         bar.close()
     plans = [p for p in plans if p.index not in bad]
+    if not plans:
+        if not required:
+            return None
+        raise InputError(f"no usable {source.kind} items in {source.settings()}; see the bad entries reported above")
     td = encoders.text_digest
     captions = {""} | {p.caption for p in plans} | ({p.anonymous for p in plans if p.anonymous} if anonymous else set())
     missing = sorted(c for c in captions if not cache.ready("text", text_key(c, td)))

@@ -175,7 +175,7 @@ def _load_image(path: Path) -> np.ndarray:
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(white, rgba)
-    return np.asarray(img.convert("RGB"))
+    return np.array(img.convert("RGB"))
 
 
 def _apply_mask(crop: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -194,6 +194,9 @@ class ModelConfig:
     # block at a time (needs gradient checkpointing); 0 = the whole DiT on the device
     offload_blocks: int = 0
     vae_tile: int = 1024  # caching: frames wider or taller than this many pixels are encoded in tiles of it
+    # CPU smoke runs and tests only: write tiny random files in the real layouts where model.dit /
+    # model.vae / model.text_encoder do not exist yet (python -m training.tiny_base)
+    tiny: bool = False
 
     def __post_init__(self):
         given = [k for k in ("dit", "vae", "text_encoder") if getattr(self, k)]
