@@ -95,3 +95,49 @@ def write_real_dataset(root: Path, manifest: bool = True, sidecars: bool = False
     path = root / "manifest.jsonl"
     path.write_text("".join(json.dumps(e) + "\n" for e in entries), encoding="utf-8")
     return path
+
+
+def _scene(h: int, w: int, seed: int) -> np.ndarray:
+    """A textured still scene: random rectangles of many colours with hard edges (float32 [h, w, 3])."""
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w, 3), 128.0, np.float32)
+    for _ in range(60):
+        y0, x0 = rng.integers(0, h), rng.integers(0, w)
+        y1, x1 = y0 + rng.integers(6, h // 3), x0 + rng.integers(6, w // 3)
+        img[y0:y1, x0:x1] = rng.integers(20, 235, 3)
+    return img
+
+
+def footage(kind: str = "clean", h: int = 272, w: int = 352, seconds: float = 6.0, fps: float = 12.0,
+            seed: int = 0) -> np.ndarray:
+    """Synthetic 'real' footage (uint8 [T, h, w, 3]): a textured scene, a slow pan, a ball crossing
+    it; `kind` adds one defect: cut, static, shaky, blur, noise, text."""
+    import cv2
+
+    n = int(round(seconds * fps))
+    rng = np.random.default_rng(seed + 1)
+    pad = 40
+    world = [_scene(h + 2 * pad, w + 2 * pad, seed), _scene(h + 2 * pad, w + 2 * pad, seed + 100)]
+    out = np.empty((n, h, w, 3), np.uint8)
+    for t in range(n):
+        scene = world[1 if kind == "cut" and t >= n // 2 else 0]
+        dx = 0 if kind == "static" else int(t * 20 / n)
+        if kind == "shaky":
+            dx, dy = rng.integers(0, 2 * pad, 2)
+        else:
+            dy = pad
+        f = scene[dy:dy + h, dx:dx + w].copy()
+        if kind != "static":
+            cx = int(20 + (w - 40) * t / max(1, n - 1))
+            cv2.circle(f, (cx, h // 2), h // 8, (230, 60, 40), -1)
+        if kind == "blur":
+            f = cv2.GaussianBlur(f, (0, 0), 3.0)
+        if kind == "noise":
+            f = f + rng.normal(0, 25, f.shape)
+        if kind == "text":
+            f = np.ascontiguousarray(f.astype(np.uint8))
+            for k, line in enumerate(("SUBSCRIBE NOW", "www.example.com  2024")):
+                cv2.putText(f, line, (12, h - 50 + 22 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1,
+                            cv2.LINE_AA)
+        out[t] = np.clip(f, 0, 255).astype(np.uint8)
+    return out

@@ -33,6 +33,7 @@ import torch
 from libragen_core.errors import CheckpointError, InputError
 from libragen_core.io.atomic import write_json
 from libragen_core.io.safetensors_file import load_state_dict, read_header, save_state_dict
+from libragen_core.io.video import probe_video
 
 from .data import file_digest, frames_to_tensor
 from .sources import Planned, TripletSource, content_id
@@ -41,25 +42,6 @@ CACHE_FORMAT = 1
 
 
 # ---------------------------------------------------------------- file facts
-def probe_video(path: Path) -> dict:
-    """{width, height, frames, fps} from the container, without decoding pictures."""
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate or stream.guessed_rate or 0)
-            n = int(stream.frames or 0)
-            width, height = stream.codec_context.width, stream.codec_context.height
-            if n <= 0:  # containers without a frame count: count the packets (no decoding)
-                n = sum(1 for packet in container.demux(stream) if packet.size)
-    except (av.error.FFmpegError, IndexError) as e:
-        raise InputError(f"the video cannot be decoded ({type(e).__name__}: {e})") from None
-    if n <= 0 or width <= 0 or height <= 0:
-        raise InputError(f"the video has no frames ({n} frames of {width}x{height})")
-    return {"width": int(width), "height": int(height), "frames": n, "fps": fps}
-
-
 class FileFacts:
     """Digests (and video facts) of files, remembered by path, size and mtime in a JSON file, so a
     rerun does not read every video and multi-GB model file again."""

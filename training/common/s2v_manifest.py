@@ -32,6 +32,7 @@ import numpy as np
 
 from libragen_core.conditioning.references import MAX_REFERENCES
 from libragen_core.errors import ConfigError, InputError
+from libragen_core.io.video import read_frames
 
 from .buckets import bucket_sizes, needed_frames, pick_bucket, resize_crop, sample_indices
 from .data import BadEntries
@@ -139,30 +140,6 @@ def write_entries(path: str | os.PathLike, entries) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return Path(path)
-
-
-def read_frames(path: Path, indices) -> dict[int, np.ndarray]:
-    """Decode a video up to its last wanted frame, keeping only the wanted ones (uint8 [H, W, 3])."""
-    import av
-
-    want = set(int(i) for i in indices)
-    last = max(want)
-    out = {}
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for i, frame in enumerate(container.decode(stream)):
-                if i in want:
-                    out[i] = frame.to_ndarray(format="rgb24")
-                if i >= last:
-                    break
-    except (av.error.FFmpegError, IndexError) as e:
-        raise InputError(f"cannot be decoded ({type(e).__name__}: {e})") from None
-    if len(out) < len(want):
-        raise InputError(f"decodes to {len(out)} of the {len(want)} frames it should have (frame {last} is past "
-                         "its end): the file is truncated or its header is wrong")
-    return out
 
 
 def _load_image(path: Path) -> np.ndarray:
