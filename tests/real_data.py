@@ -141,3 +141,35 @@ def footage(kind: str = "clean", h: int = 272, w: int = 352, seconds: float = 6.
                             cv2.LINE_AA)
         out[t] = np.clip(f, 0, 255).astype(np.uint8)
     return out
+
+
+def run_real_chain(tmp: Path, steps: int = 4) -> dict[str, Path]:
+    """The real-data chain as a user runs it, in-process, with the working directory at `tmp`:
+    videos with captions beside them -> `libragen curate` -> the curated manifest ->
+    `python -m training.sft --config training/configs/cpu-smoke.toml --stage sft_in|sft_cross`
+    (cache, then LoRA SFT on the tiny base files the config writes) -> `python -m training.merge
+    --stage merge_sft`, each given only data.manifest and run.out (plus shorter training)."""
+    import os
+
+    from libragen_core.cli import main as libragen
+    from training.merge import main as merge
+    from training.sft import main as sft
+
+    repo = Path(__file__).resolve().parents[1]
+    config = str(repo / "training" / "configs" / "cpu-smoke.toml")
+    tmp = Path(tmp)
+    clips = write_real_dataset(tmp / "footage", manifest=False, sidecars=True)
+    old = os.getcwd()
+    os.chdir(tmp)
+    try:
+        assert libragen(["curate", str(clips), "--out", "curated", "--quiet", "--threshold", "resolution=32",
+                         "--threshold", "duration=1"]) == 0
+        sets = ["--set", "data.manifest=curated/accepted.jsonl", "--set", "run.out=run"]
+        for stage in ("sft_in", "sft_cross"):
+            short = ["--set", f"{stage}.optim.steps={steps}", "--set", f"{stage}.optim.validate_every=0"]
+            assert sft(["--config", config, "--stage", stage, *sets, *short]) == 0
+        assert merge(["--config", config, "--stage", "merge_sft", *sets]) == 0
+    finally:
+        os.chdir(old)
+    return {"curated": tmp / "curated", "run": tmp / "run", "base": tmp / "runs" / "tiny-wan",
+            "lora": tmp / "run" / "merge_sft" / "lora.safetensors"}
