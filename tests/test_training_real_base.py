@@ -243,3 +243,39 @@ def test_cached_data_is_what_sft_batches(base, tmp_path):
         assert lat.shape[0] == len(idx) and refs.shape[2] == 1 and ctx.shape[1:] == (512, 4096)
     assert data.null_context().shape == (1, 512, 4096)
     assert Path(data.cache.folder).is_dir()
+
+
+def test_shipped_configs_load_and_name_their_base():
+    from training.post_common import load_layered
+
+    configs = sorted(Path("training/configs").glob("*.toml"))
+    assert {p.name for p in configs} >= {"cpu-smoke.toml", "phantom-wan-1.3b.toml", "phantom-wan-14b.toml"}
+    for path in configs:
+        cfg = load_layered(path)
+        if path.name.startswith(("phantom", "cpu-smoke")):
+            assert cfg.model.from_files and cfg.model.dtype == "bf16" and cfg.data.frames % 4 == 1
+            assert cfg.sft_in.optim.gradient_checkpointing == "auto" and cfg.merge_sft.method == "concat"
+    big = load_layered("training/configs/phantom-wan-14b.toml", ["data.manifest=x.jsonl", "model.dtype=fp8"])
+    assert big.data.manifest == "x.jsonl" and big.model.dtype == "fp8" and "14B" in big.model.dit
+
+
+@pytest.mark.slow
+def test_cache_step_runs_alone(base, tmp_path, capsys):
+    from training.cache import main as cache_main
+
+    manifest = write_real_dataset(tmp_path / "data")
+    args = ["--config", "training/configs/cpu-smoke.toml", "--stage", "sft_cross",
+            "--set", f"data.manifest={json.dumps(str(manifest))}", "--set", f"run.out={json.dumps(str(tmp_path / 'run'))}",
+            "--set", f"model.dit={json.dumps(str(base.dit))}", "--set", f"model.vae={json.dumps(str(base.vae))}",
+            "--set", f"model.text_encoder={json.dumps(str(base.text_encoder))}"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cache_main(args) == 0
+    out = capsys.readouterr().out
+    assert "[sft_cross] " in out and "training items in" in out
+    files = sorted((tmp_path / "run" / "cache").rglob("*.safetensors"))
+    assert files and (tmp_path / "run" / "cache" / "files.json").is_file()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cache_main(args) == 0  # a rerun finds everything
+    assert sorted((tmp_path / "run" / "cache").rglob("*.safetensors")) == files
