@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import torch
 
 from libragen_core.io.safetensors_file import load_state_dict, read_header
 from tests.real_data import write_real_dataset
+from tests.runs import sigkill_when
 from training.tiny_base import write_tiny_base
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,19 +50,9 @@ def test_real_data_sft_killed_mid_epoch_resumes_to_the_same_lora(tmp_path):
 
     proc = subprocess.Popen(_cmd(tmp_path, "killed", base, manifest, 1.0), cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 480
-    try:
-        # 3 usable in-pair clips in 2 buckets at batch 1: an epoch is 3 steps. Step 5 is mid-epoch
-        # and past the checkpoint of step 4; kill somewhere between it and the end
-        while max(_logged_steps(tmp_path / "killed"), default=0) < 5:
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline, "the run did not reach step 5 in time"
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    # 3 usable in-pair clips in 2 buckets at batch 1: an epoch is 3 steps. Step 5 is mid-epoch
+    # and past the checkpoint of step 4; kill somewhere between it and the end
+    sigkill_when(proc, lambda: max(_logged_steps(tmp_path / "killed"), default=0) >= 5, "step 5", 480)
     ckpts = tmp_path / "killed" / "sft_in" / "checkpoints"
     assert not (tmp_path / "killed" / "sft_in" / "lora.safetensors").exists(), "finished before the kill"
     assert proc.returncode == -signal.SIGKILL

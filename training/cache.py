@@ -10,10 +10,9 @@ rerun encodes only what changed (training/common/cache.py).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
-from .post_common import cache_folder, stage_main
+from .post_common import cache_folder, stages_main
 from .post_config import PostChainConfig
 from .sft import SFT_STAGES, prepare_sft_data
 
@@ -29,18 +28,7 @@ def run_cache(cfg: PostChainConfig, stage: str) -> dict:
 
 
 def main(argv=None) -> int:
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--stage", choices=[*SFT_STAGES, "both"], default="both")
-    known, rest = pre.parse_known_args(argv)
-    stages = list(SFT_STAGES) if known.stage == "both" else [known.stage]
-
-    def run(cfg: PostChainConfig):
-        for s in stages:
-            if getattr(cfg, s).enabled:
-                run_cache(cfg, s)
-
-    return stage_main("python -m training.cache", __doc__, run, rest, parents=[pre])
-
+    return stages_main("python -m training.cache", __doc__, list(SFT_STAGES), run_cache, argv)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -28,7 +28,7 @@ from pathlib import Path
 from libragen_core.errors import ConfigError, InputError, LibraGenError
 from libragen_core.lora import load_lora, merge_loras, save_lora
 
-from .post_common import DPO_STAGE_NAMES, is_done, mark_done, skipped_reason, stage_folder, stage_main
+from .post_common import DPO_STAGE_NAMES, is_done, mark_done, skipped_reason, stage_folder, stages_main
 from .post_config import MergeStageConfig, PostChainConfig
 
 
@@ -113,7 +113,6 @@ def _merge_stage(cfg: PostChainConfig, stage: str) -> Path:
 
 def main(argv=None) -> int:
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--stage", choices=["merge_sft", "merge_dpo", "both"], default="both")
     pre.add_argument("--cross", nargs="+")
     pre.add_argument("--in-pair", dest="in_pair", nargs="+")
     pre.add_argument("--weight", type=float, default=0.5)
@@ -131,14 +130,7 @@ def main(argv=None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         return 0
-    stages = ["merge_sft", "merge_dpo"] if known.stage == "both" else [known.stage]
-
-    def run(cfg: PostChainConfig):
-        for s in stages:
-            if getattr(cfg, s).enabled:
-                run_merge_stage(cfg, s)
-
-    return stage_main("python -m training.merge", __doc__, run, rest)
+    return stages_main("python -m training.merge", __doc__, ["merge_sft", "merge_dpo"], run_merge_stage, rest)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +178,23 @@ def load_layered(paths, overrides=()) -> PostChainConfig:
         apply_override(data, item, source)
     return from_dict(PostChainConfig, data, source)
 
+
+
+def stages_main(prog: str, doc: str, stages: Sequence[str], run_stage: Callable[[PostChainConfig, str], object],
+                argv=None) -> int:
+    """stage_main with `--stage <one of stages>|both` (default both): run_stage(cfg, stage) for each
+    chosen stage that its config enables."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--stage", choices=[*stages, "both"], default="both")
+    known, rest = pre.parse_known_args(argv)
+    chosen = list(stages) if known.stage == "both" else [known.stage]
+
+    def run(cfg: PostChainConfig):
+        for s in chosen:
+            if getattr(cfg, s).enabled:
+                run_stage(cfg, s)
+
+    return stage_main(prog, doc, run, rest, parents=[pre])
 
 
 def stage_main(prog: str, doc: str, run: Callable[[PostChainConfig], object], argv=None, parents=()) -> int:

@@ -21,7 +21,6 @@ checkpoint (which holds the LoRA, the optimizer and the RNG state, never the bas
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -52,7 +51,7 @@ from .common.loop import (
 from .common.losses import flow_matching_loss, sample_sigmas
 from .common.sources import stage_sources
 from .flow_dpo import condition_dropout
-from .post_common import cache_folder, is_done, mark_done, stage_folder, stage_main
+from .post_common import cache_folder, is_done, mark_done, stage_folder, stages_main
 from .post_config import PostChainConfig
 
 SFT_STAGES = {"sft_in": "in_pair", "sft_cross": "cross_pair"}
@@ -169,18 +168,7 @@ def run_sft(cfg: PostChainConfig, stage: str) -> Path:
 
 
 def main(argv=None) -> int:
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--stage", choices=[*SFT_STAGES, "both"], default="both")
-    known, rest = pre.parse_known_args(argv)
-    stages = list(SFT_STAGES) if known.stage == "both" else [known.stage]
-
-    def run(cfg: PostChainConfig):
-        for s in stages:
-            if getattr(cfg, s).enabled:
-                run_sft(cfg, s)
-
-    return stage_main("python -m training.sft", __doc__, run, rest)
-
+    return stages_main("python -m training.sft", __doc__, list(SFT_STAGES), run_sft, argv)
 
 if __name__ == "__main__":
     sys.exit(main())

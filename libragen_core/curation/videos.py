@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -180,7 +179,7 @@ def sidecar_entry(folder: Path, rel: str, out_dir: Path) -> tuple[dict | None, s
 def curate_videos(folder, out_dir, *, thresholds: dict | None = None, workers: int = 1, review: bool = True,
                   progress: bool = True, overwrite: bool = False) -> dict:
     """Filter a folder of videos into out_dir; returns the report (also report.json)."""
-    from .pipeline import write_jsonl
+    from .pipeline import prepare_out_dir, run_jobs, write_jsonl
 
     folder, out_dir = Path(folder).resolve(), Path(out_dir).resolve()
     unknown = set(thresholds or {}) - set(VIDEO_THRESHOLDS)
@@ -190,32 +189,10 @@ def curate_videos(folder, out_dir, *, thresholds: dict | None = None, workers: i
     videos = list_videos(folder)
     if not videos:
         raise InputError(f"{folder} holds no videos ({', '.join(VIDEO_SUFFIXES)}) and no manifest.jsonl")
-    if out_dir == folder:
-        raise InputError("the output folder must differ from the video folder")
-    if (out_dir / "report.json").exists() and not overwrite:
-        raise InputError(f"{out_dir} already holds a curation run (report.json); pass --overwrite or choose another folder")
-    if not out_dir.parent.is_dir():
-        raise InputError(f"cannot create {out_dir}: its parent folder does not exist")
-    out_dir.mkdir(exist_ok=True)
+    prepare_out_dir(out_dir, folder, overwrite)
     start = time.perf_counter()
-    jobs = [(str(folder), str(p.relative_to(folder)), th) for p in videos]
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(jobs), desc="curate", unit="video")
-    outcomes = []
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for out in pool.map(_evaluate_star, jobs, chunksize=2):
-                outcomes.append(out)
-                bar and bar.update()
-    else:
-        for job in jobs:
-            outcomes.append(_evaluate_star(job))
-            bar and bar.update()
-    if bar:
-        bar.close()
+    outcomes = run_jobs(_evaluate_star, [(str(folder), str(p.relative_to(folder)), th) for p in videos], workers,
+                        progress, "video")
     accepted, incomplete, rejected = [], [], []
     for out in outcomes:
         info = {"scores": {r["name"]: r["score"] for r in out["results"]}, "facts": out["facts"]}

@@ -22,7 +22,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from libragen_core.io.atomic import write_json
 from libragen_core.io.safetensors_file import load_state_dict, read_header, save_state_dict
 from libragen_core.io.video import probe_video
 
-from .data import file_digest, frames_to_tensor
+from .data import cache_file_ready, file_digest, frames_to_tensor
 from .sources import Planned, TripletSource, content_id
 
 CACHE_FORMAT = 1
@@ -107,16 +106,7 @@ class FeatureCache:
 
     def ready(self, kind: str, key: str) -> bool:
         """The entry exists and is whole; a damaged one is reported, deleted and reported missing."""
-        p = self.path(kind, key)
-        if not p.is_file():
-            return False
-        try:
-            read_header(p)
-            return True
-        except CheckpointError as e:
-            warnings.warn(f"cache file {p} is damaged ({e}); rebuilding it", stacklevel=2)
-            p.unlink(missing_ok=True)
-            return False
+        return cache_file_ready(self.path(kind, key))
 
     def put(self, kind: str, key: str, tensor: torch.Tensor, metadata: dict | None = None) -> None:
         p = self.path(kind, key)

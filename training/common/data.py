@@ -251,6 +251,19 @@ class EpochSampler:
 
 
 # ---------------------------------------------------------------- latent cache
+def cache_file_ready(path: Path, what: str = "cache file") -> bool:
+    """The safetensors file exists and is whole; a damaged one is reported and deleted (to be rebuilt)."""
+    if not path.is_file():
+        return False
+    try:
+        read_header(path)
+        return True
+    except CheckpointError as e:
+        warnings.warn(f"{what} {path} is damaged ({e}); rebuilding it", stacklevel=3)
+        path.unlink(missing_ok=True)
+        return False
+
+
 def file_digest(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -332,16 +345,7 @@ class LatentCache:
             tmp.write_text(json.dumps(settings, indent=1), encoding="utf-8")
 
     def _valid(self, k: int) -> bool:
-        path = self._shard(k)
-        if not path.is_file():
-            return False
-        try:
-            read_header(path)
-            return True
-        except CheckpointError as e:
-            warnings.warn(f"latent cache shard {path} is damaged ({e}); rebuilding it", stacklevel=3)
-            path.unlink(missing_ok=True)
-            return False
+        return cache_file_ready(self._shard(k), "latent cache shard")
 
     def load(self, n_shards: int | None = None) -> LatentCache:
         from safetensors import safe_open
