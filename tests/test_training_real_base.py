@@ -29,8 +29,7 @@ from training.common.cache import FeatureCache, FileFacts, prepare_stage_data
 from training.common.config import from_dict
 from training.common.losses import flow_matching_loss
 from training.common.s2v_manifest import S2VManifest
-from training.common.schema import DataConfig
-from training.post_config import PostChainConfig
+from training.common.schema import DataConfig, PostChainConfig
 from training.tiny_base import write_tiny_base
 
 DATA = DataConfig(frames=9, fps=8.0, resolution=(48, 64), heldout=0, max_bad_fraction=0.5)

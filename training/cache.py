@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import sys
 
+from .common.schema import PostChainConfig
 from .post_common import cache_folder, stages_main
-from .post_config import PostChainConfig
 from .sft import SFT_STAGES, prepare_sft_data
 
 

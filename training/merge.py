@@ -28,8 +28,8 @@ from pathlib import Path
 from libragen_core.errors import ConfigError, InputError, LibraGenError
 from libragen_core.lora import load_lora, merge_loras, save_lora
 
+from .common.schema import MergeStageConfig, PostChainConfig
 from .post_common import DPO_STAGE_NAMES, is_done, mark_done, skipped_reason, stage_folder, stages_main
-from .post_config import MergeStageConfig, PostChainConfig
 
 
 def merge_weighted(side_a: Sequence, side_b: Sequence, a: float, mc: MergeStageConfig):

@@ -3,21 +3,19 @@ shape, and validation by subject identity and motion on held-out identities."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from libragen_core.errors import CheckpointError, LibraGenError
 from libragen_core.io.atomic import atomic_path
 
 from .common.config import load_config, to_dict
-from .post_config import PostChainConfig, PostValidation
+from .common.schema import PostChainConfig
 
 DONE_FILE = "DONE.json"
 DPO_STAGE_NAMES = ("dpo_consis", "dpo_realfake")  # the two DPO stages; only they may end as skipped
@@ -92,55 +90,6 @@ def loop_loss(loss_value: float, params: list[torch.nn.Parameter]) -> torch.Tens
     """A loss for TrainLoop when the stage already accumulated its gradients (DPO's split backward):
     its value is the true loss, its gradient is exactly zero (0 * p adds nothing to p.grad)."""
     return torch.tensor(loss_value, device=params[0].device) + 0.0 * params[0].sum()
-
-
-# ---------------------------------------------------------------- validation
-
-def heldout_triplets(spec, kind: str, vc: PostValidation):
-    from .triplets import ProceduralTriplets
-
-    src = ProceduralTriplets(dataclasses.replace(spec, split="heldout", seed=vc.seed), kind)
-    return [src[i] for i in range(vc.clips)]
-
-
-def validate_s2v(dit, bundle, items, vc: PostValidation, folder: Path, step: int, tag: str, logger=None) -> dict:
-    """Sample each held-out triplet with its references; identity score (tracker match of the
-    subject, mean over frames) and motion error (tracked centre vs the true centre, short-side
-    units) of generated vs real clips, plus a contact sheet."""
-    from libragen_core.conditioning.references import prepare_references
-    from libragen_core.conditioning.subjects import Subjects
-    from libragen_core.sampling.sampler import sample
-
-    from .common.data import tensor_to_frames
-    from .common.validation import save_contact_sheet
-    from .triplets import track_scores
-
-    dev = next(dit.parameters()).device
-    s = vc.sampler
-    ids, motion, rows = [], [], []
-    neg = encode_text(bundle, [""])
-    was = dit.training
-    dit.eval()
-    for i, (frames, refs, caption, scene_d) in enumerate(items):
-        h, w = frames.shape[1:3]
-        with torch.no_grad():
-            z = bundle.vae.encode(prepare_references(refs, h, w, device=dev).unsqueeze(2))
-        shape = (1, dit.config.in_dim, *bundle.vae.latent_shape(frames.shape[0], h, w))
-        lat = sample(dit, shape, encode_text(bundle, [caption]), neg, Subjects(z.float()), steps=s.steps,
-                     shift=s.shift, solver=s.solver, cfg=s.cfg, seed=vc.seed + i)
-        with torch.no_grad():
-            gen = tensor_to_frames(bundle.vae.decode(lat))[0]
-        scores = track_scores(gen, scene_d)
-        ids.append(scores["identity"])
-        motion.append(scores["motion_err"])
-        if len(rows) < 8:
-            rows.append((frames, "real: " + caption.split("Video: ")[-1][:70]))
-            rows.append((gen, f"{tag} step {step}: identity {ids[-1]:.2f}, motion err {motion[-1]:.2f}"))
-    dit.train(was)
-    img = save_contact_sheet(folder / "samples" / f"{tag}-{step:08d}.png", rows)
-    if logger is not None:
-        logger.image(step, "samples", img)
-    return {"identity": float(np.mean(ids)), "motion_err": float(np.mean(motion))}
 
 
 # ---------------------------------------------------------------- CLI

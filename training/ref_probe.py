@@ -24,7 +24,7 @@ from libragen_core.io.atomic import write_json
 
 from .common.cache import CachedData
 from .common.losses import flow_matching_loss
-from .post_config import PostChainConfig
+from .common.schema import PostChainConfig
 from .sft import SFT_STAGES, lora_path, prepare_sft_data
 
 

@@ -49,10 +49,10 @@ from .common.loop import (
     wait_for_everyone,
 )
 from .common.losses import flow_matching_loss, sample_sigmas
+from .common.schema import PostChainConfig
 from .common.sources import stage_sources
 from .flow_dpo import condition_dropout
 from .post_common import cache_folder, is_done, mark_done, stage_folder, stages_main
-from .post_config import PostChainConfig
 
 SFT_STAGES = {"sft_in": "in_pair", "sft_cross": "cross_pair"}
 ADAPTER = "sft"

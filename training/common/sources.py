@@ -8,7 +8,7 @@ the cache (training/common/cache.py) keys latents by them plus the encoder's dig
 every distinct thing once.
 
 Sources: `S2VManifest` (real videos, training/common/s2v_manifest.py) and the SpriteWorld ones
-(procedural clips and `libragen spriteworld dataset` folders, training/triplets.py), which add
+(procedural clips and `libragen spriteworld dataset` folders, training/spriteworld/triplets.py), which add
 ground truth (`Triplet.truth`) for the SpriteWorld-only validation.
 """
 from __future__ import annotations
@@ -85,7 +85,7 @@ def stage_sources(cfg, stage: str, facts) -> tuple[TripletSource, TripletSource]
 
         return (S2VManifest(manifest, kind, cfg.data, facts, "train"),
                 S2VManifest(manifest, kind, cfg.data, facts, "heldout"))
-    from ..triplets import ManifestTriplets, ProceduralTriplets
+    from ..spriteworld.triplets import ManifestTriplets, ProceduralTriplets
 
     vc = sc.validation
     held = ProceduralTriplets(dataclasses.replace(sc.data, split="heldout", seed=vc.seed), kind, n=vc.clips)

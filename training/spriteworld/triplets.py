@@ -29,8 +29,9 @@ from libragen_core.conditioning.references import prepare_references
 from libragen_core.errors import ConfigError, InputError
 from libragen_core.io.safetensors_file import load_state_dict, read_header, save_state_dict
 
-from .common.data import ClipSpec, ProceduralClips, file_digest, frames_to_tensor
-from .common.sources import KINDS, Planned, Triplet, content_id
+from ..common.data import file_digest, frames_to_tensor
+from ..common.sources import KINDS, Planned, Triplet, content_id
+from .clips import ClipSpec, ProceduralClips
 
 
 def reference_images(result, kind: str, rng: np.random.Generator) -> list[np.ndarray]:
