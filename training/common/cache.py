@@ -2,7 +2,7 @@
 
     <cache>/clips/ab/<key>.safetensors   one clip's normalized VAE latents [C, f, h, w] (fp16)
     <cache>/refs/ab/<key>.safetensors    one reference's latents [C, h, w] (fp16), prepared for a frame size
-    <cache>/text/ab/<key>.safetensors    one caption's features [n, D] (bf16): its real tokens; the
+    <cache>/text/ab/<key>.safetensors    one caption's features [n, D] (the encoder's dtype): its real tokens; the
                                          zeros after them are put back at load time (metadata: length)
     <cache>/files.json                   digests and video facts of the files read, by (path, size, mtime)
 
@@ -312,13 +312,17 @@ def prepare_stage_data(source: TripletSource, cache: FeatureCache, encoders: Enc
     if missing:
         encoders.release()  # the VAE leaves the device before the text encoder comes
         text = encoders.text()
+        # stored in the dtype the encoder computes in (umT5: bf16 or fp16; the small SpriteWorld
+        # encoder: fp32), so the cached features are exactly what it gives
+        store = getattr(text, "dtype", None)
+        store = store if store in (torch.bfloat16, torch.float16) else torch.float32
         bar = tqdm(total=len(missing), desc="encoding captions", disable=not progress, unit="caption")
         for lo in range(0, len(missing), encoders.batch):
             chunk = missing[lo:lo + encoders.batch]
             with torch.no_grad():
                 feats = text.encode(chunk)
             for c, f in zip(chunk, feats):
-                cache.put("text", text_key(c, td), _trim(f).to(torch.bfloat16), {"length": str(f.shape[0])})
+                cache.put("text", text_key(c, td), _trim(f).to(store), {"length": str(f.shape[0])})
             bar.update(len(chunk))
         bar.close()
     encoders.release()
