@@ -37,10 +37,10 @@ def main(argv=None) -> int:
     )
     from libragen_core.eval.suite import build_suite
     from libragen_core.models.vae_checkpoint import load_vae
-    from training.pretrain import psnr
+    from training.pretrain.vae import psnr
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("vae", help="a small VAE .safetensors (training/pretrain.py's vae stage)")
+    p.add_argument("vae", help="a small VAE .safetensors (training/pretrain/vae.py's stage)")
     p.add_argument("--suite", default="small")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="", help="folder for round_trip.json and round_trip.png")
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
         print(f"| {m} | {metrics['original'][m]:.3f} | {metrics['round_trip'][m]:.3f} |")
     if args.out:
         from libragen_core.io.atomic import atomic_path
-        from training.common.validation import save_contact_sheet
+        from training.spriteworld.validation import save_contact_sheet
 
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

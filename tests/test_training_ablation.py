@@ -1,4 +1,4 @@
-"""training.ablation on a toy run folder: rows, missing rows, the bounds, outputs, the row cache."""
+"""training.spriteworld.ablation on a toy run folder: rows, missing rows, the bounds, outputs, the row cache."""
 import json
 import sys
 from pathlib import Path
@@ -15,7 +15,9 @@ from libragen_core.errors import ConfigError  # noqa: E402
 from libragen_core.lora import LoraFactors, LoraWeights, linear_layers, save_lora  # noqa: E402
 from libragen_core.models.loading import load_dit  # noqa: E402
 from tests.tiny_models import tiny_model_folder  # noqa: E402
-from training.ablation import (  # noqa: E402
+from training.common.config import from_dict  # noqa: E402
+from training.common.schema import PostChainConfig  # noqa: E402
+from training.spriteworld.ablation import (  # noqa: E402
     CFG_PRESETS,
     Settings,
     main,
@@ -24,8 +26,6 @@ from training.ablation import (  # noqa: E402
     run_ablation,
     select_rows,
 )
-from training.common.config import from_dict  # noqa: E402
-from training.post_config import PostChainConfig  # noqa: E402
 
 
 def _random_lora(base: Path, path: Path, seed: int) -> None:
@@ -158,7 +158,7 @@ def test_cli_refuses_a_bad_cfg_kind(tmp_path, capsys):
 
 
 def test_checks_compare_the_final_model_with_each_sft_and_with_real():
-    from training.ablation import checks
+    from training.spriteworld.ablation import checks
 
     def entry(row, cfg, norm, fid_pct, mot_pct):
         return {"row": row, "cfg": cfg, "summary": {"normalized_mean": norm, "fidelity_pct_real": fid_pct,

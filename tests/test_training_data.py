@@ -8,17 +8,9 @@ import torch
 from libragen_core.errors import CheckpointError
 from libragen_core.spriteworld.dataset import write_dataset
 from libragen_core.spriteworld.identity import COLORS
-from training.common.data import (
-    BadEntryError,
-    ClipSpec,
-    EpochSampler,
-    LatentCache,
-    ManifestClips,
-    ProceduralClips,
-    frames_to_tensor,
-    tensor_to_frames,
-)
-from training.common.validation import STRAIGHT_MOVES, motion_check
+from training.common.data import BadEntryError, EpochSampler, LatentCache, frames_to_tensor, tensor_to_frames
+from training.spriteworld.clips import ClipSpec, ManifestClips, ProceduralClips
+from training.spriteworld.validation import STRAIGHT_MOVES, motion_check
 
 
 def test_epoch_sampler_resumes_mid_epoch():

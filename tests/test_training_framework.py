@@ -26,7 +26,7 @@ def _load(tmp_path, text: str, overrides=()):
 
 
 def test_shipped_config_is_valid():
-    from training.post_config import PostChainConfig
+    from training.common.schema import PostChainConfig
 
     cfg = load_config(PostChainConfig, "training/configs/spriteworld.toml")
     assert cfg.vae.crop_frames == 17 and cfg.base.phases and cfg.sft_in.enabled

@@ -27,10 +27,10 @@ from training.pairs import (  # noqa: E402
     generate_pairs,
     judge,
     load_pairs,
-    pair_metrics,
     read_records,
     realfake_pair,
 )
+from training.spriteworld.validation import pair_metrics  # noqa: E402
 
 CFG = WanDiTConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=2, in_dim=4, out_dim=4, text_dim=8)
 FAST = SamplerSettings(steps=2, shift=3.0, solver="euler", cfg="phantom")

@@ -17,8 +17,8 @@ from libragen_core.models.wan_vae import VAEConfig, WanVAE  # noqa: E402
 from libragen_core.pipeline import generate  # noqa: E402
 from tests.tiny_models import tiny_model_folder  # noqa: E402
 from training.common.config import from_dict, load_config  # noqa: E402
+from training.common.schema import PostChainConfig  # noqa: E402
 from training.pipeline import run_pipeline  # noqa: E402
-from training.post_config import PostChainConfig  # noqa: E402
 
 DATA = {"size": [32, 32], "frames": 5}
 OPTIM = {"steps": 2, "batch": 2, "log_every": 1, "checkpoint_every": 1}
@@ -163,7 +163,7 @@ def test_triplets_from_a_dataset_folder(tmp_path):
     import numpy as np
 
     from libragen_core.spriteworld.dataset import write_dataset
-    from training.triplets import ManifestTriplets, ProceduralTriplets, TripletCache
+    from training.spriteworld.triplets import ManifestTriplets, ProceduralTriplets, TripletCache
 
     write_dataset(tmp_path / "cross", "cross_pair", 2, seed=3, size=(32, 32), n_frames=5, video_format="gif",
                   scene_options={"n_subjects": 1})
@@ -215,7 +215,7 @@ def test_chain_goes_on_without_a_dpo_stage_whose_pairs_are_all_filtered_out(tmp_
     assert "without dpo_consis" in json.loads((run / "final" / "model.json").read_text())["notes"]
 
     # the ablation reports the row as skipped, with the reason, instead of evaluating it
-    from training.ablation import plan_rows
+    from training.spriteworld.ablation import plan_rows
 
     row = next(r for r in plan_rows(cfg) if r.name == "consis_dpo")
     assert "only 0 of 2 pairs" in row.skipped

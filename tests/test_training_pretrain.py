@@ -134,8 +134,8 @@ def test_vae_decoder_phase_leaves_the_encoder_as_it_was(tmp_path):
 def test_subject_loss_weight_covers_the_sprite_and_its_outline():
     import numpy as np
 
-    from training.common.data import ClipSpec, ProceduralClips
-    from training.pretrain import image_grad_l1, subject_loss_weight
+    from training.pretrain.vae import image_grad_l1, subject_loss_weight
+    from training.spriteworld.clips import ClipSpec, ProceduralClips
 
     masks = np.zeros((1, 2, 6, 6), dtype=bool)
     masks[0, 1, 2, 3] = True
@@ -151,7 +151,7 @@ def test_subject_loss_weight_covers_the_sprite_and_its_outline():
 
 
 def test_frame_diff_loss_sees_motion_not_a_constant_offset():
-    from training.pretrain import frame_diff_l1
+    from training.pretrain.vae import frame_diff_l1
 
     x = torch.zeros(1, 3, 3, 4, 4)
     x[:, :, 1, 1, 1] = 1.0  # a dot that appears in frame 1 only
@@ -200,7 +200,7 @@ def test_vae_stage_with_the_adversarial_term_trains_and_checkpoints_the_discrimi
 
 def test_text_path_groups_split_every_parameter_once():
     from training.common.schema import BaseStageConfig, DiTShape, TextShape
-    from training.pretrain import build_dit, build_text, text_path_groups
+    from training.pretrain.base import build_dit, build_text, text_path_groups
 
     bc = BaseStageConfig(dit=DiTShape(dim=32, ffn_dim=64, num_heads=2, num_layers=2), text=TextShape(text_dim=16))
     dit, text = build_dit(bc, 4), build_text(bc)

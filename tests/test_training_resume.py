@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import torch
 from libragen_core.io.safetensors_file import load_state_dict
 from libragen_core.models.vae_checkpoint import save_vae
 from libragen_core.models.wan_vae import VAEConfig, WanVAE
+from tests.runs import sigkill_when
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 12
@@ -97,19 +97,9 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path):
 
     killed = _write_config(tmp_path, "killed", vae, 0.4)
     proc = subprocess.Popen(_cmd(killed), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    try:
-        # step 7 is mid-epoch in phase 2 (10 clips, batch 4: 2 steps per epoch, the 3rd batch would
-        # wrap) and past a checkpoint at step 6; kill while it is somewhere between 7 and the end
-        while max(_logged_steps(tmp_path / "killed"), default=0) < 7:
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline, "the run did not reach step 7 in time"
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    # step 7 is mid-epoch in phase 2 (10 clips, batch 4: 2 steps per epoch, the 3rd batch would
+    # wrap) and past a checkpoint at step 6; kill while it is somewhere between 7 and the end
+    sigkill_when(proc, lambda: max(_logged_steps(tmp_path / "killed"), default=0) >= 7, "step 7", 240)
     ckpts = tmp_path / "killed" / "base" / "checkpoints"
     assert not (ckpts / f"step-{STEPS:08d}").exists(), "the run finished before the kill; the test proved nothing"
     assert proc.returncode == -signal.SIGKILL

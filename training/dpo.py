@@ -25,11 +25,11 @@ from libragen_core.lora import (
 from .common.data import EpochSampler, tensor_to_frames
 from .common.loop import TrainLoop, check_global_batch, make_accelerator, seed_everything, wait_for_everyone
 from .common.losses import sample_sigmas
+from .common.schema import DPOStageConfig, PostChainConfig
 from .flow_dpo import DPOBatch, flow_dpo_backward
 from .pairs import FilterSettings, SamplerSettings, Triplet, generate_pairs, load_pairs, read_records
 from .post_common import (
     encode_text,
-    heldout_triplets,
     is_done,
     load_base,
     loop_loss,
@@ -37,10 +37,9 @@ from .post_common import (
     skipped_reason,
     stage_folder,
     vae_digest,
-    validate_s2v,
 )
-from .post_config import DPOStageConfig, PostChainConfig
-from .triplets import ProceduralTriplets, TripletCache
+from .spriteworld.triplets import ProceduralTriplets, TripletCache
+from .spriteworld.validation import heldout_triplets, validate_s2v
 
 # stage -> (pair kind, triplet kind, SFT stage it starts from)
 DPO_STAGES = {"dpo_consis": ("consis", "cross_pair", "sft_cross"),
@@ -150,7 +149,9 @@ def run_dpo(cfg: PostChainConfig, stage: str) -> Path | None:
     if loop.step < dc.optim.steps:
         acc.print(f"[{stage}] stopped at step {loop.step} of {dc.optim.steps} (max_minutes); re-run to continue")
     elif acc.is_main_process:
-        save_lora(extract_lora(dit, ADAPTER), out, method=stage.replace("_", "-"), base_model="libragen-sprite",
+        from .common.base_model import base_files
+
+        save_lora(extract_lora(dit, ADAPTER), out, method=stage.replace("_", "-"), base_model=base_files(cfg).name,
                   metadata={"steps": str(loop.step), "beta": repr(dc.beta), "starts_from": start_file.name,
                             "pairs": str(n)})
         mark_done(folder, {"lora": str(out), "steps": loop.step, "pairs_kept": n, "pairs_total": len(records)})

@@ -28,8 +28,8 @@ from pathlib import Path
 from libragen_core.errors import ConfigError, InputError, LibraGenError
 from libragen_core.lora import load_lora, merge_loras, save_lora
 
-from .post_common import DPO_STAGE_NAMES, is_done, mark_done, skipped_reason, stage_folder, stage_main
-from .post_config import MergeStageConfig, PostChainConfig
+from .common.schema import MergeStageConfig, PostChainConfig
+from .post_common import DPO_STAGE_NAMES, is_done, mark_done, skipped_reason, stage_folder, stages_main
 
 
 def merge_weighted(side_a: Sequence, side_b: Sequence, a: float, mc: MergeStageConfig):
@@ -47,10 +47,15 @@ def merge_weighted(side_a: Sequence, side_b: Sequence, a: float, mc: MergeStageC
 def write_merge(side_a: Sequence[str | os.PathLike], side_b: Sequence[str | os.PathLike], a: float,
                 mc: MergeStageConfig, out: str | os.PathLike, label: str) -> Path:
     la, lb = [load_lora(p) for p in side_a], [load_lora(p) for p in side_b]
+    bases = {w.metadata.get("base_model", "") for w in (*la, *lb)}
+    if len(bases) > 1:
+        raise InputError(f"these LoRAs were trained on different bases ({', '.join(sorted(bases))}); a merge of them "
+                         "fits none: merge LoRAs of one base")
     result = merge_weighted(la, lb, a, mc)
     meta = {"merge_weight": repr(a), "merge_error": f"{result.total_rel_error:.3g}",
             "merge_a": ",".join(Path(p).name for p in side_a), "merge_b": ",".join(Path(p).name for p in side_b)}
-    return save_lora(result.lora, out, method=f"{label}:{mc.method}", base_model="libragen-sprite", metadata=meta)
+    return save_lora(result.lora, out, method=f"{label}:{mc.method}", base_model=bases.pop() or "wan2.1",
+                     metadata=meta)
 
 
 def sweep_names(weights: Sequence[float]) -> list[str]:
@@ -108,7 +113,6 @@ def _merge_stage(cfg: PostChainConfig, stage: str) -> Path:
 
 def main(argv=None) -> int:
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--stage", choices=["merge_sft", "merge_dpo", "both"], default="both")
     pre.add_argument("--cross", nargs="+")
     pre.add_argument("--in-pair", dest="in_pair", nargs="+")
     pre.add_argument("--weight", type=float, default=0.5)
@@ -126,14 +130,7 @@ def main(argv=None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         return 0
-    stages = ["merge_sft", "merge_dpo"] if known.stage == "both" else [known.stage]
-
-    def run(cfg: PostChainConfig):
-        for s in stages:
-            if getattr(cfg, s).enabled:
-                run_merge_stage(cfg, s)
-
-    return stage_main("python -m training.merge", __doc__, run, rest)
+    return stages_main("python -m training.merge", __doc__, ["merge_sft", "merge_dpo"], run_merge_stage, rest)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from libragen_core.conditioning.subjects import Subjects
@@ -112,21 +111,6 @@ class FilterSettings:
     max_motion_gap: float | None = 0.15  # mean centre distance / short side
 
 
-def pair_metrics(winner_frames: np.ndarray, loser_frames: np.ndarray, scene: dict) -> dict:
-    """Identity score of each side (mean over subjects and frames of the tracker's match) and the
-    motion gap (mean centre distance between the two tracks, in short-side units)."""
-    from libragen_core.eval.tracking import track_scene
-    from libragen_core.spriteworld.scene import Scene
-
-    sc = Scene.from_dict(scene)
-    tw, tl = track_scene(winner_frames, sc), track_scene(loser_frames, sc)
-    short = min(winner_frames.shape[1:3])
-    gap = np.mean([np.linalg.norm(a.centers - b.centers, axis=1).mean() / short for a, b in zip(tw, tl)])
-    return {"identity_winner": float(np.mean([t.match.mean() for t in tw])),
-            "identity_loser": float(np.mean([t.match.mean() for t in tl])),
-            "motion_gap": float(gap)}
-
-
 def judge(metrics: dict, f: FilterSettings) -> tuple[bool, str]:
     if not metrics:
         return True, ""
@@ -205,6 +189,8 @@ def generate_pairs(model, triplets: Iterable[Triplet], out: str | os.PathLike, k
             if pid in earlier and earlier[pid].metrics and file.is_file():
                 metrics = earlier[pid].metrics
             else:
+                from .spriteworld.validation import pair_metrics
+
                 metrics = pair_metrics(decode(winner), decode(loser), t.scene)
         kept, reason = judge(metrics, filters)
         if pid in rejected:

@@ -26,6 +26,7 @@ from libragen_core.errors import ConfigError, InputError
 from libragen_core.io.atomic import atomic_path
 
 from .common.loop import is_main_process, wait_for_everyone
+from .common.schema import PostChainConfig
 from .post_common import (
     DPO_STAGE_NAMES,
     base_folder,
@@ -35,7 +36,6 @@ from .post_common import (
     stage_folder,
     stage_main,
 )
-from .post_config import PostChainConfig
 
 STAGES = ("vae", "base", "export", "sft_in", "sft_cross", "merge_sft", "dpo_consis", "dpo_realfake", "merge_dpo",
           "final")

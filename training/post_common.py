@@ -3,21 +3,19 @@ shape, and validation by subject identity and motion on held-out identities."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from libragen_core.errors import CheckpointError, LibraGenError
 from libragen_core.io.atomic import atomic_path
 
 from .common.config import load_config, to_dict
-from .post_config import PostChainConfig, PostValidation
+from .common.schema import PostChainConfig
 
 DONE_FILE = "DONE.json"
 DPO_STAGE_NAMES = ("dpo_consis", "dpo_realfake")  # the two DPO stages; only they may end as skipped
@@ -30,6 +28,11 @@ def stage_folder(cfg: PostChainConfig, stage: str) -> Path:
 def base_folder(cfg: PostChainConfig) -> Path:
     """The pretrained model folder (pretrain's export stage)."""
     return Path(cfg.export.folder) if cfg.export.folder else Path(cfg.run.out) / "model"
+
+
+def cache_folder(cfg: PostChainConfig) -> Path:
+    """Where latents and text features are cached (training/common/cache.py)."""
+    return Path(cfg.data.cache) if cfg.data.cache else Path(cfg.run.out) / "cache"
 
 
 def final_folder(cfg: PostChainConfig) -> Path:
@@ -89,59 +92,6 @@ def loop_loss(loss_value: float, params: list[torch.nn.Parameter]) -> torch.Tens
     return torch.tensor(loss_value, device=params[0].device) + 0.0 * params[0].sum()
 
 
-# ---------------------------------------------------------------- validation
-
-def heldout_triplets(spec, kind: str, vc: PostValidation):
-    from .triplets import ProceduralTriplets
-
-    src = ProceduralTriplets(dataclasses.replace(spec, split="heldout", seed=vc.seed), kind)
-    return [src[i] for i in range(vc.clips)]
-
-
-def validate_s2v(dit, bundle, items, vc: PostValidation, folder: Path, step: int, tag: str, logger=None) -> dict:
-    """Sample each held-out triplet with its references; identity score (tracker match of the
-    subject, mean over frames) and motion error (tracked centre vs the true centre, short-side
-    units) of generated vs real clips, plus a contact sheet."""
-    from libragen_core.conditioning.references import prepare_references
-    from libragen_core.conditioning.subjects import Subjects
-    from libragen_core.eval.tracking import track_scene
-    from libragen_core.sampling.sampler import sample
-    from libragen_core.spriteworld.render import render_scene
-    from libragen_core.spriteworld.scene import Scene
-
-    from .common.data import tensor_to_frames
-    from .common.validation import save_contact_sheet
-
-    dev = next(dit.parameters()).device
-    s = vc.sampler
-    ids, motion, rows = [], [], []
-    neg = encode_text(bundle, [""])
-    was = dit.training
-    dit.eval()
-    for i, (frames, refs, caption, scene_d) in enumerate(items):
-        h, w = frames.shape[1:3]
-        with torch.no_grad():
-            z = bundle.vae.encode(prepare_references(refs, h, w, device=dev).unsqueeze(2))
-        shape = (1, dit.config.in_dim, *bundle.vae.latent_shape(frames.shape[0], h, w))
-        lat = sample(dit, shape, encode_text(bundle, [caption]), neg, Subjects(z.float()), steps=s.steps,
-                     shift=s.shift, solver=s.solver, cfg=s.cfg, seed=vc.seed + i)
-        with torch.no_grad():
-            gen = tensor_to_frames(bundle.vae.decode(lat))[0]
-        scene = Scene.from_dict(scene_d)
-        truth = render_scene(scene).centers  # [K, T, 2]
-        tracks = track_scene(gen, scene)
-        ids.append(np.mean([t.match.mean() for t in tracks]))
-        motion.append(np.mean([np.linalg.norm(t.centers - c, axis=1).mean() / min(h, w) for t, c in zip(tracks, truth)]))
-        if len(rows) < 8:
-            rows.append((frames, "real: " + caption.split("Video: ")[-1][:70]))
-            rows.append((gen, f"{tag} step {step}: identity {ids[-1]:.2f}, motion err {motion[-1]:.2f}"))
-    dit.train(was)
-    img = save_contact_sheet(folder / "samples" / f"{tag}-{step:08d}.png", rows)
-    if logger is not None:
-        logger.image(step, "samples", img)
-    return {"identity": float(np.mean(ids)), "motion_err": float(np.mean(motion))}
-
-
 # ---------------------------------------------------------------- CLI
 
 def _deep_merge(into: dict, more: dict) -> dict:
@@ -177,6 +127,23 @@ def load_layered(paths, overrides=()) -> PostChainConfig:
         apply_override(data, item, source)
     return from_dict(PostChainConfig, data, source)
 
+
+
+def stages_main(prog: str, doc: str, stages: Sequence[str], run_stage: Callable[[PostChainConfig, str], object],
+                argv=None) -> int:
+    """stage_main with `--stage <one of stages>|both` (default both): run_stage(cfg, stage) for each
+    chosen stage that its config enables."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--stage", choices=[*stages, "both"], default="both")
+    known, rest = pre.parse_known_args(argv)
+    chosen = list(stages) if known.stage == "both" else [known.stage]
+
+    def run(cfg: PostChainConfig):
+        for s in chosen:
+            if getattr(cfg, s).enabled:
+                run_stage(cfg, s)
+
+    return stage_main(prog, doc, run, rest, parents=[pre])
 
 
 def stage_main(prog: str, doc: str, run: Callable[[PostChainConfig], object], argv=None, parents=()) -> int:

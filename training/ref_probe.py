@@ -3,9 +3,9 @@
     python -m training.ref_probe --config training/configs/spriteworld.toml --stage sft_in \
         [--lora PATH | --no-lora] [--clips 96] [--sigmas 0.5,0.8,0.95] [--json out.json]
 
-The exported base with the stage's LoRA folded in, on the first clips of the stage's triplet
-cache (built by the stage; the probe never builds one), each with its own caption and with its
-anonymous form (the subjects' looks taken out: spriteworld.captions.anonymous_caption). Same
+The stage's base with its LoRA folded in, on the first clips of the stage's cached data (the
+cache the stage built; only missing anonymous captions are encoded), each with its own caption
+and with its anonymous form (the subjects' looks taken out: conditioning.captions.anonymous_caption). Same
 clips, noise and noise levels in every column. `gain` = loss with zeroed references (the
 sampler's null condition) - loss with them: what the references save. With full captions the
 text already says what the subjects look like, so the anonymous column is where a model that
@@ -21,24 +21,21 @@ import torch
 
 from libragen_core.errors import LibraGenError
 from libragen_core.io.atomic import write_json
-from libragen_core.spriteworld.captions import anonymous_caption
 
+from .common.cache import CachedData
 from .common.losses import flow_matching_loss
-from .post_common import encode_text, load_base, stage_folder
-from .post_config import PostChainConfig
-from .sft import SFT_STAGES, lora_path
-from .triplets import TripletCache
+from .common.schema import PostChainConfig
+from .sft import SFT_STAGES, lora_path, prepare_sft_data
 
 
 @torch.no_grad()
-def probe(dit, bundle, cache: TripletCache, n: int, sigmas: list[float], seed: int = 0, batch: int = 16) -> dict:
+def probe(dit, data: CachedData, n: int, sigmas: list[float], seed: int = 0, batch: int = 16) -> dict:
     """{caption kind: {sigma: {"refs", "zero_refs", "gain"}}} over the first n triplets."""
-    latents, refs, captions = cache.batch(list(range(n)))
     dev = next(dit.parameters()).device
     dit.eval()
     out: dict = {}
-    for kind, caps in (("caption", captions), ("anonymous", [anonymous_caption(c) for c in captions])):
-        ctx = encode_text(bundle, caps)
+    for kind, anonymous in (("caption", False), ("anonymous", True)):
+        latents, refs, ctx = data.batch(list(range(n)), [anonymous] * n)
         rows = {}
         for s in sigmas:
             noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed + int(s * 1000)))
@@ -63,18 +60,16 @@ def run_probe(cfg: PostChainConfig, stage: str, lora: str | None = "", clips: in
     """lora: "" = the stage's own LoRA file, None = the base alone, else a LoRA file."""
     from libragen_core.lora import load_lora, merge_lora_into
 
-    caches = sorted((stage_folder(cfg, stage) / "cache").glob("triplets-*.safetensors"))
-    if not caches:
-        raise LibraGenError(f"no triplet cache under {stage_folder(cfg, stage) / 'cache'}; run the {stage} stage first")
-    cache = TripletCache.load(caches[0])
-    bundle = load_base(cfg)
-    dit = bundle.dit.float()
+    from .common.base_model import load_frozen_dit
+
+    data, _, files, _ = prepare_sft_data(cfg, stage, anonymous=True, progress=False)
+    dit = load_frozen_dit(files, cfg.model.dtype).float()
     if lora is not None:
         path = Path(lora) if lora else lora_path(cfg, stage)
         if not path.is_file():
             raise LibraGenError(f"no LoRA at {path}; finish the {stage} stage, give --lora, or probe the base (--no-lora)")
         merge_lora_into(dit, load_lora(path))
-    return probe(dit, bundle, cache, min(clips, len(cache)), list(sigmas))
+    return probe(dit, data, min(clips, len(data)), list(sigmas))
 
 
 def main(argv=None) -> int:
@@ -83,7 +78,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.ref_probe", description=__doc__.split("\n")[0])
     p.add_argument("--config", required=True, action="append", help="as for training.sft (repeatable)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--stage", choices=list(SFT_STAGES), default="sft_in", help="whose triplet cache and LoRA")
+    p.add_argument("--stage", choices=list(SFT_STAGES), default="sft_in", help="whose data and LoRA")
     p.add_argument("--lora", default="", help="a LoRA file (default: the stage's own)")
     p.add_argument("--no-lora", action="store_true", help="probe the exported base alone")
     p.add_argument("--clips", type=int, default=96)

@@ -2,26 +2,44 @@
 
     python -m training.sft --config training/configs/spriteworld.toml                  # both LoRAs
     python -m training.sft --config ... --stage sft_cross --set sft_cross.optim.steps=50
+    python -m training.sft --config training/configs/phantom-wan-1.3b.toml --stage sft_in \
+        --set data.manifest=my_videos/manifest.jsonl --set run.out=runs/mine              # a real base
+
+The data is a TripletSource (training/common/sources.py): real videos from a manifest, or
+SpriteWorld clips. Its latents and text features are cached first (training/common/cache.py;
+the VAE and the text encoder are on the device only for that), then the frozen DiT (bf16 / fp8
+for a real base) trains a LoRA (fp32) on batches drawn within one aspect-ratio bucket.
 
 References go in as at inference (white-padded, VAE-encoded, appended after the video latents
 with RoPE positions F, F+1, ...); the loss covers the video frames only. Reference dropout
 (zeroed reference slots) and text dropout (the empty prompt's features) train the null and
-ref-only branches that dynamic CFG combines. The LoRA is written in ComfyUI's native Wan format
-to <run.out>/<stage>/lora.safetensors; the stage resumes from its newest checkpoint.
+ref-only branches that dynamic CFG combines. Validation uses the held-out items: their flow loss,
+and samples of their captions and references (mp4 + contact sheet; plus SpriteWorld's tracking
+scores when the data has ground truth). The LoRA is written in ComfyUI's native Wan format to
+<run.out>/<stage>/lora.safetensors, named after the base; the stage resumes from its newest
+checkpoint (which holds the LoRA, the optimizer and the RNG state, never the base).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
-from libragen_core.errors import InputError
+from libragen_core.errors import ConfigError, InputError
 from libragen_core.lora import add_lora, extract_lora, save_lora
-from libragen_core.spriteworld.captions import anonymous_caption
 
-from .common.data import EpochSampler
+from .common.base_model import (
+    AdapterState,
+    base_files,
+    gradient_checkpointing_on,
+    load_frozen_dit,
+    make_encoders,
+    move_adapters_to,
+)
+from .common.buckets import BucketSampler
+from .common.cache import FeatureCache, FileFacts, prepare_stage_data
+from .common.heldout import heldout_loss, sample_heldout
 from .common.loop import (
     TrainLoop,
     check_global_batch,
@@ -31,20 +49,10 @@ from .common.loop import (
     wait_for_everyone,
 )
 from .common.losses import flow_matching_loss, sample_sigmas
+from .common.schema import PostChainConfig
+from .common.sources import stage_sources
 from .flow_dpo import condition_dropout
-from .post_common import (
-    encode_text,
-    heldout_triplets,
-    is_done,
-    load_base,
-    mark_done,
-    stage_folder,
-    stage_main,
-    vae_digest,
-    validate_s2v,
-)
-from .post_config import PostChainConfig
-from .triplets import ManifestTriplets, ProceduralTriplets, TripletCache
+from .post_common import cache_folder, is_done, mark_done, stage_folder, stages_main
 
 SFT_STAGES = {"sft_in": "in_pair", "sft_cross": "cross_pair"}
 ADAPTER = "sft"
@@ -52,6 +60,29 @@ ADAPTER = "sft"
 
 def lora_path(cfg: PostChainConfig, stage: str) -> Path:
     return stage_folder(cfg, stage) / "lora.safetensors"
+
+
+def prepare_sft_data(cfg: PostChainConfig, stage: str, device="cpu", progress: bool = True,
+                     anonymous: bool | None = None):
+    """(training data, held-out data or None, base files, the sources) of a stage, cached.
+    anonymous: also cache the captions without the subjects' looks (default: when the stage uses them)."""
+    sc = getattr(cfg, stage)
+    files = base_files(cfg)
+    facts = FileFacts(cache_folder(cfg) / "files.json")
+    train_src, held_src = stage_sources(cfg, stage, facts)
+    if not (sc.manifest or cfg.data.manifest) and sc.dataset and len(train_src) < sc.clips:
+        raise InputError(f"[{stage}] {sc.dataset} holds {len(train_src)} triplets, fewer than clips = {sc.clips}")
+    cache = FeatureCache(cache_folder(cfg))
+    encoders = make_encoders(files, facts, device, cfg.model.vae_tile)
+    anonymous = sc.anonymous_refs > 0 if anonymous is None else anonymous
+    data = prepare_stage_data(train_src, cache, encoders, anonymous=anonymous, progress=progress, label=stage)
+    held = None
+    if len(held_src):
+        held = prepare_stage_data(held_src, cache, encoders, progress=progress, label=f"{stage} held-out",
+                                  required=False)
+        if held is None:
+            print(f"[{stage}] no usable held-out item: the stage validates nothing (see the bad entries above)")
+    return data, held, files, (train_src, held_src)
 
 
 def run_sft(cfg: PostChainConfig, stage: str) -> Path:
@@ -66,72 +97,78 @@ def run_sft(cfg: PostChainConfig, stage: str) -> Path:
         return out
     acc = make_accelerator(cfg.run)
     check_global_batch(sc.optim.batch, acc.num_processes, f"{stage}.optim.batch")  # before the cache, not after
-    bundle = load_base(cfg, acc.device)
-    dit = bundle.dit
-    source = ManifestTriplets(sc.dataset, kind) if sc.dataset else ProceduralTriplets(sc.data, kind)
-    if sc.dataset and len(source) < sc.clips:
-        raise InputError(f"[{stage}] {sc.dataset} holds {len(source)} triplets, fewer than clips = {sc.clips}")
-    with main_process_first(cfg.run):  # the main process encodes, the others load its file
-        cache = TripletCache.build(folder / "cache", source, sc.clips,
-                                   lambda px: bundle.vae.encode(px, chunked=False), vae_digest(cfg),
-                                   progress=acc.is_main_process)
+    offload = cfg.model.offload_blocks
+    if offload and acc.num_processes > 1:
+        raise ConfigError("model.offload_blocks works in one process only; for several GPUs shard the base instead")
+    with main_process_first(cfg.run):  # the main process encodes, the others find the cache built
+        data, held, files, (_, held_src) = prepare_sft_data(cfg, stage, acc.device, progress=acc.is_main_process)
+    checkpointing = gradient_checkpointing_on(sc.optim.gradient_checkpointing, files.from_files)
+    if offload and not checkpointing:
+        raise ConfigError("model.offload_blocks needs gradient checkpointing (the backward pass brings each block "
+                          f"back by recomputing it); set {stage}.optim.gradient_checkpointing = true or 'auto'")
+    dit = load_frozen_dit(files, cfg.model.dtype, acc.device, offload)
     # the LoRA's random init from a seed of its own, not from whatever this process drew before
     seed_everything(cfg.run.seed + 1000 + list(SFT_STAGES).index(stage))
     add_lora(dit, rank=sc.lora.rank, alpha=sc.lora.alpha, targets=sc.lora.targets, adapter_name=ADAPTER,
              dropout=sc.lora.dropout)
-    null_context = encode_text(bundle, [""])
-    sampler = EpochSampler(len(cache), sc.optim.batch, cfg.run.seed + 11)
-    loop = TrainLoop(folder, stage, sc.optim, cfg.run, {"dit": dit}, data_state=sampler, accelerator=acc)
+    move_adapters_to(dit, acc.device)
+    dit.gradient_checkpointing = checkpointing
+    null_context = data.null_context()
+    sampler = BucketSampler(data.groups(), sc.optim.batch, cfg.run.seed + 11)
+    loop = TrainLoop(folder, stage, sc.optim, cfg.run, {"lora": AdapterState(dit)}, forward_modules={"lora": dit},
+                     data_state=sampler, accelerator=acc, device_placement=not offload)
     loop.resume()
     dev = loop.device
-    items = heldout_triplets(sc.data, kind, sc.validation) if sc.validation.clips else []
 
     def step_fn(step: int, gen: torch.Generator):
         # every process draws the global batch's dropout, sigmas and noise, then keeps its share
-        x0, refs, caps = cache.batch(sampler.next())
-        anonymous = torch.zeros(len(caps), dtype=torch.bool)
+        idx = sampler.next()
+        b = len(idx)
+        anonymous = torch.zeros(b, dtype=torch.bool)
         if sc.anonymous_refs:  # drawn only when used, so runs without it keep their random stream
-            anonymous = torch.rand(len(caps), generator=gen) < sc.anonymous_refs
-        caps = [anonymous_caption(c) if a else c for c, a in zip(caps, anonymous.tolist())]
-        ctx = encode_text(bundle, caps).to(dev)
+            anonymous = torch.rand(b, generator=gen) < sc.anonymous_refs
+        x0, refs, ctx = data.batch(idx, anonymous.tolist())
         refs, ctx, drop_r, drop_t = condition_dropout(refs, ctx, null_context, sc.ref_dropout, sc.text_dropout, gen)
-        b = x0.shape[0]
         sigma = sample_sigmas(b, sc.sigma_sampling, shift=sc.sigma_shift, generator=gen)
         eps = torch.randn(x0.shape, generator=gen)
         m = loop.share(b)
-        loss = flow_matching_loss(loop.wrapped["dit"], x0[m].to(dev), ctx[m], sigma[m].to(dev), eps[m].to(dev),
-                                  refs=refs[m].to(dev))
+        loss = flow_matching_loss(loop.wrapped["lora"], x0[m].to(dev), ctx[m].to(dev), sigma[m].to(dev),
+                                  eps[m].to(dev), refs=refs[m].to(dev))
         return loss, {"ref_dropped": float(drop_r.float().mean()), "text_dropped": float(drop_t.float().mean()),
                       "anonymous": float(anonymous.float().mean())}
 
     def validate(step: int) -> dict:
-        return validate_s2v(dit, bundle, items, sc.validation, folder, step, stage, loop.log) if items else {}
+        if held is None:
+            return {}
+        out = {"heldout_loss": heldout_loss(dit, held, seed=sc.validation.seed)}
+        if sc.validation.clips:
+            from libragen_core.models.vae_checkpoint import load_vae
+
+            def real(i):
+                t = held_src.load(i)
+                return None if t is None else t.frames
+
+            out.update(sample_heldout(dit, held, lambda d: load_vae(files.vae, device=d), sc.validation.clips,
+                                      sc.validation.sampler, sc.validation.seed, folder, step, stage,
+                                      fps=cfg.data.fps or 16.0, real=real, score=getattr(held_src, "score", None),
+                                      logger=loop.log))
+        return out
 
     loop.run(step_fn, validate)
     if loop.step < sc.optim.steps:
         acc.print(f"[{stage}] stopped at step {loop.step} of {sc.optim.steps} (max_minutes); re-run to continue")
     elif acc.is_main_process:
-        save_lora(extract_lora(dit, ADAPTER), out, method=f"sft-{kind.replace('_', '-')}",
-                  base_model="libragen-sprite", metadata={"steps": str(loop.step)})
-        mark_done(folder, {"lora": str(out), "steps": loop.step, "kind": kind})
+        save_lora(extract_lora(dit, ADAPTER), out, method=f"sft-{kind.replace('_', '-')}", base_model=files.name,
+                  metadata={"steps": str(loop.step)})
+        mark_done(folder, {"lora": str(out), "steps": loop.step, "kind": kind, "base": files.name,
+                           "items": len(data)})
         print(f"[{stage}] wrote {out}")
     wait_for_everyone(cfg.run)
     return out
 
 
 def main(argv=None) -> int:
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--stage", choices=[*SFT_STAGES, "both"], default="both")
-    known, rest = pre.parse_known_args(argv)
-    stages = list(SFT_STAGES) if known.stage == "both" else [known.stage]
-
-    def run(cfg: PostChainConfig):
-        for s in stages:
-            if getattr(cfg, s).enabled:
-                run_sft(cfg, s)
-
-    return stage_main("python -m training.sft", __doc__, run, rest)
-
+    return stages_main("python -m training.sft", __doc__, list(SFT_STAGES), run_sft, argv)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -47,7 +47,7 @@ def probe(dit, text, latents: torch.Tensor, captions: list[str], sigmas: list[fl
           batch: int = 32) -> dict:
     """Loss per sigma with each clip's own caption, a shuffled one and none, and the two gaps.
     Leaves dit and text in eval mode."""
-    from .pretrain import text_features
+    from .pretrain.base import text_features
 
     n = len(captions)
     dev = next(dit.parameters()).device
@@ -79,7 +79,7 @@ def probe(dit, text, latents: torch.Tensor, captions: list[str], sigmas: list[fl
 
 def main(argv=None) -> int:
     from .post_common import load_layered
-    from .pretrain import build_dit, build_text
+    from .pretrain.base import build_dit, build_text
 
     p = argparse.ArgumentParser(prog="python -m training.text_probe", description=__doc__.split("\n")[0])
     p.add_argument("--config", required=True, action="append", help="as for training.pretrain (repeatable)")

@@ -1,12 +1,14 @@
 """`libragen curate`: filter a dataset automatically, then apply the review page's decisions.
 
     libragen curate DATASET_DIR --out OUT_DIR [--workers 2] [--threshold blur=0.2 ...]
+    libragen curate VIDEO_FOLDER --out OUT_DIR [--threshold duration=3 ...]   # real videos -> a manifest
     libragen curate --out OUT_DIR --decisions decisions.json [--undecided keep|drop]
 """
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from ..errors import InputError
 
@@ -23,7 +25,8 @@ def _threshold(text: str) -> tuple[str, float]:
 
 def add_parser(sub):
     p = sub.add_parser("curate", help="curate a dataset: automatic filters, a review page, then the final manifest")
-    p.add_argument("dataset", nargs="?", help="dataset folder with manifest.jsonl (omit with --decisions)")
+    p.add_argument("dataset", nargs="?", help="a SpriteWorld-style dataset folder with manifest.jsonl, or a folder of "
+                   "videos with <name>.json / <name>.txt captions beside them (omit with --decisions)")
     p.add_argument("--out", required=True, help="output folder for accepted/rejected manifests, report and review page")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--threshold", type=_threshold, action="append", default=[], metavar="NAME=VALUE",
@@ -51,6 +54,16 @@ def run(args) -> int:
         raise InputError("give a dataset folder to filter, or --decisions decisions.json to finish a run")
     if args.workers < 1:
         raise InputError(f"--workers must be at least 1; got {args.workers}")
+    if not (Path(args.dataset) / "manifest.jsonl").is_file():  # a folder of videos: real footage
+        from ..curation.videos import curate_videos
+
+        report = curate_videos(args.dataset, args.out, thresholds=dict(args.threshold), workers=args.workers,
+                               review=not args.no_review, progress=not args.quiet, overwrite=args.overwrite)
+        print(json.dumps({f["name"]: f["removed"] for f in report["filters"]}))
+        print(f"accepted {report['n_accepted']} of {report['n_clips']} videos ({report['n_incomplete']} more lack a "
+              f"caption or references); manifest: {args.out}/accepted.jsonl; report: {args.out}/report.md"
+              + ("" if args.no_review else f"; review page: {args.out}/review/index.html"))
+        return 0
     report = curate_dataset(args.dataset, args.out, thresholds=dict(args.threshold), workers=args.workers,
                             review=not args.no_review, progress=not args.quiet, overwrite=args.overwrite)
     print(json.dumps({f["name"]: f["removed"] for f in report["filters"]}))

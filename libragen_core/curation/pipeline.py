@@ -83,6 +83,40 @@ def write_jsonl(path: Path, records) -> None:
             f.write(json.dumps(rec, sort_keys=True) + "\n")
 
 
+def prepare_out_dir(out_dir: Path, source: Path, overwrite: bool) -> None:
+    """Create the output folder of a curation run, refusing the source folder and an earlier run."""
+    if out_dir == source:
+        raise InputError("the output folder must differ from the folder being curated")
+    if (out_dir / "report.json").exists() and not overwrite:
+        raise InputError(f"{out_dir} already holds a curation run (report.json); pass overwrite=True (--overwrite) "
+                         "or choose another folder")
+    if not out_dir.parent.is_dir():
+        raise InputError(f"cannot create {out_dir}: its parent folder does not exist")
+    out_dir.mkdir(exist_ok=True)
+
+
+def run_jobs(fn, jobs: list, workers: int, progress: bool, unit: str) -> list:
+    """fn(job) for every job, in order, in `workers` processes, with a progress bar."""
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), desc="curate", unit=unit)
+    outcomes = []
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for out in pool.map(fn, jobs, chunksize=2):
+                outcomes.append(out)
+                bar and bar.update()
+    else:
+        for job in jobs:
+            outcomes.append(fn(job))
+            bar and bar.update()
+    if bar:
+        bar.close()
+    return outcomes
+
+
 def curate_dataset(data_dir, out_dir, *, thresholds: dict | None = None, workers: int = 1,
                    review: bool = True, progress: bool = True, overwrite: bool = False) -> dict:
     """Filter a dataset folder into out_dir; returns the report (also written as report.json)."""
@@ -92,33 +126,9 @@ def curate_dataset(data_dir, out_dir, *, thresholds: dict | None = None, workers
     if unknown:
         raise InputError(f"unknown filter thresholds {sorted(unknown)}; known: {', '.join(THRESHOLDS)}")
     th = {**THRESHOLDS, **(thresholds or {})}
-    if out_dir == data_dir:
-        raise InputError("the output folder must differ from the dataset folder")
-    if out_dir.exists() and (out_dir / "report.json").exists() and not overwrite:
-        raise InputError(f"{out_dir} already holds a curation run (report.json); pass overwrite=True (--overwrite) or choose another folder")
-    if not out_dir.parent.is_dir():
-        raise InputError(f"cannot create {out_dir}: its parent folder does not exist")
-    out_dir.mkdir(exist_ok=True)
-
+    prepare_out_dir(out_dir, data_dir, overwrite)
     start = time.perf_counter()
-    jobs = [(str(data_dir), rec, th) for rec in records]
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(jobs), desc="curate", unit="clip")
-    outcomes = []
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for out in pool.map(_evaluate_star, jobs, chunksize=4):
-                outcomes.append(out)
-                bar and bar.update()
-    else:
-        for job in jobs:
-            outcomes.append(_evaluate_star(job))
-            bar and bar.update()
-    if bar:
-        bar.close()
+    outcomes = run_jobs(_evaluate_star, [(str(data_dir), rec, th) for rec in records], workers, progress, "clip")
     elapsed = time.perf_counter() - start
 
     accepted, rejected = [], []

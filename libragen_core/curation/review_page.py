@@ -24,8 +24,19 @@ def sheet_name(clip_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", clip_id) + ".png"
 
 
-def contact_sheet(frames: np.ndarray, step: int = 2, zoom: int = 2, gap: int = 2) -> np.ndarray:
-    tiles = [np.kron(f, np.ones((zoom, zoom, 1), np.uint8)) for f in frames[::step]]
+def contact_sheet(frames: np.ndarray, max_tiles: int = 12, height: int = 128, gap: int = 2) -> np.ndarray:
+    """Every step-th frame (at most max_tiles), scaled to `height` pixels: small frames (SpriteWorld's
+    64 px) by whole-pixel zoom, large ones (real video) shrunk."""
+    step = max(1, -(-len(frames) // max_tiles))
+    h0 = frames.shape[1]
+    if height % h0 == 0:
+        zoom = height // h0
+        tiles = [np.kron(f, np.ones((zoom, zoom, 1), np.uint8)) for f in frames[::step]]
+    else:
+        from PIL import Image
+
+        size = (max(1, round(frames.shape[2] * height / h0)), height)
+        tiles = [np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in frames[::step]]
     h, w = tiles[0].shape[:2]
     sheet = np.full((h, len(tiles) * (w + gap) - gap, 3), 255, np.uint8)
     for i, tile in enumerate(tiles):
@@ -40,14 +51,16 @@ def _save_png(path: Path, image: np.ndarray) -> None:
         Image.fromarray(image).save(tmp, format="PNG")
 
 
-def write_review_page(out_dir, accepted: list[dict], *, outcomes_by_id: dict, run_id: str) -> Path:
-    """Write out_dir/review/index.html and review/sheets/*.png for the accepted records."""
+def write_review_page(out_dir, accepted: list[dict], *, outcomes_by_id: dict, run_id: str,
+                      frames_of=None) -> Path:
+    """Write out_dir/review/index.html and review/sheets/*.png for the accepted records.
+    frames_of(record) -> the frames a sheet shows (default: every frame of its video)."""
     out_dir = Path(out_dir)
     review = out_dir / "review"
     (review / "sheets").mkdir(parents=True, exist_ok=True)
     items = []
     for rec in accepted:
-        frames, _ = read_video(out_dir / rec["video"])
+        frames = frames_of(rec) if frames_of is not None else read_video(out_dir / rec["video"])[0]
         name = sheet_name(rec["id"])
         _save_png(review / "sheets" / name, contact_sheet(frames))
         results = outcomes_by_id.get(rec["id"], {}).get("results", [])

@@ -118,6 +118,55 @@ def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     return np.stack(frames), fps
 
 
+def probe_video(path: str | os.PathLike) -> dict:
+    """{width, height, frames, fps} from the container, without decoding pictures."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 0)
+            n = int(stream.frames or 0)
+            width, height = stream.codec_context.width, stream.codec_context.height
+            if n <= 0:  # containers without a frame count: count the packets (no decoding)
+                n = sum(1 for packet in container.demux(stream) if packet.size)
+    except (av.error.FFmpegError, IndexError) as e:
+        raise InputError(f"the video cannot be decoded ({type(e).__name__}: {e})") from None
+    if n <= 0 or width <= 0 or height <= 0:
+        raise InputError(f"the video has no frames ({n} frames of {width}x{height})")
+    return {"width": int(width), "height": int(height), "frames": n, "fps": fps}
+
+
+def read_frames(path: str | os.PathLike, indices, transform=None) -> dict[int, np.ndarray]:
+    """Decode a video up to the last wanted frame, keeping only the wanted ones (0-based frame
+    numbers -> uint8 [H, W, 3]); memory holds those frames only, however long the video.
+    transform(frame) -> what to keep of each wanted frame (e.g. a smaller copy), applied as it is decoded."""
+    import av
+
+    path = Path(path)
+    want = {int(i) for i in indices}
+    if not want:
+        return {}
+    last = max(want)
+    out = {}
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for i, frame in enumerate(container.decode(stream)):
+                if i in want:
+                    rgb = frame.to_ndarray(format="rgb24")
+                    out[i] = rgb if transform is None else transform(rgb)
+                if i >= last:
+                    break
+    except (av.error.FFmpegError, IndexError) as e:
+        raise InputError(f"cannot be decoded ({type(e).__name__}: {e})") from None
+    if len(out) < len(want):
+        raise InputError(f"decodes to {len(out)} of the {len(want)} frames it should have (frame {last} is past "
+                         "its end): the file is truncated or its header is wrong")
+    return out
+
+
 def _read_pillow(path: Path) -> tuple[np.ndarray, float]:
     from PIL import Image, ImageSequence
 

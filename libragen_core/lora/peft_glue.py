@@ -38,7 +38,8 @@ def add_lora(model: nn.Module, rank: int, alpha: float | None = None, targets: I
     """Inject a peft LoRA adapter (in place) into every Linear whose name ends with a target.
 
     alpha defaults to rank (scale 1). lora_B starts at zero (peft's default), so the adapted
-    model starts out identical to the base. Base weights are frozen; the adapter is trainable.
+    model starts out identical to the base. Base weights are frozen; the adapter is trainable and
+    kept in fp32 whatever the base's dtype (bf16, fp8).
     Adding a second adapter stacks it on the first: both are active, only the new one trains.
     """
     from peft import LoraConfig, inject_adapter_in_model
@@ -76,6 +77,10 @@ def add_lora(model: nn.Module, rank: int, alpha: float | None = None, targets: I
     for p in earlier:
         p.requires_grad_(False)
     for p in lora_trainable_parameters(model, adapter_name):
+        # peft gives the adapter its base layer's dtype; on a bf16 or fp8 base the LoRA still trains
+        # in fp32 (peft casts the layer input to the adapter's dtype, and the sum back to the base's)
+        if p.dtype != torch.float32:
+            p.data = p.data.float()
         p.requires_grad_(True)
     return model
 

@@ -17,10 +17,16 @@ training (the prompt rewriter must bridge them). caption_vocabulary() exports al
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import numpy as np
 
+from ..conditioning.captions import (  # noqa: F401  (the format lives in conditioning; re-exported)
+    UNLABELED_BINDING,
+    UNLABELED_REF,
+    ParsedCaption,
+    anonymous_caption,
+    parse_caption,
+)
 from ..errors import InputError
 from .identity import COLORS, MARKINGS, PATTERN_NOUNS, PATTERNS, SHAPES, SIZES
 from .motions import DIRECTION_PHRASES, INTERACTIONS, MOTIONS, SINGLE_MOTIONS
@@ -118,58 +124,6 @@ def ref_lines(scene: Scene) -> list[str]:
 def scene_caption(scene: Scene) -> str:
     """The training caption: 'Ref k:' lines then the 'Video:' line, joined by newlines."""
     return "\n".join(ref_lines(scene) + [video_line(scene)])
-
-
-@dataclass
-class ParsedCaption:
-    refs: dict[int, str]  # k -> description (without the final period)
-    video: str  # the Video line's text after "Video: "
-    bindings: list[tuple[int, str]]  # (k, bound phrase) in order of appearance
-
-
-_REF_LINE = re.compile(r"^Ref (\d+): (.+?)\.?$")
-_BINDING = re.compile(r"Ref (\d+)\[([^\[\]]+)\]")
-
-
-def parse_caption(text: str) -> ParsedCaption:
-    """Parse a LibraGen caption; raises InputError naming what is malformed."""
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    if not lines or not lines[-1].startswith("Video: "):
-        raise InputError("a caption must end with a 'Video: ...' line")
-    refs: dict[int, str] = {}
-    for ln in lines[:-1]:
-        m = _REF_LINE.match(ln)
-        if not m:
-            raise InputError(f"caption line {ln!r} is neither 'Ref k: ...' nor the Video line")
-        refs[int(m.group(1))] = m.group(2)
-    if sorted(refs) != list(range(1, len(refs) + 1)):
-        raise InputError(f"Ref lines must be numbered 1..{len(refs)}; got {sorted(refs)}")
-    video = lines[-1][len("Video: "):]
-    bindings = [(int(k), phrase) for k, phrase in _BINDING.findall(video)]
-    for k, _ in bindings:
-        if k not in refs:
-            raise InputError(f"the Video line binds Ref {k}, which has no 'Ref {k}:' line")
-    unbound = set(refs) - {k for k, _ in bindings}
-    if unbound:
-        raise InputError(f"Ref {sorted(unbound)} never appear as Ref k[...] in the Video line")
-    return ParsedCaption(refs, video, bindings)
-
-
-UNLABELED_REF = "the subject in reference image {k}"  # what the rewriter writes for a reference it cannot describe
-UNLABELED_BINDING = "the subject"
-
-
-def anonymous_caption(text: str) -> str:
-    """The caption with every subject's looks taken out, as the rewriter writes unlabelled references.
-
-    'Ref k: <description>.' becomes 'Ref k: the subject in reference image k.' and 'Ref k[<name>]'
-    becomes 'Ref k[the subject]'; motion, scene, camera and light stay. Only the reference images
-    then say what the subjects look like.
-    """
-    parsed = parse_caption(text)
-    lines = [f"Ref {k}: {UNLABELED_REF.format(k=k)}." for k in sorted(parsed.refs)]
-    video = _BINDING.sub(lambda m: f"Ref {m.group(1)}[{UNLABELED_BINDING}]", parsed.video)
-    return "\n".join(lines + [f"Video: {video}"])
 
 
 def _facts_patterns():

@@ -1,22 +1,19 @@
-"""SpriteWorld training data: clip sources, a deterministic resumable order, and a latent cache.
+"""Training data pieces every source shares: the bad-entry rule, a deterministic resumable order,
+the clip record, pixel/tensor conversion, file digests, and a latent cache of clip sources.
 
-Sources
-- `ProceduralClips`: renders clip i from `default_rng([seed, i])` with the scene sampler's
-  curriculum knobs (subjects, motions, sizes, simple backgrounds). Rendering takes milliseconds,
-  is lossless and needs no disk; the same (seed, i) always gives the same clip.
-- `ManifestClips`: a folder written by `libragen spriteworld dataset` (manifest.jsonl + clips).
+Bad entries (`BadEntries`; used by the real-video manifest and by SpriteWorld dataset folders): an
+entry whose video is missing, empty, unreadable, of the wrong size/frame count, or whose caption
+is empty, is reported with its path and reason. With `on_bad="skip"` (the default) it is left out
+and counted; the run stops only when more than `max_bad_fraction` of the entries are bad (a
+broken dataset, not a few broken files). With `on_bad="fatal"` the first bad entry stops the run.
+Either way the error names the file.
 
-Bad entries (ManifestClips): an entry whose video is missing, empty, unreadable, of the wrong
-size/frame count, or whose caption is empty, is reported with its path and reason. With
-`on_bad="skip"` (the default) it is left out and counted; the run stops only when more than
-`max_bad_fraction` of the entries are bad (a broken dataset, not a few broken files). With
-`on_bad="fatal"` the first bad entry stops the run. Either way the error names the file.
-
-Latent cache (`LatentCache`): VAE latents of a source's first n clips, in safetensors shards
-(`shard-NNNNN.safetensors`: latents fp16 [k, C, f, h, w]; captions and clip indices in the
-shard's JSON metadata), each written atomically. `index.json` records the source settings and
-the VAE file's digest: a cache built with other settings or another VAE is never reused; a shard
-that cannot be read is reported and rebuilt.
+Latent cache (`LatentCache`, SpriteWorld pretraining): VAE latents of a clip source's first n
+clips, in safetensors shards (`shard-NNNNN.safetensors`: latents fp16 [k, C, f, h, w]; captions
+and clip indices in the shard's JSON metadata), each written atomically. `index.json` records the
+source settings and the VAE file's digest: a cache built with other settings or another VAE is
+never reused; a shard that cannot be read is reported and rebuilt. The subject-to-video stages
+use training/common/cache.py instead.
 """
 from __future__ import annotations
 
@@ -25,7 +22,7 @@ import json
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,47 +32,33 @@ from libragen_core.errors import CheckpointError, InputError
 from libragen_core.io.atomic import atomic_path
 from libragen_core.io.safetensors_file import read_header, save_state_dict
 
-SIMPLE_SCENE = {"background_kinds": ("plain", "gradient"), "p_camera": 0.0, "p_light": 0.0, "p_occluder": 0.0,
-                "p_props": 0.0}
-
 
 class BadEntryError(InputError):
     """A dataset entry (clip or caption) cannot be used."""
 
 
-@dataclass(frozen=True)
-class ClipSpec:
-    """What a procedural clip source draws (the curriculum knobs of sample_scene)."""
+class BadEntries:
+    """The bad-entry rule (module docstring): with on_bad="skip" a bad entry is warned about, named
+    and counted, and the run stops only when more than max_bad_fraction of `total` entries (and
+    more than one) are bad; with on_bad="fatal" the first one stops it. `where` names the dataset."""
 
-    seed: int = 0
-    size: tuple[int, int] = (64, 64)
-    frames: int = 17
-    split: str = "train"
-    n_subjects: int = 1  # 0 = 1 to 3 at random (the sampler's default mix)
-    motions: tuple[str, ...] = ()  # () = every single-subject motion
-    sizes: tuple[str, ...] = ()  # identity size classes, () = all
-    shapes: tuple[str, ...] = ()
-    colors: tuple[str, ...] = ()
-    interactions: bool = False
-    simple: bool = True  # plain/gradient background, no props, pans, light changes or occluders
-    user_prompt_fraction: float = 0.0  # share of items captioned with a (train) user prompt instead
+    def __init__(self, where, total: int, on_bad: str = "skip", max_bad_fraction: float = 0.01, fix: str = ""):
+        if on_bad not in ("skip", "fatal"):
+            raise InputError(f"on_bad must be 'skip' or 'fatal', got {on_bad!r}")
+        self.where, self.total, self.on_bad, self.max_bad_fraction, self.fix = where, total, on_bad, max_bad_fraction, fix
+        self.entries: list[tuple[str, str]] = []
 
-    def scene_kwargs(self) -> dict:
-        from libragen_core.spriteworld.scene import INTERACTIONS
-
-        kw: dict = {"size": tuple(self.size), "n_frames": self.frames}
-        if self.motions:
-            kw["motions"] = tuple(self.motions)
-        kw["interactions"] = INTERACTIONS if self.interactions else ()
-        filt = {k: list(v) for k, v in (("sizes", self.sizes), ("shapes", self.shapes), ("colors", self.colors)) if v}
-        if filt:
-            kw["identity_filter"] = filt
-        if self.simple:
-            kw.update(SIMPLE_SCENE)
-        return kw
-
-    def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+    def report(self, path, reason: str, stacklevel: int = 2) -> None:
+        msg = f"bad dataset entry {path}: {reason}"
+        if self.on_bad == "fatal":
+            raise BadEntryError(msg + " (on_bad='fatal'; fix or delete the entry, or use on_bad='skip')")
+        self.entries.append((str(path), reason))
+        warnings.warn(msg + "; skipped", stacklevel=stacklevel + 1)
+        if len(self.entries) > max(1, self.max_bad_fraction * self.total):
+            raise BadEntryError(
+                f"{len(self.entries)} bad entries in {self.where} (more than {self.max_bad_fraction:.0%} of "
+                f"{self.total}); first: {self.entries[0][0]}: {self.entries[0][1]}. {self.fix}".rstrip()
+            )
 
 
 @dataclass
@@ -85,104 +68,6 @@ class Clip:
     index: int
     scene: object | None = None
     subject_mask: np.ndarray | None = None  # bool [T, H, W]: pixels a subject paints (procedural clips only)
-
-
-class ProceduralClips:
-    def __init__(self, spec: ClipSpec):
-        self.spec = spec
-        self._kw = spec.scene_kwargs()
-
-    def scene(self, index: int):
-        from libragen_core.spriteworld.scene import sample_scene
-
-        rng = np.random.default_rng([self.spec.seed, index])
-        return sample_scene(rng, self.spec.n_subjects or None, self.spec.split, **self._kw), rng
-
-    def __getitem__(self, index: int) -> Clip:
-        from libragen_core.spriteworld.captions import scene_caption, user_prompts
-        from libragen_core.spriteworld.render import render_scene
-
-        scene, rng = self.scene(index)
-        caption = scene_caption(scene)
-        if self.spec.user_prompt_fraction > 0 and rng.random() < self.spec.user_prompt_fraction:
-            prompts = user_prompts(scene, "train")
-            caption = prompts[int(rng.integers(len(prompts)))]
-        result = render_scene(scene)
-        return Clip(result.frames, caption, index, scene, result.masks.any(axis=0))
-
-    def settings(self) -> dict:
-        return {"source": "procedural", **asdict(self.spec)}
-
-
-class ManifestClips:
-    """Clips of a `libragen spriteworld dataset` folder, with the bad-entry rule of this module."""
-
-    def __init__(self, folder: str | os.PathLike, on_bad: str = "skip", max_bad_fraction: float = 0.01,
-                 size: Sequence[int] | None = None, frames: int | None = None):
-        from libragen_core.spriteworld.dataset import read_manifest
-
-        if on_bad not in ("skip", "fatal"):
-            raise InputError(f"on_bad must be 'skip' or 'fatal', got {on_bad!r}")
-        self.folder = Path(folder)
-        self.records = read_manifest(self.folder)
-        self.on_bad, self.max_bad_fraction = on_bad, max_bad_fraction
-        self.size, self.frames = (tuple(size) if size else None), frames
-        self.bad: list[tuple[str, str]] = []
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def _check(self, rec: dict, frames: np.ndarray) -> str | None:
-        if frames.shape[0] == 0:
-            return "the video has no frames"
-        if self.frames is not None and frames.shape[0] != self.frames:
-            return f"{frames.shape[0]} frames, expected {self.frames}"
-        if self.size is not None and tuple(frames.shape[1:3]) != self.size:
-            return f"frame size {tuple(frames.shape[1:3])}, expected {self.size}"
-        if not str(rec.get("caption", "")).strip():
-            return "the caption is empty"
-        return None
-
-    def load(self, i: int) -> Clip | None:
-        """Clip i, or None when it is bad and on_bad='skip' (it is then recorded in self.bad)."""
-        from libragen_core.io.video import read_video
-
-        rec = self.records[i]
-        path = self.folder / str(rec.get("video", ""))
-        reason = None
-        frames = None
-        if not path.is_file():
-            reason = "the file is missing"
-        elif path.stat().st_size == 0:
-            reason = "the file is empty (0 bytes)"
-        else:
-            try:
-                frames, _ = read_video(path)
-            except Exception as e:  # noqa: BLE001 - any decoder failure makes the entry bad
-                reason = f"cannot be decoded ({type(e).__name__}: {e})"
-        if reason is None:
-            reason = self._check(rec, frames)
-        if reason is None:
-            return Clip(frames, rec["caption"], int(rec.get("index", i)))
-        self.report(path, reason)
-        return None
-
-    def report(self, path: Path, reason: str) -> None:
-        msg = f"bad dataset entry {path}: {reason}"
-        if self.on_bad == "fatal":
-            raise BadEntryError(msg + " (on_bad='fatal'; fix or delete the entry, or use on_bad='skip')")
-        self.bad.append((str(path), reason))
-        warnings.warn(msg + "; skipped", stacklevel=2)
-        if len(self.bad) > max(1, self.max_bad_fraction * len(self.records)):
-            raise BadEntryError(
-                f"{len(self.bad)} bad entries in {self.folder} (more than {self.max_bad_fraction:.0%} of "
-                f"{len(self.records)}); first: {self.bad[0][0]}: {self.bad[0][1]}. Regenerate the dataset."
-            )
-
-    def settings(self) -> dict:
-        manifest = self.folder / "manifest.jsonl"
-        digest = hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
-        return {"source": "manifest", "folder": str(self.folder.resolve()), "manifest": digest}
 
 
 def frames_to_tensor(frames: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
@@ -234,6 +119,19 @@ class EpochSampler:
 
 
 # ---------------------------------------------------------------- latent cache
+def cache_file_ready(path: Path, what: str = "cache file") -> bool:
+    """The safetensors file exists and is whole; a damaged one is reported and deleted (to be rebuilt)."""
+    if not path.is_file():
+        return False
+    try:
+        read_header(path)
+        return True
+    except CheckpointError as e:
+        warnings.warn(f"{what} {path} is damaged ({e}); rebuilding it", stacklevel=3)
+        path.unlink(missing_ok=True)
+        return False
+
+
 def file_digest(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -315,16 +213,7 @@ class LatentCache:
             tmp.write_text(json.dumps(settings, indent=1), encoding="utf-8")
 
     def _valid(self, k: int) -> bool:
-        path = self._shard(k)
-        if not path.is_file():
-            return False
-        try:
-            read_header(path)
-            return True
-        except CheckpointError as e:
-            warnings.warn(f"latent cache shard {path} is damaged ({e}); rebuilding it", stacklevel=3)
-            path.unlink(missing_ok=True)
-            return False
+        return cache_file_ready(self._shard(k), "latent cache shard")
 
     def load(self, n_shards: int | None = None) -> LatentCache:
         from safetensors import safe_open

@@ -122,13 +122,15 @@ class TrainLoop:
     parameters; e.g. a training-forward wrapper): DDP syncs gradients only of what runs through
     the wrapped module's own forward. Checkpoints and EMA keep using `modules`.
     find_unused_parameters: DDP's option, for a stage where some parameters get no gradient in
-    some steps (VAE: the encoder in the decoder-only phase)."""
+    some steps (VAE: the encoder in the decoder-only phase).
+    device_placement: False leaves the modules where the stage put them (a DiT whose frozen
+    blocks wait in CPU memory must not be moved to the device whole)."""
 
     def __init__(self, folder: str | os.PathLike, stage: str, optim: OptimConfig, run: RunConfig,
                  modules: Mapping[str, nn.Module], *, param_groups: Sequence[dict] | None = None,
                  ema_modules: Sequence[str] = (), data_state=None, accelerator=None, extra_state: Callable | None = None,
                  load_extra_state: Callable | None = None, forward_modules: Mapping[str, nn.Module] | None = None,
-                 find_unused_parameters: bool = False):
+                 find_unused_parameters: bool = False, device_placement: bool = True):
         self.folder = Path(folder)
         self.stage = stage
         self.cfg = optim
@@ -142,12 +144,13 @@ class TrainLoop:
         self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
         names = list(self.modules)
         forward_modules = dict(forward_modules or {})
-        prepared = self.acc.prepare(*[forward_modules.get(n, self.modules[n]) for n in names], self.optimizer)
+        prepared = self.acc.prepare(*[forward_modules.get(n, self.modules[n]) for n in names], self.optimizer,
+                                    device_placement=[device_placement] * len(names) + [True])
         self.wrapped = dict(zip(names, prepared[:-1]))
         self.acc_optimizer = prepared[-1]
         for n in names:
             m = self.modules[n]
-            if optim.gradient_checkpointing and hasattr(m, "gradient_checkpointing"):
+            if optim.gradient_checkpointing is True and hasattr(m, "gradient_checkpointing"):
                 m.gradient_checkpointing = True
         self.ema = {n: EMA(self.modules[n], optim.ema_decay) for n in ema_modules} if optim.ema_decay > 0 else {}
         self.generator = torch.Generator().manual_seed(run.seed + 7919)

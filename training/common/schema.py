@@ -1,8 +1,21 @@
 """The schema of a training chain config (training/configs/*.toml), one dataclass per section.
 
-One file configures the whole chain (pretrain stages here; the SFT / merge / DPO stages add their
-own sections to `ChainConfig`). Every entry point loads the whole file, so a typo anywhere fails
-every stage up front. Paths are relative to the current directory (run from the repo root).
+One file configures the whole chain: `ChainConfig` holds the pretraining sections ([run], [vae],
+[base], [export]), `PostChainConfig` adds the base and data of the subject-to-video stages and one
+section per post-training stage:
+
+    [model] / [data]                the base as files (a real Wan2.1 / Phantom-Wan checkpoint) and
+                                    real videos (a JSONL manifest); without them the SpriteWorld
+                                    model folder and SpriteWorld clips
+    [sft_in] / [sft_cross]          LoRA SFT on in-pair / cross-pair triplets
+    [merge_sft]                     dW = weight * dW_cross + (1 - weight) * dW_in
+    [dpo_consis] / [dpo_realfake]   DPO LoRAs from the cross-pair / in-pair SFT models
+    [merge_dpo]                     the two DPO models merged the same way
+    [final]                         the exported model folder
+
+Every entry point loads the whole file, so a typo anywhere fails every stage up front. Paths are
+relative to the current directory (run from the repo root). Each post-training stage writes under
+<run.out>/<stage>/ and marks itself finished with DONE.json.
 """
 from __future__ import annotations
 
@@ -10,8 +23,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from libragen_core.errors import ConfigError
+from libragen_core.lora import DEFAULT_TARGETS
 
-from .data import ClipSpec
+from ..spriteworld.clips import ClipSpec
 
 
 @dataclass(frozen=True)
@@ -47,7 +61,9 @@ class OptimConfig:
     keep_checkpoints: int = 2
     log_every: int = 20
     validate_every: int = 0  # 0 = only at the end
-    gradient_checkpointing: bool = False
+    # recompute each DiT block in the backward pass instead of keeping its activations: "auto" = on
+    # for a base loaded from files (model.dit), off for the small SpriteWorld model
+    gradient_checkpointing: bool | Literal["auto"] = "auto"
     max_minutes: float = 0.0  # stop (with a checkpoint) after this wall time; 0 = no limit
     debug_step_delay: float = 0.0  # seconds to sleep after each step: lets the resume test kill a run mid-way
 
@@ -177,8 +193,223 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """The base the subject-to-video stages train on, as files ComfyUI users have (all three or none):
+    a Wan2.1 T2V or Phantom-Wan DiT, the Wan2.1 VAE and umT5-XXL. None = the SpriteWorld model
+    folder that pretraining exported (export.folder)."""
+
+    dit: str = ""  # e.g. ComfyUI/models/diffusion_models/Phantom-Wan-1.3B_fp16.safetensors
+    vae: str = ""  # e.g. ComfyUI/models/vae/wan_2.1_vae.safetensors
+    text_encoder: str = ""  # e.g. ComfyUI/models/text_encoders/umt5_xxl_fp16.safetensors
+    tokenizer: str = ""  # only for a text encoder file without the tokenizer inside ("" = inside / beside it)
+    dtype: Literal["bf16", "fp8"] = "bf16"  # the frozen DiT: bf16, or fp8 block linears (Fp8Linear); never fp32
+    name: str = ""  # the base's name in LoRA files; "" = the DiT file's name without .safetensors
+    # frozen weights of the last N DiT blocks stay in CPU memory and visit the training device one
+    # block at a time (needs gradient checkpointing); 0 = the whole DiT on the device
+    offload_blocks: int = 0
+    vae_tile: int = 1024  # caching: frames wider or taller than this many pixels are encoded in tiles of it
+    # CPU smoke runs and tests only: write tiny random files in the real layouts where model.dit /
+    # model.vae / model.text_encoder do not exist yet (python -m training.tiny_base)
+    tiny: bool = False
+
+    def __post_init__(self):
+        given = [k for k in ("dit", "vae", "text_encoder") if getattr(self, k)]
+        if given and len(given) != 3:
+            missing = [k for k in ("dit", "vae", "text_encoder") if not getattr(self, k)]
+            raise ConfigError(f"model.{', model.'.join(missing)} missing: a base from files needs model.dit, "
+                              "model.vae and model.text_encoder (e.g. the Phantom-Wan DiT, wan_2.1_vae and "
+                              "umt5_xxl_fp16)")
+        if self.offload_blocks < 0:
+            raise ConfigError(f"model.offload_blocks must be >= 0, got {self.offload_blocks}")
+        if self.vae_tile and (self.vae_tile < 128 or self.vae_tile % 8):
+            raise ConfigError(f"model.vae_tile must be 0 (never tile) or a multiple of 8 of at least 128, "
+                              f"got {self.vae_tile}")
+
+    @property
+    def from_files(self) -> bool:
+        return bool(self.dit)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Real videos for the subject-to-video stages: a JSONL manifest (docs/training-real-data.md)."""
+
+    manifest: str = ""  # "" = none: the stages train on their SpriteWorld sources
+    frames: int = 81  # frames per training clip (4k+1)
+    fps: float = 16.0  # resample every clip to this frame rate; 0 = keep the source's, every `stride`-th frame
+    stride: int = 1
+    start: Literal["head", "center"] = "head"  # where in a longer clip the sampled frames start
+    resolution: tuple[int, int] = (480, 832)  # (height, width): the buckets' pixel area and the largest bucket
+    bucket_step: int = 16  # bucket sides are multiples of this (VAE x8, DiT patch x2)
+    max_aspect: float = 2.5  # widest / tallest bucket
+    heldout: int = 2  # entries of each stage kept out of training: validation prompts, references and loss
+    on_bad: Literal["skip", "fatal"] = "skip"
+    max_bad_fraction: float = 0.01  # more bad entries than this share (and more than one) stops the run
+    cache: str = ""  # latent / text feature cache folder; "" = <run.out>/cache
+    seed: int = 0  # which entries are held out
+
+    def __post_init__(self):
+        if self.frames < 1 or (self.frames - 1) % 4:
+            raise ConfigError(f"data.frames must be 4k+1 (5, 9, ..., 81), got {self.frames}")
+        if self.fps < 0 or self.stride < 1:
+            raise ConfigError(f"data.fps must be >= 0 and data.stride >= 1, got {self.fps} and {self.stride}")
+        if self.heldout < 0 or not 0 <= self.max_bad_fraction <= 1:
+            raise ConfigError("data.heldout must be >= 0 and data.max_bad_fraction in [0, 1]")
+
+
+@dataclass(frozen=True)
 class ChainConfig:
     run: RunConfig = field(default_factory=RunConfig)
     vae: VAEStageConfig = field(default_factory=VAEStageConfig)
     base: BaseStageConfig = field(default_factory=BaseStageConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+
+
+# ================================================================ post-training stages
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Sampling used to generate DPO losers and validation clips."""
+
+    steps: int = 20
+    shift: float = 3.0
+    solver: str = "unipc"
+    cfg: str = "libragen"
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ConfigError(f"sampler steps must be at least 1, got {self.steps}")
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    rank: int = 16
+    alpha: float = 16.0
+    targets: tuple[str, ...] = DEFAULT_TARGETS
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        if self.rank < 1:
+            raise ConfigError(f"lora rank must be a positive integer, got {self.rank}")
+        if self.alpha <= 0:
+            raise ConfigError(f"lora alpha must be positive, got {self.alpha}")
+        if not self.targets:
+            raise ConfigError("lora targets needs at least one module name (e.g. 'self_attn.q')")
+
+
+@dataclass(frozen=True)
+class PostValidation:
+    clips: int = 4  # held-out identities sampled and tracked (identity score, motion check)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    seed: int = 4321
+
+
+@dataclass(frozen=True)
+class SFTStageConfig:
+    enabled: bool = True
+    clips: int = 512  # triplets in the stage's latent cache
+    data: ClipSpec = field(default_factory=lambda: ClipSpec(seed=100))
+    dataset: str = ""  # a `libragen spriteworld dataset` folder of this stage's kind instead of `data`
+    manifest: str = ""  # real videos: this stage's own manifest instead of data.manifest (either one wins over `data`)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=500, batch=16, lr=1e-4, warmup=20))
+    ref_dropout: float = 0.1  # zeroed references: the null branch of dynamic CFG
+    text_dropout: float = 0.1  # empty-prompt features: the ref-only branch
+    # captions whose subjects' looks are taken out ('Ref 1: the subject in reference image 1'): when
+    # the text describes the subject, the model has no reason to read the reference
+    anonymous_refs: float = 0.0
+    sigma_sampling: Literal["logit_normal", "shifted", "uniform"] = "logit_normal"
+    sigma_shift: float = 3.0
+    validation: PostValidation = field(default_factory=PostValidation)
+
+    def __post_init__(self):
+        for name in ("ref_dropout", "text_dropout", "anonymous_refs"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"{name} is a probability in [0, 1], got {v}")
+        if self.clips < self.optim.batch:
+            raise ConfigError(f"clips ({self.clips}) must be at least one batch ({self.optim.batch})")
+
+
+@dataclass(frozen=True)
+class MergeStageConfig:
+    enabled: bool = True
+    method: Literal["linear", "concat", "svd", "ties", "dare"] = "concat"
+    weight: float = 0.5  # a: the cross-pair (SFT) / consis (DPO) side's weight; the other gets 1 - a
+    rank: int = 0  # target rank for svd (and factor output of ties/dare); 0 = none
+    density: float = 0.2
+    drop_rate: float = 0.5
+    seed: int = 0
+    sweep: tuple[float, ...] = ()  # extra weights written to sweep/ for the ablation (e.g. 0, .25, .5, .75, 1)
+
+    def __post_init__(self):
+        if not 0.0 <= self.weight <= 1.0:
+            raise ConfigError(f"merge weight a is in [0, 1], got {self.weight}")
+        if self.method == "svd" and self.rank < 1:
+            raise ConfigError("merge method 'svd' needs rank >= 1 (the target rank)")
+        if self.method in ("linear", "concat") and self.rank:
+            raise ConfigError(f"merge method {self.method!r} is exact and has no rank; set rank = 0 or use 'svd'")
+        for w in self.sweep:
+            if not 0.0 <= w <= 1.0:
+                raise ConfigError(f"merge sweep weights are in [0, 1], got {w}")
+
+
+@dataclass(frozen=True)
+class PairFilterConfig:
+    auto: bool = True  # decode and track both videos; keep pairs by the thresholds below
+    min_identity_margin: float = 0.05  # identity(winner) - identity(loser); < 0 switches the test off
+    max_motion_gap: float = 0.15  # mean centre distance / short side; < 0 switches it off
+    decisions: str = ""  # manual review: JSON list of rejected pair ids ("" = none)
+
+
+@dataclass(frozen=True)
+class DPOStageConfig:
+    enabled: bool = True
+    pairs: int = 64  # triplets to build pairs from (before filtering)
+    data: ClipSpec = field(default_factory=lambda: ClipSpec(seed=200))
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=200, batch=8, lr=2e-5, warmup=10))
+    beta: float = 500.0
+    sft_weight: float = 0.0  # Reg-DPO: weight of the flow loss on the winners
+    split_backward: bool = True  # winner and loser halves back-propagated one after the other
+    rope_offset: float = 8.0  # Consis-DPO: added to every reference's temporal RoPE index for the loser
+    # Fewer kept pairs than one batch: "stop" raises; "skip" finishes the stage without a LoRA
+    # (recorded in its DONE.json and in pipeline.json) and the DPO merge takes the SFT LoRA alone
+    # on that side, so a long chain does not die at its last stages over a filter outcome.
+    too_few_pairs: Literal["stop", "skip"] = "stop"
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    filter: PairFilterConfig = field(default_factory=PairFilterConfig)
+    sigma_sampling: Literal["logit_normal", "shifted", "uniform"] = "logit_normal"
+    sigma_shift: float = 3.0
+    validation: PostValidation = field(default_factory=PostValidation)
+
+    def __post_init__(self):
+        if self.beta <= 0:
+            raise ConfigError(f"beta must be positive (published values span 100 to 5000), got {self.beta}")
+        if self.sft_weight < 0:
+            raise ConfigError(f"sft_weight must be >= 0, got {self.sft_weight}")
+        if self.pairs < 1:
+            raise ConfigError(f"pairs must be at least 1, got {self.pairs}")
+        if self.too_few_pairs not in ("stop", "skip"):
+            raise ConfigError(f"too_few_pairs must be 'stop' or 'skip', got {self.too_few_pairs!r}")
+
+
+@dataclass(frozen=True)
+class FinalConfig:
+    enabled: bool = True
+    folder: str = ""  # "" = <run.out>/final
+    name: str = "libragen-sprite"
+    # The final merged LoRA is folded into the base DiT: one DiT file of the base's size, and the
+    # folder loads like the embedded model with no LoRA step. The LoRA file is kept beside it.
+
+
+@dataclass(frozen=True)
+class PostChainConfig(ChainConfig):
+    model: ModelConfig = field(default_factory=ModelConfig)  # the base: files (model.dit, ...) or the exported folder
+    data: DataConfig = field(default_factory=DataConfig)  # real videos (data.manifest) for the S2V stages
+    sft_in: SFTStageConfig = field(default_factory=SFTStageConfig)  # in-pair triplets
+    sft_cross: SFTStageConfig = field(default_factory=SFTStageConfig)  # cross-pair triplets
+    merge_sft: MergeStageConfig = field(default_factory=MergeStageConfig)
+    dpo_consis: DPOStageConfig = field(default_factory=DPOStageConfig)
+    dpo_realfake: DPOStageConfig = field(default_factory=lambda: DPOStageConfig(data=ClipSpec(seed=300)))
+    merge_dpo: MergeStageConfig = field(default_factory=MergeStageConfig)
+    final: FinalConfig = field(default_factory=FinalConfig)

@@ -29,9 +29,9 @@ from libragen_core.conditioning.references import prepare_references
 from libragen_core.errors import ConfigError, InputError
 from libragen_core.io.safetensors_file import load_state_dict, read_header, save_state_dict
 
-from .common.data import ClipSpec, ProceduralClips, frames_to_tensor
-
-KINDS = ("in_pair", "cross_pair")
+from ..common.data import file_digest, frames_to_tensor
+from ..common.sources import KINDS, Planned, Triplet, content_id
+from .clips import ClipSpec, ProceduralClips
 
 
 def reference_images(result, kind: str, rng: np.random.Generator) -> list[np.ndarray]:
@@ -57,14 +57,49 @@ def reference_images(result, kind: str, rng: np.random.Generator) -> list[np.nda
     return out
 
 
-class ProceduralTriplets:
-    """Triplet i: the clip of ProceduralClips(spec)[i] plus its references of `kind`."""
+def track_scores(frames: np.ndarray, scene_d: dict) -> dict:
+    """A generated clip against the scene it was asked for: identity (the tracker's match of each
+    subject, mean over frames) and motion error (tracked centre vs the true centre, short-side units)."""
+    from libragen_core.eval.tracking import track_scene
+    from libragen_core.spriteworld.render import render_scene
+    from libragen_core.spriteworld.scene import Scene
 
-    def __init__(self, spec: ClipSpec, kind: str):
+    scene = Scene.from_dict(scene_d)
+    truth = render_scene(scene).centers  # [K, T, 2]
+    tracks = track_scene(frames, scene)
+    short = min(frames.shape[1:3])
+    return {"identity": float(np.mean([t.match.mean() for t in tracks])),
+            "motion_err": float(np.mean([np.linalg.norm(t.centers - c, axis=1).mean() / short
+                                         for t, c in zip(tracks, truth)]))}
+
+
+class ProceduralTriplets:
+    """Triplet i: the clip of ProceduralClips(spec)[i] plus its references of `kind`; as a
+    TripletSource (training/common/sources.py), the first n of them."""
+
+    def __init__(self, spec: ClipSpec, kind: str, n: int = 0):
         if kind not in KINDS:
             raise ConfigError(f"triplet kind must be one of {KINDS}; got {kind!r}")
-        self.spec, self.kind = spec, kind
+        self.spec, self.kind, self.n = spec, kind, n
         self.clips = ProceduralClips(spec)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def plan(self, i: int) -> Planned:
+        from libragen_core.spriteworld.captions import anonymous_caption, scene_caption
+
+        scene, _ = self.clips.scene(i)
+        spec = json.loads(json.dumps(asdict(self.spec)))
+        caption = scene_caption(scene)
+        return Planned(index=i, name=f"procedural clip {i}", clip_id=content_id(source="spriteworld", spec=spec, index=i),
+                       ref_ids=tuple(content_id(source="spriteworld", spec=spec, index=i, kind=self.kind, ref=k)
+                                     for k in range(len(scene.subjects))),
+                       caption=caption, anonymous=anonymous_caption(caption), shape=(self.spec.frames, *self.spec.size))
+
+    def load(self, i: int, clip: bool = True) -> Triplet:
+        frames, refs, caption, scene = self[i]
+        return Triplet(frames=frames, refs=refs, caption=caption, truth=scene)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, list[np.ndarray], str, dict]:
         from libragen_core.spriteworld.captions import scene_caption
@@ -77,6 +112,10 @@ class ProceduralTriplets:
         # through JSON, so a fresh item equals one read back from a cache (lists, not tuples)
         return result.frames, refs, scene_caption(scene), json.loads(json.dumps(scene.to_dict()))
 
+    def score(self, i: int, frames: np.ndarray) -> dict:
+        """Ground-truth scores of a clip generated for triplet i (track_scores)."""
+        return track_scores(frames, self[i][3])
+
     def settings(self) -> dict:
         return {"source": "procedural-triplets", "kind": self.kind, **asdict(self.spec)}
 
@@ -84,11 +123,12 @@ class ProceduralTriplets:
 class ManifestTriplets:
     """Triplets of a `libragen spriteworld dataset --kind in_pair|cross_pair` folder (clips + ref PNGs)."""
 
-    def __init__(self, folder: str | os.PathLike, kind: str):
+    def __init__(self, folder: str | os.PathLike, kind: str, n: int = 0):
         from libragen_core.spriteworld.dataset import read_manifest
 
         self.folder, self.kind = Path(folder), kind
         self.records = read_manifest(self.folder)
+        self.n = min(n, len(self.records)) if n else len(self.records)
         kinds = {r.get("kind") for r in self.records}
         if kinds != {kind}:
             raise ConfigError(f"{self.folder} holds {sorted(map(str, kinds))} records but this stage trains on "
@@ -97,7 +137,7 @@ class ManifestTriplets:
         self.spec = ClipSpec(size=tuple(first["size"]), frames=int(first["n_frames"]))
 
     def __len__(self) -> int:
-        return len(self.records)
+        return self.n
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, list[np.ndarray], str, dict]:
         from PIL import Image
@@ -108,6 +148,22 @@ class ManifestTriplets:
         frames, _ = read_video(self.folder / rec["video"])
         refs = [np.array(Image.open(self.folder / r["path"]).convert("RGB")) for r in rec["refs"]]
         return frames, refs, rec["caption"], rec["scene"]
+
+    def plan(self, i: int) -> Planned:
+        from libragen_core.spriteworld.captions import anonymous_caption
+
+        rec = self.records[i]
+        size = list(self.spec.size)
+        return Planned(index=i, name=str(self.folder / rec["video"]),
+                       clip_id=content_id(video=file_digest(self.folder / rec["video"]), size=size),
+                       ref_ids=tuple(content_id(image=file_digest(self.folder / r["path"]), size=size)
+                                     for r in rec["refs"]),
+                       caption=rec["caption"], anonymous=anonymous_caption(rec["caption"]),
+                       shape=(self.spec.frames, *self.spec.size))
+
+    def load(self, i: int, clip: bool = True) -> Triplet:
+        frames, refs, caption, scene = self[i]
+        return Triplet(frames=frames, refs=refs, caption=caption, truth=scene)
 
     def settings(self) -> dict:
         digest = hashlib.sha256((self.folder / "manifest.jsonl").read_bytes()).hexdigest()[:16]

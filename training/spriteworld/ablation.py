@@ -1,8 +1,8 @@
 """The ablation table of the trained SpriteWorld chain (docs/results.md, issue 5).
 
-    python -m training.ablation --config training/configs/spriteworld.toml
-    python -m training.ablation --config ... --rows base,sft_in,dpo_merged --cfg dynamic --cases 4
-    python -m training.ablation --config ... --suite full --split all --prompts all
+    python -m training.spriteworld.ablation --config training/configs/spriteworld.toml
+    python -m training.spriteworld.ablation --config ... --rows base,sft_in,dpo_merged --cfg dynamic --cases 4
+    python -m training.spriteworld.ablation --config ... --suite full --split all --prompts all
 
 Every row is evaluated on the same SpriteWorld eval cases (libragen_core.eval: build_suite,
 evaluate_clip, aggregate), with each case's own seed, once with static CFG (the `phantom`
@@ -49,8 +49,8 @@ from libragen_core.eval.harness import (
 from libragen_core.eval.suite import PROMPT_KINDS, SUITES, EvalCase, build_suite, parse_prompt_kinds
 from libragen_core.io.atomic import atomic_path, write_json
 
-from .post_common import base_folder, final_folder, skipped_reason, stage_folder
-from .post_config import PostChainConfig
+from ..common.schema import PostChainConfig
+from ..post_common import base_folder, final_folder, skipped_reason, stage_folder
 
 CACHE_VERSION = 1
 # static = Phantom's published weights; dynamic = LibraGen's time-dependent schedule
@@ -84,7 +84,7 @@ class RowSpec:
 
 def plan_rows(cfg: PostChainConfig) -> list[RowSpec]:
     """Every model row in table order, with its weight files and the files still missing."""
-    from .merge import sweep_names
+    from ..merge import sweep_names
 
     base = base_folder(cfg)
     base_missing = () if (base / "model.json").is_file() else (str(base / "model.json"),)
@@ -156,7 +156,7 @@ _DIGESTS: dict[tuple, str] = {}
 
 
 def file_digest(path: Path) -> str:
-    from .common.data import file_digest as sha
+    from ..common.data import file_digest as sha
 
     st = Path(path).stat()
     key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
@@ -566,10 +566,10 @@ def write_outputs(ab: dict, out_dir: Path) -> dict[str, Path]:
 # ---------------------------------------------------------------- CLI
 
 def main(argv=None) -> int:
-    from .common.loop import setup_torch
-    from .post_common import load_layered
+    from ..common.loop import setup_torch
+    from ..post_common import load_layered
 
-    p = argparse.ArgumentParser(prog="python -m training.ablation", description=__doc__.strip().split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m training.spriteworld.ablation", description=__doc__.strip().split("\n")[0])
     p.add_argument("--config", required=True, action="append", help="training/configs/spriteworld.toml (repeatable, later wins)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)")
     p.add_argument("--suite", default="full", choices=sorted(SUITES), help="eval suite (default full: 24 cases)")
