@@ -56,6 +56,22 @@ def copy_example_loras(loras_dir: Path) -> None:
         shutil.copyfile(REPO / "examples" / "loras" / name, loras_dir / name)
 
 
+def write_example_lora(path: Path, seed: int = 0) -> Path:
+    """A small real LoRA (ComfyUI Wan naming) for the embedded model's DiT shapes."""
+    import torch
+
+    from libragen_core.lora import LoraFactors, LoraWeights, save_lora
+    from libragen_core.models.bundle import PLACEHOLDER_DIT as c
+
+    g = torch.Generator().manual_seed(seed)
+    shapes = {"blocks.0.self_attn.q": (c.dim, c.dim), "blocks.1.cross_attn.k": (c.dim, c.dim),
+              "blocks.2.ffn.0": (c.ffn_dim, c.dim), "blocks.3.self_attn.o": (c.dim, c.dim)}
+    factors = {name: LoraFactors(down=torch.randn(4, n_in, generator=g) * 0.1,
+                                 up=torch.randn(n_out, 4, generator=g) * 0.1, alpha=4.0)
+               for name, (n_out, n_in) in shapes.items()}
+    return save_lora(LoraWeights(factors=factors), path)
+
+
 @dataclass
 class Server:
     dir: Path  # the private base directory
