@@ -109,6 +109,7 @@ class DiTShape:
     num_heads: int = 2
     num_layers: int = 4
     patch_size: tuple[int, int, int] = (1, 2, 2)
+    pooled_text: bool = False  # the caption's mean token also drives the adaLN modulation (WanDiTConfig)
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,23 @@ class ValidationConfig:
 
 
 @dataclass(frozen=True)
+class ProbeConfig:
+    """The direction-sensitivity probe (training/direction_probe.py), logged under probe/."""
+
+    every: int = 0  # steps between probes (and at step 0); 0 = off
+    clips: int = 64  # clips of the first phase's cache (those whose caption has a direction word)
+    sigmas: tuple[float, ...] = (0.3, 0.6, 0.9)
+    samples: int = 8  # captions sampled with true vs swapped directions from the same noise; 0 = no sampling
+    sample_steps: int = 10  # sampler steps of those samples (the validation's shift, solver and cfg)
+
+    def __post_init__(self):
+        if self.every < 0 or self.clips < 1 or self.samples < 0 or self.sample_steps < 1:
+            raise ConfigError("probe.every and probe.samples must be >= 0, probe.clips and probe.sample_steps >= 1")
+        if not self.sigmas or not all(0 < s < 1 for s in self.sigmas):
+            raise ConfigError(f"probe.sigmas must be noise levels in (0, 1), got {list(self.sigmas)}")
+
+
+@dataclass(frozen=True)
 class BaseStageConfig:
     enabled: bool = True
     vae: str = ""  # VAE file; "" = the vae stage's output; "pool" = fixed pooling stand-in (DiT diagnosis)
@@ -156,6 +174,7 @@ class BaseStageConfig:
     zero_cross_attn: bool = True  # with adaln_zero: also zero the cross-attention output projection
     encode_batch: int = 8
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
 
     def __post_init__(self):
         if not self.phases:
