@@ -67,7 +67,7 @@ def test_the_eval_suite_prompts_tokenize_without_unk(tok):
 
 def test_the_rewriters_spriteworld_outputs_tokenize_without_unk(tok):
     n = 0
-    for i, scene in enumerate(_scenes(60)):
+    for scene in _scenes(60):
         idents = [s.identity for s in scene.subjects]
         label_sets = ([x.ref_name for x in idents], [x.name for x in idents], [""] * len(idents))
         for prompt in user_prompts(scene, "train") + user_prompts(scene, "heldout"):
