@@ -142,6 +142,48 @@ def validate_s2v(dit, bundle, items, vc: PostValidation, folder: Path, step: int
     return {"identity": float(np.mean(ids)), "motion_err": float(np.mean(motion))}
 
 
+def s2v_direction_probe(dit, bundle, cache, items, pc, vc: PostValidation):
+    """The direction probe of a post-training stage (training/direction_probe.py): the loss gap on
+    the stage's cached triplets (references appended as in training) and samples of the held-out
+    validation triplets, with their references, from the same noise under true and swapped
+    captions (pixels, 0-255). `pc`: the stage's ProbeConfig; its sample_steps replace the
+    validation sampler's steps."""
+    from libragen_core.conditioning.references import prepare_references
+    from libragen_core.conditioning.subjects import Subjects
+    from libragen_core.sampling.sampler import sample
+
+    from .common.data import tensor_to_frames
+    from .direction_probe import directional, flat, loss_probe, sample_probe
+
+    keep = directional(cache.captions)[: pc.clips]
+    x0, refs, captions = cache.batch(keep) if keep else (None, None, [])
+    items = [it for it in items if directional([it[2]])][: pc.samples]
+
+    def generate(captions: list[str], seed: int):
+        dev = next(dit.parameters()).device
+        out = []
+        for i, ((frames, ref_imgs, _, _), caption) in enumerate(zip(items, captions)):
+            h, w = frames.shape[1:3]
+            with torch.no_grad():
+                z = bundle.vae.encode(prepare_references(ref_imgs, h, w, device=dev).unsqueeze(2))
+            shape = (1, dit.config.in_dim, *bundle.vae.latent_shape(frames.shape[0], h, w))
+            lat = sample(dit, shape, encode_text(bundle, [caption]), encode_text(bundle, [""]), Subjects(z.float()),
+                         steps=pc.sample_steps, shift=vc.sampler.shift, solver=vc.sampler.solver, cfg=vc.sampler.cfg,
+                         seed=seed + 1000 * i)
+            with torch.no_grad():
+                out.append(tensor_to_frames(bundle.vae.decode(lat))[0])
+        return np.stack(out)
+
+    def run(step: int) -> dict:
+        out = flat(loss_probe(dit, lambda caps: encode_text(bundle, caps), x0, captions, pc.sigmas, refs=refs)
+                   if keep else {"clips": 0})
+        if items:
+            out.update(flat(sample_probe(generate, [it[2] for it in items], vc.seed)))
+        return out
+
+    return run
+
+
 # ---------------------------------------------------------------- CLI
 
 def _deep_merge(into: dict, more: dict) -> dict:

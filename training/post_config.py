@@ -20,7 +20,7 @@ from libragen_core.errors import ConfigError
 from libragen_core.lora import DEFAULT_TARGETS
 
 from .common.data import ClipSpec
-from .common.schema import ChainConfig, OptimConfig
+from .common.schema import ChainConfig, OptimConfig, ProbeConfig
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,7 @@ class SFTStageConfig:
     sigma_sampling: Literal["logit_normal", "shifted", "uniform"] = "logit_normal"
     sigma_shift: float = 3.0
     validation: PostValidation = field(default_factory=PostValidation)
+    probe: ProbeConfig = field(default_factory=lambda: ProbeConfig(samples=4))  # samples: held-out triplets
 
     def __post_init__(self):
         for name in ("ref_dropout", "text_dropout", "anonymous_refs"):

@@ -12,6 +12,7 @@ to <run.out>/<stage>/lora.safetensors; the stage resumes from its newest checkpo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from .post_common import (
     is_done,
     load_base,
     mark_done,
+    s2v_direction_probe,
     stage_folder,
     stage_main,
     vae_digest,
@@ -107,7 +109,12 @@ def run_sft(cfg: PostChainConfig, stage: str) -> Path:
     def validate(step: int) -> dict:
         return validate_s2v(dit, bundle, items, sc.validation, folder, step, stage, loop.log) if items else {}
 
-    loop.run(step_fn, validate)
+    probe = None
+    if sc.probe.every and acc.is_main_process:
+        probe_items = items if len(items) >= sc.probe.samples else heldout_triplets(
+            sc.data, kind, dataclasses.replace(sc.validation, clips=sc.probe.samples))
+        probe = s2v_direction_probe(dit, bundle, cache, probe_items, sc.probe, sc.validation)
+    loop.run(step_fn, validate, probe_fn=probe, probe_every=sc.probe.every)
     if loop.step < sc.optim.steps:
         acc.print(f"[{stage}] stopped at step {loop.step} of {sc.optim.steps} (max_minutes); re-run to continue")
     elif acc.is_main_process:
