@@ -46,6 +46,7 @@ from .common.loop import (
     wait_for_everyone,
 )
 from .common.losses import flow_matching_loss, sample_sigmas
+from .common.prefetch import ParallelClips, parallel
 from .common.schema import BaseStageConfig, ChainConfig, VAEStageConfig
 from .common.vae_adversarial import PatchDiscriminator, adversarial_losses
 from .common.vae_init import inflate_image_vae, kaiming_init
@@ -168,7 +169,7 @@ def run_vae(cfg: ChainConfig) -> Path:
     final = folder / "vae.safetensors"
     seed_everything(cfg.run.seed)
     vae = build_vae(sc)
-    clips = ProceduralClips(sc.data)
+    clips = parallel(ProceduralClips(sc.data), cfg.run.render_workers)
     modules = {"vae": vae}
     if sc.adversarial:
         modules["disc"] = PatchDiscriminator(sc.disc_dim)
@@ -241,6 +242,8 @@ def run_vae(cfg: ChainConfig) -> Path:
         return vae_eval(vae, sc, folder, step)
 
     loop.run(step_fn, validate)
+    if isinstance(clips, ParallelClips):
+        clips.close()
     if loop.step < sc.optim.steps:
         loop.acc.print(f"[vae] stopped at step {loop.step} of {sc.optim.steps} (max_minutes); re-run to continue")
     if loop.acc.is_main_process:
@@ -307,11 +310,15 @@ def build_caches(cfg: ChainConfig, vae, folder: Path, progress: bool = True) -> 
     state = distributed(cfg.run)
     caches = []
     for i, ph in enumerate(bc.phases):
-        src = ProceduralClips(ph.data)
         cache = LatentCache(folder / "cache" / f"phase{i}-{ph.data.key()}")
-        caches.append(cache.build(src, ph.clips, lambda px: vae.encode(px, chunked=False), digest,
-                                  batch=bc.encode_batch, progress=progress, rank=state.process_index,
-                                  world=state.num_processes, barrier=state.wait_for_everyone))
+        src = parallel(ProceduralClips(ph.data), cfg.run.render_workers)
+        try:
+            caches.append(cache.build(src, ph.clips, lambda px: vae.encode(px, chunked=False), digest,
+                                      batch=bc.encode_batch, progress=progress, rank=state.process_index,
+                                      world=state.num_processes, barrier=state.wait_for_everyone))
+        finally:
+            if isinstance(src, ParallelClips):
+                src.close()
     return caches
 
 

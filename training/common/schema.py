@@ -21,6 +21,7 @@ class RunConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, none on CPU
     threads: int = 2  # torch CPU threads (0 = torch's default)
+    render_workers: int = 0  # processes rendering procedural clips ahead of the trainer (0 = in the trainer)
     deterministic: bool = True  # deterministic algorithms (exact resume); slower on GPU
     # multi-process runs: how long a process waits in a collective for the others. Validation,
     # latent/triplet caches and DPO pair generation run on the main process while the rest wait.
@@ -29,6 +30,8 @@ class RunConfig:
     def __post_init__(self):
         if self.dist_timeout_minutes <= 0:
             raise ConfigError(f"run.dist_timeout_minutes must be positive, got {self.dist_timeout_minutes}")
+        if self.render_workers < 0:
+            raise ConfigError(f"run.render_workers must be >= 0, got {self.render_workers}")
 
 
 @dataclass(frozen=True)
