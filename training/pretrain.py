@@ -263,8 +263,11 @@ def build_text(bc: BaseStageConfig):
 
     tok = WordTokenizer(text_vocabulary())
     t = bc.text
-    return SmallTextEncoder(SmallTextConfig(vocab_size=tok.vocab_size, text_dim=t.text_dim, num_layers=t.num_layers,
-                                            num_heads=t.num_heads, max_length=t.max_length), tok)
+    enc = SmallTextEncoder(SmallTextConfig(vocab_size=tok.vocab_size, text_dim=t.text_dim, num_layers=t.num_layers,
+                                           num_heads=t.num_heads, max_length=t.max_length), tok)
+    if t.embed_std != 0.02:
+        torch.nn.init.normal_(enc.token_embed.weight, std=t.embed_std)
+    return enc
 
 
 def build_dit(bc: BaseStageConfig, z_dim: int):

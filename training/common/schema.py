@@ -121,6 +121,10 @@ class TextShape:
     num_layers: int = 2
     num_heads: int = 4
     max_length: int = 64
+    # std of the token embeddings at init (the encoder's own default is 0.02): at 0.02 the words that
+    # the DiT does not use yet ("left" vs "right") stay as close as their init while the words it uses
+    # grow apart (the direction probe's text_diff: 0.24 -> 0.01 in 200 steps)
+    embed_std: float = 0.02
 
 
 @dataclass(frozen=True)
