@@ -17,7 +17,7 @@ What it does, each step logged to <out>/run.log as it goes:
     its steps from its share of --minutes (STAGE_SHARES, 80% efficiency for data, EMA, logs);
     curriculum phases, warm-up, checkpoint / validation / probe intervals scale with them. Written
     as a third config layer, <run>/gpu-sizing.toml, with the timings in gpu-sizing.json. Each
-    training stage gets max_minutes at 1.6x its share as a guard.
+    training stage gets max_minutes at 1.3x its share as a guard.
  3. The chain: `python -m training.pipeline` over the layers. A stage the guard stopped is
     finished at the step it reached (its steps set to that step; it resumes from its checkpoint),
     so the chain always reaches the final model folder.
@@ -55,9 +55,10 @@ BASE_LAYERS = ("training/configs/spriteworld.toml", "training/configs/spriteworl
 TRAINING = ("vae", "base", "sft_in", "sft_cross", "dpo_consis", "dpo_realfake")
 # shares of the training time (the rest of --minutes: caches, pair generation, validation, export, merges)
 STAGE_SHARES = {"vae": 0.22, "base": 0.58, "sft_in": 0.05, "sft_cross": 0.05, "dpo_consis": 0.05, "dpo_realfake": 0.05}
-TRAIN_FRACTION = 0.72  # of --minutes
+TRAIN_FRACTION = 0.65  # of --minutes
 EFFICIENCY = 0.8  # a stage's steps run at this share of the calibrated rate (data, EMA, logs, checkpoints)
-GUARD = 1.6  # max_minutes = GUARD x the stage's share
+GUARD = 1.3  # max_minutes = GUARD x the stage's share
+LORA_CAP = 2  # SFT / DPO steps at most this many times the config's
 PACKAGES = ("torch", "numpy", "safetensors", "accelerate", "peft", "PIL", "tqdm")
 PART = 15 * 2**20  # bytes per model part (each returned file must stay under 16 MiB)
 MAX_TOTAL = 60 * 2**20  # all returned files together (the limit is 64 MiB)
@@ -115,29 +116,28 @@ def environment(device_arg: str, log: Log) -> dict:
 
 # ---------------------------------------------------------------- 2. sizing
 
-def _timed(step, device: str, warmup: int = 2, repeats: int = 4) -> float:
+def _timed(step, device: str, warmup: int = 1, repeats: int = 3, clock=time.perf_counter) -> float:
     import torch
 
     for _ in range(warmup):
         step()
     if device == "cuda":
         torch.cuda.synchronize()
-    t = time.perf_counter()
+    t = clock()
     for _ in range(repeats):
         step()
     if device == "cuda":
         torch.cuda.synchronize()
-    return (time.perf_counter() - t) / repeats
+    return (clock() - t) / repeats
 
 
-def calibrate(cfg, device: str, log: Log) -> dict[str, float]:
-    """Seconds per optimizer step of each training stage at the config's shapes, random data."""
+def calibrate(cfg, device: str, log: Log, clock=time.perf_counter) -> dict[str, float]:
+    """Seconds per optimizer step of each training stage at the config's shapes, random data.
+    clock=time.process_time measures a CPU's own work, which the load of a shared machine does not inflate."""
     import torch
 
-    from libragen_core.lora import add_lora, fold_adapters
     from training.common.data import ProceduralClips
     from training.common.losses import flow_matching_loss
-    from training.flow_dpo import DPOBatch, flow_dpo_backward
     from training.pretrain import build_dit, build_text, build_vae, image_grad_l1, text_features, vae_forward
 
     dev = torch.device(device)
@@ -159,9 +159,9 @@ def calibrate(cfg, device: str, log: Log) -> dict[str, float]:
         return step
 
     h, w = vc.data.size
-    out["vae_image"] = _timed(vae_step(vc.image_batch, 1, vc.image_crop or min(h, w)), device)
-    out["vae_video"] = _timed(vae_step(vc.optim.batch, vc.crop_frames, vc.crop or min(h, w)), device)
-    del vae, opt
+    out["vae_image"] = _timed(vae_step(vc.image_batch, 1, vc.image_crop or min(h, w)), device, clock=clock)
+    out["vae_video"] = _timed(vae_step(vc.optim.batch, vc.crop_frames, vc.crop or min(h, w)), device, clock=clock)
+    vae = opt = None  # freed before the next stage's models
 
     bc = cfg.base
     z = vc.z_dim
@@ -183,39 +183,50 @@ def calibrate(cfg, device: str, log: Log) -> dict[str, float]:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    out["base"] = _timed(base_step, device)
-    del opt
+    out["base"] = _timed(base_step, device, clock=clock)
+    opt = None
     text.eval().requires_grad_(False)
     for stage in ("sft_in", "dpo_consis"):
-        sc = getattr(cfg, stage)
-        b = sc.optim.batch
-        model = build_dit(bc, z).to(dev)
-        add_lora(model, rank=sc.lora.rank, adapter_name="sft")
-        if stage.startswith("dpo"):
-            fold_adapters(model)
-            add_lora(model, rank=sc.lora.rank, adapter_name="dpo")
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=1e-4)
-        caps = [captions[i % len(captions)] for i in range(b)]
-        with torch.no_grad():
-            ctx = text_features(text, text, caps, dev)
-        xw, xl, eps = (torch.randn(b, z, *lat_shape, device=dev) for _ in range(3))
-        refs = torch.randn(b, z, 1, *lat_shape[1:], device=dev)
-        sig = torch.rand(b, device=dev)
-
-        def lora_step():
-            with amp:
-                if stage.startswith("dpo"):
-                    flow_dpo_backward(model, DPOBatch(winner=xw, loser=xl, context=ctx, refs=refs), eps, sig, beta=500.0)
-                else:
-                    flow_matching_loss(model, xw, ctx, sig, eps, refs=refs).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-        out["sft" if stage == "sft_in" else "dpo"] = _timed(lora_step, device)
-        del model, opt
+        out["sft" if stage == "sft_in" else "dpo"] = _timed(
+            _lora_step(cfg, stage, text, captions, lat_shape, dev, amp), device, clock=clock)
     log("[sizing] seconds per step:", json.dumps({k: round(v, 5) for k, v in out.items()}))
     return out
+
+
+def _lora_step(cfg, stage: str, text, captions: list[str], lat_shape, dev, amp):
+    """One SFT (or, for a dpo_* stage, Flow-DPO) LoRA step on a fresh base-shaped DiT."""
+    import torch
+
+    from libragen_core.lora import add_lora, fold_adapters
+    from training.common.losses import flow_matching_loss
+    from training.flow_dpo import DPOBatch, flow_dpo_backward
+    from training.pretrain import build_dit, text_features
+
+    sc = getattr(cfg, stage)
+    b, z = sc.optim.batch, cfg.vae.z_dim
+    model = build_dit(cfg.base, z).to(dev)
+    add_lora(model, rank=sc.lora.rank, adapter_name="sft")
+    dpo = stage.startswith("dpo")
+    if dpo:
+        fold_adapters(model)
+        add_lora(model, rank=sc.lora.rank, adapter_name="dpo")
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    with torch.no_grad():
+        ctx = text_features(text, text, [captions[i % len(captions)] for i in range(b)], dev)
+    xw, xl, eps = (torch.randn(b, z, *lat_shape, device=dev) for _ in range(3))
+    refs = torch.randn(b, z, 1, *lat_shape[1:], device=dev)
+    sig = torch.rand(b, device=dev)
+
+    def step():
+        with amp:
+            if dpo:
+                flow_dpo_backward(model, DPOBatch(winner=xw, loser=xl, context=ctx, refs=refs), eps, sig, beta=500.0)
+            else:
+                flow_matching_loss(model, xw, ctx, sig, eps, refs=refs).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
 
 
 def size(cfg, timings: dict, minutes: float) -> tuple[dict, dict]:
@@ -257,7 +268,9 @@ def size(cfg, timings: dict, minutes: float) -> tuple[dict, dict]:
         sc = getattr(cfg, stage)
         share = STAGE_SHARES[stage] * train_s
         t = timings["dpo" if stage.startswith("dpo") else "sft"]
-        steps = max(4, int(EFFICIENCY * share / t))
+        # at most LORA_CAP x the configured steps: a LoRA on a fixed cache of clips or pairs only
+        # overfits beyond that, and the time left goes to the Wan-shape measurements
+        steps = max(4, min(LORA_CAP * sc.optim.steps, int(EFFICIENCY * share / t)))
         layer[stage] = {"optim": intervals(sc.optim, steps, share, validations=1)}
         if hasattr(sc, "probe"):
             layer[stage]["probe"] = {"every": max(1, steps // 4) if sc.probe.every else 0}
@@ -265,28 +278,46 @@ def size(cfg, timings: dict, minutes: float) -> tuple[dict, dict]:
     return layer, plan
 
 
-def to_toml(data: dict, prefix: str = "") -> str:
-    """A config layer as TOML (tables, arrays of tables, scalars and lists of scalars)."""
-    scalars, tables, arrays = [], [], []
-    for k, v in data.items():
-        if isinstance(v, dict):
-            tables.append((k, v))
-        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
-            arrays.append((k, v))
-        else:
-            scalars.append(f"{k} = {json.dumps(v)}")
-    text = (f"[{prefix}]\n" if prefix and scalars else "") + "".join(s + "\n" for s in scalars)
-    for k, v in tables:
-        text += to_toml(v, f"{prefix}.{k}" if prefix else k)
-    for k, items in arrays:
-        name = f"{prefix}.{k}" if prefix else k
-        for item in items:
-            flat = {kk: vv for kk, vv in item.items() if not isinstance(vv, dict)}
-            text += f"[[{name}]]\n" + "".join(f"{kk} = {json.dumps(vv)}\n" for kk, vv in flat.items())
-            for kk, vv in item.items():
-                if isinstance(vv, dict):
-                    text += to_toml(vv, f"{name}.{kk}")
-    return text
+# what each timing's batch is, as config keys (the estimate scales a small CPU batch up to them)
+BATCH_KEYS = {"vae_image": "vae.image_batch", "vae_video": "vae.optim.batch", "base": "base.optim.batch",
+              "sft": "sft_in.optim.batch", "dpo": "dpo_consis.optim.batch"}
+
+
+def estimate(layers: list[str], factor: float, minutes: float, log: Log) -> dict:
+    """The GPU run's expected figures from this CPU: each stage's step timed in CPU seconds
+    (process time, one thread) at a small batch, scaled linearly to the config's batch, divided by
+    `factor` (the GPU's speed over one core of this CPU on these shapes)."""
+    import torch
+
+    from training.post_common import load_layered
+
+    torch.set_num_threads(1)
+    cfg = load_layered(layers)
+    small_batch = {"vae_image": 4, "vae_video": 1, "base": 8, "sft": 4, "dpo": 2}
+    small = load_layered(layers, ["run.device=cpu"] + [f"{BATCH_KEYS[k]}={v}" for k, v in small_batch.items()]
+                         + [f"sft_in.clips={small_batch['sft']}", f"dpo_consis.pairs={small_batch['dpo']}"])
+    cpu = calibrate(small, "cpu", log, clock=time.process_time)
+
+    def batch_of(key: str) -> int:
+        section, *rest = BATCH_KEYS[key].split(".")
+        node = getattr(cfg, section)
+        for r in rest:
+            node = getattr(node, r)
+        return node
+
+    per_step = {k: cpu[k] * batch_of(k) / small_batch[k] for k in cpu}
+    gpu = {k: v / factor for k, v in per_step.items()}
+    configured = {
+        "vae": vae_seconds(cfg, gpu), "base": cfg.base.optim.steps * gpu["base"],
+        **{s: getattr(cfg, s).optim.steps * gpu["dpo" if s.startswith("dpo") else "sft"] for s in TRAINING[2:]}}
+    _, plan = size(cfg, gpu, minutes)
+    return {"factor": factor, "cpu_seconds_per_step_at_config_batch": per_step, "gpu_seconds_per_step": gpu,
+            "configured_steps_gpu_seconds": configured, "plan_for_minutes": plan, "minutes": minutes}
+
+
+def vae_seconds(cfg, t: dict) -> float:
+    vc = cfg.vae
+    return vc.image_steps * t["vae_image"] + (vc.optim.steps - vc.image_steps) * t["vae_video"]
 
 
 # ---------------------------------------------------------------- 3. the chain
@@ -303,9 +334,10 @@ def run_chain(layers: list[str], sized: Path, run: Path, deadline: float, log: L
     reached. Returns True when the final model folder was written."""
     import tomllib
 
+    from training.common.config import to_toml
     from training.pipeline import STAGES
 
-    for attempt in range(len(TRAINING) + 1):
+    for _ in range(len(TRAINING) + 1):
         left = deadline - time.time()
         if left < 20:
             log(f"[chain] {left:.0f} s left of the chain's time; stopping here")
@@ -385,7 +417,7 @@ def pack(run: Path, out: Path, final_ok: bool, log: Log) -> dict:
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for p, arc in chosen:
             tar.add(p, arcname=arc)
-    data = buf.getvalue()
+    data = buf.getvalue() if chosen else b""
     parts = []
     for i in range(0, len(data), PART):
         name = f"model.tar.part{i // PART:02d}"
@@ -468,21 +500,31 @@ def benchmarks(plan, device: str, dtype: str, out: Path, deadline: float, log: L
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, type=Path, help="folder for what comes back ($OUT on the device machine)")
-    p.add_argument("--minutes", type=float, default=7.5, help="the chain's time budget (default 7.5)")
+    p.add_argument("--minutes", type=float, default=7.0, help="the chain's time budget after the sizing (default 7)")
     p.add_argument("--deadline", type=float, default=9.5,
                    help="minutes from start after which nothing new starts (default 9.5; run it with timeout_s 600)")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     p.add_argument("--layer", action="append", default=[], help="another config layer after the GPU one (repeatable)")
     p.add_argument("--run", type=Path, help="run folder (default: the config's run.out)")
     p.add_argument("--only", default="all", choices=["all", "chain", "bench"])
+    p.add_argument("--estimate", type=float, metavar="FACTOR",
+                   help="no run: time each stage's step on this CPU and print the GPU's expected times with "
+                        "the GPU FACTOR times faster than one core (docs/training.md, 'The GPU run')")
     args = p.parse_args(argv)
     start = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
     log = Log(args.out / "run.log")
+    if args.estimate:
+        layers = [str(ROOT / f) for f in BASE_LAYERS] + [str(Path(f).resolve()) for f in args.layer]
+        est = estimate(layers, args.estimate, args.minutes, log)
+        (args.out / "estimate.json").write_text(json.dumps(est, indent=1))
+        log("[estimate]", json.dumps(est, indent=1))
+        return 0
     env = environment(args.device, log)
     device = env["device"]
     summary: dict = {"env": env, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start))}
 
+    from training.common.config import to_toml
     from training.post_common import load_layered
 
     layers = [str(ROOT / f) for f in BASE_LAYERS] + [str(Path(f).resolve()) for f in args.layer]
@@ -493,6 +535,10 @@ def main(argv=None) -> int:
     device_layer = run / "gpu-device.toml"
     device_layer.write_text(to_toml({"run": {"device": device, "out": str(run)}}))
     layers.append(str(device_layer))
+    import torch
+
+    if cfg.run.threads > 0:  # as the stages set it (two spinning OpenMP threads on a busy CPU ran 10x slower)
+        torch.set_num_threads(cfg.run.threads)
     if args.only in ("all", "chain"):
         sized = run / "gpu-sizing.toml"
         if not sized.is_file():  # a rerun keeps the first run's sizes, so its checkpoints still fit
@@ -503,8 +549,8 @@ def main(argv=None) -> int:
                                                              "minutes": args.minutes}, indent=1))
         summary["sizing"] = json.loads((run / "gpu-sizing.json").read_text())
         log("[sizing] plan:", json.dumps(summary["sizing"]["plan"]))
-        chain_deadline = start + 60 * args.minutes + 60  # the guard's slack
         t = time.time()
+        chain_deadline = t + 60 * args.minutes + 60  # after the sizing, with the guards' slack
         final_ok = run_chain(layers, sized, run, min(chain_deadline, start + 60 * args.deadline), log)
         summary["chain"] = {"final_written": final_ok, "minutes": round((time.time() - t) / 60, 2),
                             "stages": summarize(run)}

@@ -97,3 +97,24 @@ def test_sample_probe_compares_the_direction_swap_with_another_noise():
     assert res["sample_ratio"] == res["sample_diff"] / res["noise_diff"]
     blind = sample_probe(lambda caps, seed: np.random.default_rng(seed).normal(size=(len(caps), 6)), CAPTIONS, seed=4)
     assert blind["sample_diff"] == 0.0 and blind["sample_ratio"] == 0.0
+
+
+def test_the_curves_of_runs_plot_from_their_metrics(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from training.direction_probe import main
+
+    for name, gap in (("a", 0.0), ("b", 2e-4)):
+        folder = tmp_path / name / "base"
+        folder.mkdir(parents=True)
+        rows = [{"step": s, "probe/dir_gap": gap * s, "probe/dir_text_diff": 0.2 / (1 + s), "probe/dir_share": 0.0,
+                 "probe/dir_vdiff": 0.01 * s, "probe/dir_sample_ratio": 0.001 * s} for s in (0, 100, 200)]
+        rows += [{"step": s, "loss": 1.0 / s} for s in (25, 50, 200)]
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "curves.png"
+    assert main(["--out", str(out), f"as shipped={tmp_path / 'a'}", f"pooled={tmp_path / 'b'}"]) == 0
+    img = Image.open(out)
+    assert img.size == (1050, 640) and len(img.getcolors(1 << 16)) > 20
+    assert main(["--out", str(out), str(tmp_path / "missing")]) == 2

@@ -27,7 +27,9 @@ function from captions to text features and latents; nothing of SpriteWorld.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -170,3 +172,114 @@ def flat(result: dict, prefix: str = "dir_") -> dict[str, float]:
         elif isinstance(v, (int, float)):
             out[prefix + k] = float(v)
     return out
+
+
+# ---------------------------------------------------------------- curves of runs (docs)
+
+PANELS = (("dir_gap", "loss gap: swapped - true (x1e4)", 1e4), ("dir_share", "share of the caption's worth", 1.0),
+          ("dir_vdiff", "velocity change / caption's (vdiff)", 1.0),
+          ("dir_text_diff", "text features: swap / other caption", 1.0),
+          ("dir_sample_ratio", "samples: swap / other noise", 1.0), ("loss", "flow loss (training)", 1.0))
+COLOURS = ((31, 119, 180), (230, 110, 0), (20, 150, 40), (200, 30, 30), (130, 70, 180), (110, 110, 110))
+
+
+def run_curves(folder: Path, stage: str = "base") -> dict[str, list[tuple[int, float]]]:
+    """{metric: [(step, value)]} of a run's probe (probe/dir_*) and its training loss."""
+    from .common.logs import read_metrics
+
+    rows = read_metrics(Path(folder) / stage / "metrics.jsonl")
+    out: dict[str, list[tuple[int, float]]] = {}
+    for step in sorted(rows):
+        for k, v in rows[step].items():
+            name = k.removeprefix("probe/")
+            if (k.startswith("probe/dir_") and name in dict((p[0], 0) for p in PANELS)) or k == "loss":
+                out.setdefault(name, []).append((step, float(v)))
+    return out
+
+
+def plot_runs(runs: dict[str, dict], size: tuple[int, int] = (1050, 640)):
+    """One panel per probe figure (PANELS), one coloured line per run; drawn with PIL."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    W, H = size
+    img = Image.new("RGB", (W, H), (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    try:
+        font = ImageFont.load_default(size=12)
+    except TypeError:  # Pillow < 10.1: one bitmap size
+        font = ImageFont.load_default()
+    cols, rows = 3, 2
+    pw, ph = (W - 20) // cols, (H - 60) // rows
+    x_max = max((s for r in runs.values() for c in r.values() for s, _ in c), default=1) or 1
+    for i, (key, title, scale) in enumerate(PANELS):
+        ox, oy = 10 + (i % cols) * pw, 50 + (i // cols) * ph
+        left, top, right, bottom = ox + 48, oy + 18, ox + pw - 10, oy + ph - 28
+        values = [v * scale for r in runs.values() for _, v in r.get(key, [])]
+        lo, hi = (min(values + [0.0]), max(values + [0.0])) if values else (0.0, 1.0)
+        if hi - lo < 1e-12:
+            hi = lo + 1.0
+        pad = 0.05 * (hi - lo)
+        lo, hi = lo - pad, hi + pad
+
+        def px(step, v, lo=lo, hi=hi, left=left, right=right, top=top, bottom=bottom):
+            return left + step / x_max * (right - left), bottom - (v - lo) / (hi - lo) * (bottom - top)
+
+        d.text((left, oy), title, fill=(0, 0, 0), font=font)
+        d.rectangle([left, top, right, bottom], outline=(0, 0, 0))
+        for t in np.linspace(lo, hi, 5):
+            _, y = px(0, t)
+            d.line([(left, y), (right, y)], fill=(232, 232, 232))
+            d.text((ox + 2, y - 6), f"{t:.3g}", fill=(80, 80, 80), font=font)
+        if lo < 0 < hi:
+            d.line([px(0, 0), px(x_max, 0)], fill=(150, 150, 150))
+        for t in np.linspace(0, x_max, 5):
+            x, _ = px(t, lo)
+            d.text((x - 10, bottom + 4), f"{int(t)}", fill=(80, 80, 80), font=font)
+        for j, curves in enumerate(runs.values()):
+            pts = [px(s, v * scale) for s, v in curves.get(key, [])]
+            c = COLOURS[j % len(COLOURS)]
+            if len(pts) > 1:
+                d.line(pts, fill=c, width=2)
+            for x, y in pts:
+                d.ellipse([x - 2, y - 2, x + 2, y + 2], fill=c)
+    x = 12
+    for j, name in enumerate(runs):
+        c = COLOURS[j % len(COLOURS)]
+        d.rectangle([x, 14, x + 12, 26], fill=c)
+        d.text((x + 17, 13), name, fill=(0, 0, 0), font=font)
+        x += 22 + int(d.textlength(name, font=font))
+    d.text((W - 170, H - 18), "training step", fill=(0, 0, 0), font=font)
+    return img
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    from libragen_core.io.atomic import atomic_path
+
+    p = argparse.ArgumentParser(prog="python -m training.direction_probe",
+                                description="Plot the direction probe of runs: python -m training.direction_probe "
+                                            "--out docs/img/x.png 'label=runs/a' 'label=runs/b'")
+    p.add_argument("runs", nargs="+", help="LABEL=RUN_FOLDER (the run's <run.out>)")
+    p.add_argument("--stage", default="base", help="the stage folder whose metrics.jsonl to read (default base)")
+    p.add_argument("--out", required=True, type=Path, help="PNG to write")
+    a = p.parse_args(argv)
+    runs = {}
+    for item in a.runs:
+        label, _, folder = item.partition("=")
+        if not folder:
+            label, folder = Path(item).name, item
+        curves = run_curves(Path(folder), a.stage)
+        if not curves:
+            print(f"error: no metrics in {Path(folder) / a.stage / 'metrics.jsonl'}", file=sys.stderr)
+            return 2
+        runs[label] = curves
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(a.out) as tmp:
+        plot_runs(runs).save(tmp, format="PNG")
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
