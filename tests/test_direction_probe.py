@@ -67,6 +67,7 @@ def test_a_model_that_reads_direction_has_a_positive_gap_and_one_that_does_not_h
         # share > 1: the mirrored clip is further from the truth than no caption (a zero clip)
         assert res[s]["gap"] > 0.1 and res[s]["share"] > 1.0
     assert res["vdiff"] > 0.5 and res["text_diff"] > 0
+    assert res["gap_se"] < 0.01 * res["gap"]  # a mirrored clip costs the same whatever the noise
 
     # a real DiT fed features in which left and right are the same: no gap at all, bit for bit
     dit = WanDiT(WanDiTConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=1, in_dim=4, out_dim=4, text_dim=8))
@@ -76,11 +77,11 @@ def test_a_model_that_reads_direction_has_a_positive_gap_and_one_that_does_not_h
         return _encode_direction([c.replace("left", "right") for c in captions])
 
     res = loss_probe(dit, blind, latents, captions, sigmas=(0.6,))
-    assert res["gap"] == 0.0 and res["vdiff"] == 0.0 and res["text_diff"] == 0.0
+    assert res["gap"] == 0.0 and res["gap_se"] == 0.0 and res["vdiff"] == 0.0 and res["text_diff"] == 0.0
     assert res["0.6"]["empty"] != res["0.6"]["own"]
     assert dit.training  # the training flag is restored
     seeing = loss_probe(dit, _encode_direction, latents, captions, sigmas=(0.6,))
-    assert seeing["vdiff"] > 0 and seeing["gap"] != 0.0
+    assert seeing["vdiff"] > 0 and seeing["gap"] != 0.0 and seeing["gap_se"] > 0
     assert {"dir_gap", "dir_gap_0.6", "dir_share_0.6", "dir_vdiff", "dir_clips"} <= set(flat(seeing))
     assert loss_probe(dit, blind, latents[2:], captions[2:]) == {"clips": 0}
 

@@ -440,6 +440,7 @@ def direction_row(bundle, generator, cases: list[EvalCase], results: dict, with_
     out = {"clips": sum(p["clips"] for p in parts)}
     for key in ("gap", "share", "vdiff", "text_diff"):
         out[key] = float(sum(p[key] * p["clips"] for p in parts) / out["clips"])
+    out["gap_se"] = float(sum((p["gap_se"] * p["clips"]) ** 2 for p in parts) ** 0.5 / out["clips"])
     for sigma in (k for k in parts[0] if isinstance(parts[0][k], dict)):
         out[sigma] = {k: float(sum(p[sigma][k] * p["clips"] for p in parts) / out["clips"]) for k in parts[0][sigma]}
     sampled = picked[:samples]

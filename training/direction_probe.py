@@ -9,7 +9,7 @@ the same clips and noise, with the motion words of each caption swapped for thei
 
   gap          loss(swapped captions) - loss(true captions) per sigma: > 0 when the model uses
                the direction words; 0 = it does not. A run whose gap stays at 0 is dead whatever
-               its loss says.
+               its loss says. gap_se: its standard error over the clips.
   share        gap / (loss(empty caption) - loss(true)): the part of what the caption is worth to
                the model that its direction words carry.
   vdiff        RMS of v(true) - v(swapped) at the same noisy input over the RMS of v(true) -
@@ -102,19 +102,23 @@ def loss_probe(dit, encode: Callable[[list[str]], torch.Tensor], latents: torch.
     out: dict = {"clips": len(keep)}
     try:
         feats = {k: [encode(v[lo:lo + batch]).float() for lo in range(0, len(own), batch)] for k, v in variants.items()}
+        gaps = []
         for s in sigmas:
             g.manual_seed(seed + int(round(s * 1000)))
             noise_all = torch.randn(x0_all.shape, generator=g)
             sq = {"own": 0.0, "swapped": 0.0, "empty": 0.0, "dir": 0.0, "cap": 0.0}
+            per_clip = []
             for j, lo in enumerate(range(0, len(own), batch)):
                 x0 = x0_all[lo:lo + batch].to(dev)
                 noise = noise_all[lo:lo + batch].to(dev)
                 sig = torch.full((x0.shape[0],), float(s), device=dev)
                 r = None if refs is None else refs[lo:lo + batch].to(dev)
-                v = {}
+                v, err = {}, {}
                 for k in variants:
                     v[k], target = flow_velocity(dit, x0, feats[k][j].to(dev), sig, noise, refs=r)
-                    sq[k] += float((v[k] - target).square().mean(dim=(1, 2, 3, 4)).sum())
+                    err[k] = (v[k] - target).square().mean(dim=(1, 2, 3, 4))
+                    sq[k] += float(err[k].sum())
+                per_clip.append((err["swapped"] - err["own"]).cpu())
                 sq["dir"] += float((v["own"] - v["swapped"]).square().mean(dim=(1, 2, 3, 4)).sum())
                 sq["cap"] += float((v["own"] - v["empty"]).square().mean(dim=(1, 2, 3, 4)).sum())
             n = len(own)
@@ -124,8 +128,13 @@ def loss_probe(dit, encode: Callable[[list[str]], torch.Tensor], latents: torch.
             row["share"] = row["gap"] / worth if abs(worth) > 1e-12 else 0.0
             row["vdiff"] = (sq["dir"] / max(sq["cap"], 1e-20)) ** 0.5
             out[f"{s:g}"] = row
+            gaps.append(torch.cat(per_clip))
         for key in ("gap", "share", "vdiff"):
             out[key] = float(np.mean([out[f"{s:g}"][key] for s in sigmas]))
+        # the gap's standard error over clips (each clip's gap averaged over the sigmas): a gap
+        # within ~2 of them is noise
+        per = torch.stack(gaps).mean(0)
+        out["gap_se"] = float(per.std() / len(per) ** 0.5) if len(per) > 1 else 0.0
         out["text_diff"] = _text_separation(feats, len(own))
     finally:
         dit.train(was)
