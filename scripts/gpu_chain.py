@@ -159,6 +159,19 @@ def calibrate(cfg, device: str, log: Log, clock=time.perf_counter) -> dict[str, 
             opt.zero_grad(set_to_none=True)
         return step
 
+    # the VAE stage renders its clips as it goes (one clip per window): the render workers' rate
+    # bounds its steps on a fast device. Far from index 0, so nothing was rendered ahead yet.
+    from training.common.prefetch import parallel
+
+    src = parallel(ProceduralClips(vc.data), cfg.run.render_workers)
+    src[0]  # the workers start
+    n = 8 * max(1, cfg.run.render_workers)
+    t = time.perf_counter()
+    for i in range(100_000, 100_000 + n):
+        src[i]
+    out["render_clips_per_s"] = n / (time.perf_counter() - t)
+    if hasattr(src, "close"):
+        src.close()
     h, w = vc.data.size
     out["vae_image"] = _timed(vae_step(vc.image_batch, 1, vc.image_crop or min(h, w)), device, clock=clock)
     out["vae_video"] = _timed(vae_step(vc.optim.batch, vc.crop_frames, vc.crop or min(h, w)), device, clock=clock)
@@ -245,10 +258,14 @@ def size(cfg, timings: dict, minutes: float) -> tuple[dict, dict]:
     vc = cfg.vae
     share = STAGE_SHARES["vae"] * train_s
     img_frac = vc.image_steps / vc.optim.steps if vc.optim.steps else 0.0
-    per = img_frac * timings["vae_image"] + (1 - img_frac) * timings["vae_video"]
+    # a step takes its compute or the rendering of its clips, whichever is longer (rendered ahead)
+    rate = timings.get("render_clips_per_s", float("inf"))
+    per = (img_frac * max(timings["vae_image"], vc.image_batch / rate)
+           + (1 - img_frac) * max(timings["vae_video"], vc.optim.batch / rate))
     steps = max(8, int(EFFICIENCY * share / per))
     layer["vae"] = {"image_steps": int(round(img_frac * steps)), "optim": intervals(vc.optim, steps, share)}
-    plan["vae"] = {"seconds": share, "steps": steps, "image_steps": layer["vae"]["image_steps"]}
+    plan["vae"] = {"seconds": share, "steps": steps, "image_steps": layer["vae"]["image_steps"],
+                   "render_bound": per > img_frac * timings["vae_image"] + (1 - img_frac) * timings["vae_video"]}
 
     bc = cfg.base
     share = STAGE_SHARES["base"] * train_s
@@ -295,7 +312,8 @@ def estimate(layers: list[str], factor: float, minutes: float, log: Log) -> dict
     torch.set_num_threads(1)
     cfg = load_layered(layers)
     small_batch = {"vae_image": 4, "vae_video": 1, "base": 8, "sft": 4, "dpo": 2}
-    small = load_layered(layers, ["run.device=cpu"] + [f"{BATCH_KEYS[k]}={v}" for k, v in small_batch.items()]
+    small = load_layered(layers, ["run.device=cpu", "run.render_workers=0"]
+                         + [f"{BATCH_KEYS[k]}={v}" for k, v in small_batch.items()]
                          + [f"sft_in.clips={small_batch['sft']}", f"dpo_consis.pairs={small_batch['dpo']}"])
     cpu = calibrate(small, "cpu", log, clock=time.process_time)
 
@@ -306,8 +324,10 @@ def estimate(layers: list[str], factor: float, minutes: float, log: Log) -> dict
             node = getattr(node, r)
         return node
 
-    per_step = {k: cpu[k] * batch_of(k) / small_batch[k] for k in cpu}
+    per_step = {k: cpu[k] * batch_of(k) / small_batch[k] for k in cpu if k in small_batch}
     gpu = {k: v / factor for k, v in per_step.items()}
+    # rendering stays on the CPU: this machine's one-core rate times the GPU machine's render workers
+    gpu["render_clips_per_s"] = cpu["render_clips_per_s"] * max(1, cfg.run.render_workers)
     configured = {
         "vae": vae_seconds(cfg, gpu), "base": cfg.base.optim.steps * gpu["base"],
         **{s: getattr(cfg, s).optim.steps * gpu["dpo" if s.startswith("dpo") else "sft"] for s in TRAINING[2:]}}
@@ -318,7 +338,9 @@ def estimate(layers: list[str], factor: float, minutes: float, log: Log) -> dict
 
 def vae_seconds(cfg, t: dict) -> float:
     vc = cfg.vae
-    return vc.image_steps * t["vae_image"] + (vc.optim.steps - vc.image_steps) * t["vae_video"]
+    rate = t.get("render_clips_per_s", float("inf"))
+    return (vc.image_steps * max(t["vae_image"], vc.image_batch / rate)
+            + (vc.optim.steps - vc.image_steps) * max(t["vae_video"], vc.optim.batch / rate))
 
 
 # ---------------------------------------------------------------- 3. the chain

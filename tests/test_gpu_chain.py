@@ -51,6 +51,10 @@ def test_sizing_scales_every_stage_with_its_measured_step_time(tmp_path):
     assert fast["sft_in"]["optim"]["steps"] == gpu_chain.LORA_CAP * cfg.sft_in.optim.steps  # LoRAs are capped
     assert fast["base"]["optim"]["steps"] == 100 * plan["base"]["steps"] or \
         abs(fast["base"]["optim"]["steps"] - 100 * plan["base"]["steps"]) <= 100  # the base is not
+    # the VAE renders its clips as it goes: a slow renderer, not the device, then sets its steps
+    bound, bound_plan = gpu_chain.size(cfg, {**timings, "render_clips_per_s": 100.0}, minutes=7.0)
+    assert bound_plan["vae"]["render_bound"] and not plan["vae"]["render_bound"]
+    assert bound["vae"]["optim"]["steps"] < layer["vae"]["optim"]["steps"]
     floor, _ = gpu_chain.size(cfg, {k: 1e3 for k in timings}, minutes=0.1)
     assert floor["base"]["optim"]["steps"] == 8 and floor["sft_in"]["optim"]["steps"] == 4
 
