@@ -566,16 +566,13 @@ _SHORT = {"base": "base", "sft_in": "in", "sft_cross": "cross", "consis_dpo": "+
 def scatter(ab: dict, size: tuple[int, int] = (820, 620)):
     """x = motion/text alignment, y = subject fidelity; one labelled point per row and CFG kind.
     Drawn with PIL (no matplotlib in this environment)."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
+
+    from .common.validation import blank_figure
 
     W, H = size
     left, right, top, bottom = 70, 30, 60, 60
-    img = Image.new("RGB", (W, H), (255, 255, 255))
-    d = ImageDraw.Draw(img)
-    try:
-        font = ImageFont.load_default(size=13)
-    except TypeError:  # Pillow < 10.1: one bitmap size
-        font = ImageFont.load_default()
+    img, d, font = blank_figure(size, 13)
 
     def px(x, y):
         return left + x * (W - left - right), H - bottom - y * (H - top - bottom)

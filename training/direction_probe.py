@@ -208,15 +208,10 @@ def run_curves(folder: Path, stage: str = "base") -> dict[str, list[tuple[int, f
 
 def plot_runs(runs: dict[str, dict], size: tuple[int, int] = (1050, 640)):
     """One panel per probe figure (PANELS), one coloured line per run; drawn with PIL."""
-    from PIL import Image, ImageDraw, ImageFont
+    from .common.validation import blank_figure
 
     W, H = size
-    img = Image.new("RGB", (W, H), (255, 255, 255))
-    d = ImageDraw.Draw(img)
-    try:
-        font = ImageFont.load_default(size=12)
-    except TypeError:  # Pillow < 10.1: one bitmap size
-        font = ImageFont.load_default()
+    img, d, font = blank_figure(size)
     cols, rows = 3, 2
     pw, ph = (W - 20) // cols, (H - 60) // rows
     x_max = max((s for r in runs.values() for c in r.values() for s, _ in c), default=1) or 1

@@ -80,3 +80,15 @@ def save_contact_sheet(path: str | os.PathLike, rows: list[tuple[np.ndarray, str
     os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
     save_png(path, image)
     return image
+
+
+def blank_figure(size: tuple[int, int], font_size: int = 12):
+    """(image, its ImageDraw, a font) for a figure drawn with PIL (there is no matplotlib here)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    img = Image.new("RGB", size, (255, 255, 255))
+    try:
+        font = ImageFont.load_default(size=font_size)
+    except TypeError:  # Pillow < 10.1: one bitmap size
+        font = ImageFont.load_default()
+    return img, ImageDraw.Draw(img), font
