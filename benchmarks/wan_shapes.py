@@ -256,17 +256,18 @@ def _train_steps(args, model, cfg, latent, device, dtype, mfu) -> dict:
     lin, att = forward_flops(cfg, tokens, REAL_TEXT + 1)
     backward = lin + 2 * att
     results = {}
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    def autocast():
+        return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
     def sft_step():
-        with autocast:
+        with autocast():
             loss = flow_matching_loss(model, x_w, ctx, sigma, eps, refs=refs)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
     def dpo_step():
-        with autocast:
+        with autocast():
             flow_dpo_backward(model, DPOBatch(winner=x_w, loser=x_l, context=ctx, refs=refs), eps, sigma, beta=500.0)
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -142,7 +142,8 @@ def calibrate(cfg, device: str, log: Log, clock=time.perf_counter) -> dict[str, 
     from training.pretrain import build_dit, build_text, build_vae, image_grad_l1, text_features, vae_forward
 
     dev = torch.device(device)
-    amp = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
+    def amp():  # a fresh context per step, as the training loop's accelerator makes
+        return torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
     out = {}
     vc = cfg.vae
     vae = build_vae(vc).to(dev)
@@ -151,7 +152,7 @@ def calibrate(cfg, device: str, log: Log, clock=time.perf_counter) -> dict[str, 
     def vae_step(batch: int, frames: int, crop: int):
         def step():
             x = torch.rand(batch, 3, frames, crop, crop, device=dev) * 2 - 1
-            with amp:
+            with amp():
                 y = vae_forward(vae, x)
                 loss = (y - x).abs().mean() + (y - x).square().mean() + 0.5 * image_grad_l1(y, x)
             loss.backward()
@@ -190,7 +191,7 @@ def calibrate(cfg, device: str, log: Log, clock=time.perf_counter) -> dict[str, 
     x0, noise = torch.randn(b, z, *lat_shape, device=dev), torch.randn(b, z, *lat_shape, device=dev)
 
     def base_step():
-        with amp:
+        with amp():
             ctx = text_features(text, text, caps, dev)
             loss = flow_matching_loss(dit, x0, ctx, torch.rand(b, device=dev), noise)
         loss.backward()
@@ -232,7 +233,7 @@ def _lora_step(cfg, stage: str, text, captions: list[str], lat_shape, dev, amp):
     sig = torch.rand(b, device=dev)
 
     def step():
-        with amp:
+        with amp():
             if dpo:
                 flow_dpo_backward(model, DPOBatch(winner=xw, loser=xl, context=ctx, refs=refs), eps, sig, beta=500.0)
             else:
