@@ -219,3 +219,36 @@ def test_build_dtype_names():
     assert build_dit(SMALL, device="meta", dtype="bf16").head.head.weight.dtype == torch.bfloat16
     with pytest.raises(ConfigError, match="fp8 weights come from a file"):
         build_dit(SMALL, device="meta", dtype="fp8")
+
+
+def test_pooled_text_option_starts_as_the_plain_model_then_reads_the_caption(tmp_path):
+    """pooled_text (issue 21): the caption's mean token joins the adaLN modulation; its output layer
+    starts at zero, its keys round-trip through a file without metadata."""
+    from libragen_core.io.safetensors_file import save_state_dict
+    from libragen_core.models.loading import inspect_checkpoint, load_dit
+
+    cfg = dict(dim=32, ffn_dim=64, num_heads=2, num_layers=2, in_dim=4, out_dim=4, text_dim=8)
+    torch.manual_seed(0)
+    plain = WanDiT(WanDiTConfig(**cfg)).eval()
+    pooled = WanDiT(WanDiTConfig(**cfg, pooled_text=True)).eval()
+    missing, unexpected = pooled.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and sorted(missing) == ["pooled_text_embedding.0.bias", "pooled_text_embedding.0.weight",
+                                                  "pooled_text_embedding.2.bias", "pooled_text_embedding.2.weight"]
+    x = torch.randn(2, 4, 3, 4, 4)
+    ctx = torch.zeros(2, 6, 8)
+    ctx[:, :3] = torch.randn(2, 3, 8)
+    with torch.no_grad():
+        assert torch.equal(plain(x, torch.tensor([500.0, 900.0]), ctx), pooled(x, torch.tensor([500.0, 900.0]), ctx))
+        torch.nn.init.normal_(pooled.pooled_text_embedding[2].weight)
+        a = pooled(x, torch.tensor([500.0, 900.0]), ctx)
+        # padding rows do not count in the mean
+        more = torch.cat([ctx, torch.zeros(2, 4, 8)], dim=1)
+        assert torch.equal(pooled._pooled_text(more), pooled._pooled_text(ctx))
+        assert not torch.allclose(a, plain(x, torch.tensor([500.0, 900.0]), ctx))
+    path = tmp_path / "pooled.safetensors"
+    save_state_dict(pooled.state_dict(), path, metadata={"num_heads": "2"})  # config from the keys
+    info = inspect_checkpoint(path)
+    assert info.config.pooled_text
+    back = load_dit(path)
+    with torch.no_grad():
+        torch.testing.assert_close(back(x, torch.tensor([500.0, 900.0]), ctx), a)

@@ -69,6 +69,22 @@ def test_heldout_rule_is_about_ten_percent_and_split_sampling_respects_it():
     assert all(s.identity.is_heldout for s in sample_scene(rng, 3, split="heldout").subjects)
 
 
+def test_the_colors_filter_restricts_the_body_colour_only():
+    """colors=["red"] once restricted the outline colour too, so no identity could be drawn."""
+    rng = np.random.default_rng(3)
+    drawn = [sample_identity(rng, "train", colors=["red"], sizes=["large"]) for _ in range(60)]
+    assert {i.color for i in drawn} == {"red"} and {i.size for i in drawn} == {"large"}
+    assert len({i.color2 for i in drawn}) >= 5 and "red" not in {i.color2 for i in drawn}
+    both = [sample_identity(rng, "any", colors=["red", "blue"], colors2=["white"]) for _ in range(20)]
+    assert {i.color for i in both} == {"red", "blue"} and {i.color2 for i in both} == {"white"}
+    scene = sample_scene(rng, 1, identity_filter={"colors": ["red"], "sizes": ["large"]})
+    assert scene.subjects[0].identity.color == "red"
+    with pytest.raises(InputError, match="no pair of different colours"):
+        sample_identity(rng, colors=["red"], colors2=["red"])
+    with pytest.raises(InputError, match="colors=\\['crimson'\\]"):
+        sample_identity(rng, colors=["crimson"])
+
+
 def test_spins_are_only_drawn_for_sprites_whose_rotation_shows():
     plain_circle = Identity("circle", "red", "blue", "ringed", "dot", "large")
     assert not plain_circle.is_heldout and not plain_circle.rotation_visible

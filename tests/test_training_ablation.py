@@ -120,6 +120,7 @@ def test_ablation_writes_every_output_and_caches_finished_rows(tmp_path, capsys)
                                 "missing": [str(Path(cfg.run.out) / "merge_sft" / "sweep" / "a1.00.safetensors")]}]
     md = (out / "ablation.md").read_text()
     assert "| sft_in | dynamic |" in md and "merge a=1.00 | missing (stage `merge_sft`)" in md and "% |" in md
+    assert "dir gap" in md and got[("sft_in", "static")]["direction"] == {"clips": 0}  # the one case names none
     from PIL import Image
 
     img = Image.open(out / "identity_vs_alignment.png")
@@ -143,6 +144,31 @@ def test_ablation_writes_every_output_and_caches_finished_rows(tmp_path, capsys)
                "--frames", "5", "--steps", "2", "--rows", "base", "--cfg", "static", "--out", str(out), "--no-progress"])
     printed = capsys.readouterr().out
     assert rc == 0 and "0 evaluated, 4 from the cache" in printed and "| base (T2V, no refs) | static |" in printed
+
+
+def test_direction_row_probes_the_cases_that_name_a_direction(tmp_path):
+    """Issue 21: every model row carries the direction probe; only captions with a direction count."""
+    from libragen_core.eval.harness import run_eval
+    from libragen_core.eval.suite import build_suite
+    from libragen_core.pipeline import Generator
+    from training.spriteworld.ablation import _load, direction_row
+
+    cfg = _toy_run(tmp_path)
+    bundle = _load(Path(cfg.run.out) / "model", "cpu")
+    cases = [c for c in build_suite("small", size=(32, 32), n_frames=5) if c.identity_split == "heldout"]
+    assert [("moves down" in c.prompts["caption"]) for c in cases] == [False, False, True]
+    gen = Generator(bundle, cfg="libragen", steps=2)
+    results = run_eval(gen, cases[2:], prompt_kinds=("caption",), progress=False)
+    d = direction_row(bundle, gen, cases, results, True, 1)
+    assert d["clips"] == 1 and d["sample_clips"] == 1
+    assert d["vdiff"] > 0 and d["noise_diff"] > 0 and d["0.9"]["own"] > 0 and np.isfinite(d["gap"])
+    # the eval's own video of the true caption is the probe's: the same seed gives the same frames
+    again = gen.generate([r.copy() for r in cases[2].refs], cases[2].prompts["caption"], cases[2].seed, 5, 32, 32)
+    assert np.array_equal(again, results["rows"][0]["_frames"])
+    without_refs = direction_row(bundle, gen, cases, results, False, 0)
+    assert without_refs["clips"] == 1 and "sample_clips" not in without_refs
+    assert without_refs["gap"] != d["gap"]  # the references change the loss
+    assert direction_row(bundle, gen, cases[:2], results, True, 1) == {"clips": 0}
 
 
 def _write_toml(tmp: Path, cfg: PostChainConfig) -> Path:

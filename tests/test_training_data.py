@@ -125,3 +125,25 @@ def test_motion_check_is_right_on_real_clips_and_rejects_static_ones():
     s = src[0].scene.subjects[0]
     r = motion_check(frozen, COLORS[s.identity.color], s.motion)
     assert r.color_ok and not r.direction_ok
+
+
+@pytest.mark.slow
+def test_parallel_clips_render_ahead_in_workers_and_match_the_source():
+    """run.render_workers (issue 21): the GPU run renders clips on the machine's other cores."""
+    from training.common.prefetch import ParallelClips, parallel
+
+    src = ProceduralClips(ClipSpec(seed=3, size=(32, 32), frames=5, n_subjects=0, simple=False, interactions=True))
+    assert parallel(src, 0) is src
+    pc = parallel(src, 1)
+    assert isinstance(pc, ParallelClips) and pc.settings() == src.settings() and pc.spec is src.spec
+    pc.ahead = 4
+    try:
+        for i in (0, 1, 2, 3, 4, 2, 9):  # in order, then one asked again, then a jump
+            got, want = pc[i], src[i]
+            assert np.array_equal(got.frames, want.frames) and got.caption == want.caption and got.index == i
+            assert np.array_equal(got.subject_mask, want.subject_mask)
+        assert {10, 11, 12} <= set(pc.pending) and max(pc.pending) == 12  # ahead of the newest index asked for
+        pc[20]
+        assert min(pc.pending) >= 20 - pc.ahead  # items left behind are dropped
+    finally:
+        pc.close()

@@ -39,6 +39,7 @@ import torch
 from libragen_core.errors import ConfigError
 from libragen_core.io.safetensors_file import load_state_dict
 from tests.tiny_models import tiny_model_folder
+from training.common.config import to_toml
 from training.common.loop import check_global_batch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,24 +106,10 @@ steps = 2
 """
 
 
-def _toml(d: dict, prefix: str = "") -> str:
-    """Nested dicts of scalars / lists -> TOML (enough for the configs here)."""
-    lines, tables = [], []
-    for k, v in d.items():
-        if isinstance(v, dict):
-            tables.append((k, v))
-        else:
-            lines.append(f"{k} = {json.dumps(v)}")
-    out = (f"[{prefix}]\n" if prefix and lines else "") + "".join(line + "\n" for line in lines)
-    for k, v in tables:
-        out += _toml(v, f"{prefix}.{k}" if prefix else k)
-    return out
-
-
 def _post_config(tmp: Path, out: Path) -> str:
     data = {"size": [32, 32], "frames": 5}
     optim = {"steps": 3, "batch": 2, "lr": 1e-3, "log_every": 1, "checkpoint_every": 2}
-    return _toml({
+    return to_toml({
         "run": {"out": str(out), "threads": 1},
         "export": {"folder": str(tmp / "base_model")},
         "sft_in": {"clips": 4, "data": data, "lora": {"rank": 2, "alpha": 2.0}, "optim": optim,

@@ -32,7 +32,10 @@ def _config(tmp: Path) -> dict:
     return {
         "run": {"out": str(tmp / "run"), "threads": 2},
         "export": {"folder": str(tmp / "base_model")},
-        "sft_in": {**stage_sft, "anonymous_refs": 1.0}, "sft_cross": stage_sft,
+        "sft_in": {**stage_sft, "anonymous_refs": 1.0},
+        # sft_cross on straight moves, with the direction probe at every step (issue 21)
+        "sft_cross": {**stage_sft, "data": {**DATA, "motions": ["move_left", "move_right"]},
+                      "probe": {"every": 1, "clips": 2, "samples": 1, "sample_steps": 1}},
         "merge_sft": {"method": "concat", "weight": 0.25, "sweep": [0.0, 1.0]},
         "dpo_consis": {**stage_dpo, "data": {**DATA, "seed": 200}, "rope_offset": 6.0, "filter": {"auto": False}},
         "dpo_realfake": {**stage_dpo, "data": {**DATA, "seed": 300}, "sft_weight": 0.1,
@@ -73,6 +76,13 @@ def test_tiny_chain_produces_a_loadable_model_folder(tmp_path, capsys):
         return [r["anonymous"] for r in rows if "loss" in r]
 
     assert logged_share("sft_in") == [1.0, 1.0] and logged_share("sft_cross") == [0.0, 0.0]
+    probe_rows = [json.loads(line) for line in (run / "sft_cross" / "metrics.jsonl").read_text().splitlines()]
+    probe_rows = {r["step"]: r for r in probe_rows if "probe/dir_gap" in r}
+    assert sorted(probe_rows) == [0, 1, 2]
+    assert probe_rows[2]["probe/dir_clips"] == 2 and probe_rows[2]["probe/dir_sample_clips"] == 1
+    assert probe_rows[2]["probe/dir_vdiff"] > 0 and probe_rows[2]["probe/dir_noise_diff"] > 0
+    assert not any("probe/dir_gap" in json.loads(line)
+                   for line in (run / "sft_in" / "metrics.jsonl").read_text().splitlines())
     # the reference probe reads the stage's cache and LoRA: references change the loss, both caption forms
     from training.ref_probe import run_probe
 

@@ -54,6 +54,11 @@ validate_every = 2
 [base.validation]
 prompts = 2
 steps = 2
+[base.probe]
+every = 2
+clips = 4
+samples = 2
+sample_steps = 2
 [[base.phases]]
 until_step = 3
 clips = 8
@@ -81,6 +86,16 @@ def test_pretrain_chain_writes_a_loadable_model_folder(tmp_path):
     base_metrics = read_metrics(run / "base" / "metrics.jsonl")
     assert {"loss", "val/direction_ok", "val/real_via_codec_direction_ok", "val/text_gap_0.9"} <= set(base_metrics[2])
     assert (run / "base" / "samples" / "t2v-00000003.png").is_file()
+    # the direction probe at step 0, every 2 steps and at the end, on the raw weights
+    probed = {s: r for s, r in base_metrics.items() if "probe/dir_gap" in r}
+    assert sorted(probed) == [0, 2, 3]
+    assert {"probe/dir_gap_0.9", "probe/dir_share", "probe/dir_vdiff", "probe/dir_text_diff",
+            "probe/dir_sample_ratio", "probe/dir_clips"} <= set(probed[3])
+    assert probed[3]["probe/dir_clips"] == 4 and probed[3]["probe/dir_sample_ratio"] > 0
+    # a new training writes the full text vocabulary (digits, punctuation) beside its text encoder
+    from libragen_core.spriteworld.captions import text_vocabulary
+
+    assert json.loads((run / "model" / "text.vocab.json").read_text())["words"][3:] == text_vocabulary()
     card = json.loads((run / "model" / "model.json").read_text())
     assert card["trained"] and card["tokenizer"] == "text.vocab.json" and card["defaults"]["frames"] == 5
     bundle = load_model_folder(run / "model")

@@ -14,11 +14,11 @@ def tiny_model_folder(folder: Path) -> None:
     from libragen_core.models.vae_checkpoint import save_vae
     from libragen_core.models.wan_dit import WanDiT, WanDiTConfig
     from libragen_core.models.wan_vae import VAEConfig, WanVAE
-    from libragen_core.spriteworld.captions import caption_vocabulary
+    from libragen_core.spriteworld.captions import text_vocabulary
 
     torch.manual_seed(0)
     folder.mkdir(parents=True)
-    tok = WordTokenizer(caption_vocabulary()["words"])
+    tok = WordTokenizer(text_vocabulary())
     SmallTextEncoder(SmallTextConfig(vocab_size=tok.vocab_size, text_dim=16, num_layers=1, num_heads=2,
                                      max_length=48), tok).save(folder / "text.safetensors")
     save_vae(WanVAE(VAEConfig(dim=4, num_res_blocks=1)), folder / "vae.safetensors")

@@ -33,12 +33,16 @@ def load_weights(folder: Path, dit, text, prefer: str = "ema") -> str:
     kind = "ema" if prefer == "ema" and (folder / "ema-dit.safetensors").is_file() else "model"
     for name, module in (("dit", dit), ("text", text)):
         sd = load_state_dict(folder / f"{kind}-{name}.safetensors")
-        if kind == "ema":
-            ema = EMA(module)
-            ema.load_state_dict(sd)
-            ema.copy_to(module)
-        else:
-            module.load_state_dict(sd)
+        try:
+            if kind == "ema":
+                ema = EMA(module)
+                ema.load_state_dict(sd)
+                ema.copy_to(module)
+            else:
+                module.load_state_dict(sd)
+        except (RuntimeError, KeyError) as e:
+            raise LibraGenError(f"{folder}: the {name} weights do not fit this config's model ({str(e)[:200]}); a run "
+                                "trained before text_vocabulary() (issue 21) has a smaller vocabulary") from e
     return kind
 
 

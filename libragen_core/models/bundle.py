@@ -132,7 +132,7 @@ PLACEHOLDER_DEFAULTS = GenerationDefaults(frames=17, height=64, width=64, steps=
 
 
 def _placeholder(device: str | torch.device) -> ModelBundle:
-    from ..spriteworld.captions import caption_vocabulary
+    from ..spriteworld.captions import text_vocabulary
     from .text_small import SmallTextConfig, SmallTextEncoder, WordTokenizer
 
     warnings.warn(
@@ -142,7 +142,7 @@ def _placeholder(device: str | torch.device) -> ModelBundle:
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        tok = WordTokenizer(caption_vocabulary()["words"])
+        tok = WordTokenizer(text_vocabulary())
         text = SmallTextEncoder(SmallTextConfig(vocab_size=tok.vocab_size, text_dim=PLACEHOLDER_DIT.text_dim), tok)
         vae = WanVAE(VAEConfig.small())
         dit = WanDiT(PLACEHOLDER_DIT)

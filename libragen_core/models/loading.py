@@ -236,6 +236,7 @@ def _detect_config(path: Path, shapes: dict[str, list[int]], keys: set[str], met
         patch_size=patch,
         qk_norm="blocks.0.self_attn.norm_q.weight" in keys,
         cross_attn_norm="blocks.0.norm3.weight" in keys,
+        pooled_text="pooled_text_embedding.0.weight" in keys,
     )
 
 

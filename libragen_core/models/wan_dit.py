@@ -41,6 +41,11 @@ class WanDiTConfig:
     qk_norm: bool = True
     cross_attn_norm: bool = True
     rope_theta: float = 10000.0
+    # Not in any Wan file: the mean of the real text tokens, embedded, is added to the timestep
+    # embedding, so the caption also sets every block's adaLN scale, shift and gates (the input
+    # of self-attention's q and k), not only what cross-attention adds to the tokens. An option of
+    # the small embedded model (issue 21); keys pooled_text_embedding.0/2.
+    pooled_text: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
@@ -185,6 +190,9 @@ class WanDiT(nn.Module):
                                             nn.Linear(c.dim, c.dim))
         self.time_embedding = nn.Sequential(nn.Linear(c.freq_dim, c.dim), nn.SiLU(), nn.Linear(c.dim, c.dim))
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(c.dim, c.dim * 6))
+        if c.pooled_text:
+            self.pooled_text_embedding = nn.Sequential(nn.Linear(c.text_dim, c.dim), nn.SiLU(),
+                                                       nn.Linear(c.dim, c.dim))
         self.blocks = nn.ModuleList([WanAttentionBlock(c) for _ in range(c.num_layers)])
         self.head = WanHead(c)
         if self.patch_embedding.weight.device.type != "meta":
@@ -215,6 +223,15 @@ class WanDiT(nn.Module):
             blk.modulation.normal_(std=self.config.dim ** -0.5)
         self.head.modulation.normal_(std=self.config.dim ** -0.5)
         nn.init.normal_(self.head.head.weight, std=0.02)
+        if self.config.pooled_text:  # starts as the model without it
+            nn.init.zeros_(self.pooled_text_embedding[2].weight)
+
+    def _pooled_text(self, context: torch.Tensor) -> torch.Tensor:
+        """[B, dim] fp32: the embedded mean of each prompt's real (non-zero) text tokens."""
+        real = (context != 0).any(dim=-1, keepdim=True).float()
+        pooled = (context.float() * real).sum(1) / real.sum(1).clamp_min(1.0)
+        mlp = self.pooled_text_embedding
+        return _linear_fp32(mlp[2], F.silu(_linear_fp32(mlp[0], pooled)))
 
     # -- patches ---------------------------------------------------------------------------------
     def _patchify(self, x: torch.Tensor) -> torch.Tensor:
@@ -282,6 +299,8 @@ class WanDiT(nn.Module):
         tokens = self._patchify(x.to(wdtype))
         e = _linear_fp32(self.time_embedding[2], F.silu(
             _linear_fp32(self.time_embedding[0], timestep_embedding(t, cfg.freq_dim))))
+        if cfg.pooled_text:
+            e = e + self._pooled_text(context)
         e0 = _linear_fp32(self.time_projection[1], F.silu(e)).unflatten(1, (6, cfg.dim))
         context, ctx_bias = compact_padding(context)
         ctx = self.text_embedding(context.to(self.text_embedding[0].weight.dtype))

@@ -12,7 +12,8 @@ where a CLAUSE is a bound subject followed by its motion's canonical phrase, or 
 ("Ref 2[..] chases Ref 1[..] to the right", "Ref 1[..] and Ref 2[..] swap places").
 
 User-style phrasings come from TEMPLATES; the ones marked held out are never used for
-training (the prompt rewriter must bridge them). caption_vocabulary() exports all of it as data.
+training (the prompt rewriter must bridge them). caption_vocabulary() exports all of it as data;
+text_vocabulary() is the small text encoder's token list for it (plus the rewriter's outputs).
 """
 from __future__ import annotations
 
@@ -331,3 +332,47 @@ def caption_vocabulary() -> dict:
         words.update(re.findall(r"[a-z][a-z-]*", third))
     vocab["words"] = sorted(words)
     return vocab
+
+
+# Characters the caption language and the rewriter write between words: the Ref lines' ':' and
+# '.', the bindings' brackets, the user phrasings' ',' and '?', hyphenated words ("zig-zags" is
+# zig - zags to the tokenizer), and the parentheses the rewriter puts for brackets in a label.
+PUNCTUATION = tuple(".,:;[]?!-'()\"")
+# The Ref numbers (MAX_SUBJECTS is 4) and "reference image k" need the digits; \w+ keeps a
+# number whole, so 0-9 cover every k below 10.
+DIGITS = tuple("0123456789")
+_REWRITER_SECTIONS = ("subjects", "motions", "directions", "direction_canonical", "turns", "backgrounds", "props",
+                      "default_background", "camera", "light", "occluders", "examples")
+
+
+def text_vocabulary() -> list[str]:
+    """Every token of every caption the project writes, as the small text encoder splits them.
+
+    The tokens of caption_vocabulary() (every phrase of the grammar, the user templates' fixed
+    words, the anonymous form), the SpriteWorld style guide's phrases (what the prompt rewriter
+    writes and the user words it accepts), digits and punctuation. A model trained with the
+    older word list (the shipped libragen-sprite: no digits, punctuation or hyphen pieces) keeps
+    its own list in its text.vocab.json; this one is for new trainings.
+    """
+    from ..models.text_small import WordTokenizer
+    from ..rewrite.style_guide import spriteworld_style_guide
+
+    tokens: set[str] = set(PUNCTUATION) | set(DIGITS)
+
+    def collect(x):
+        if isinstance(x, dict):  # keys are names (move_left) or repeat a phrase listed in their value
+            for v in x.values():
+                collect(v)
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                collect(v)
+        elif isinstance(x, str):
+            tokens.update(WordTokenizer.split(re.sub(r"\{\w+\}", " ", x)))
+
+    vocab = caption_vocabulary()
+    collect(vocab)
+    collect([UNLABELED_REF, UNLABELED_BINDING, "Ref", "Video"])
+    collect([conjugate(s) for i in MOTIONS.values() for s in (i.base, *i.synonyms)])
+    guide = spriteworld_style_guide().data
+    collect({k: guide[k] for k in _REWRITER_SECTIONS if k in guide})
+    return sorted(tokens)

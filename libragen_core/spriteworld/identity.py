@@ -182,6 +182,7 @@ def sample_identity(
     *,
     shapes=None,
     colors=None,
+    colors2=None,
     patterns=None,
     markings=None,
     sizes=None,
@@ -191,10 +192,21 @@ def sample_identity(
 
     split: "train" never returns a held-out identity, "heldout" returns only held-out ones,
     "any" returns either. The restrictions (e.g. shapes=("circle", "star")) allow curricula.
+    colors= restricts the body colour; the second colour (pattern and outline) is drawn from
+    colors2= (default: every colour), since an identity needs two different colours and a
+    single body colour (colors=["red"]) must still draw.
     """
     if split not in ("train", "heldout", "any"):
         raise InputError(f"split must be 'train', 'heldout' or 'any'; got {split!r}")
-    axes = [tuple(a) if a is not None else d for a, d in zip((shapes, colors, colors, patterns, markings, sizes), _AXES)]
+    restrict = (shapes, colors, colors2, patterns, markings, sizes)
+    for name, values, allowed in zip(("shapes", "colors", "colors2", "patterns", "markings", "sizes"), restrict, _AXES):
+        unknown = [v for v in (values or ()) if v not in allowed]
+        if unknown or (values is not None and not len(values)):
+            raise InputError(f"{name}={list(values)!r}: give one or more of {', '.join(allowed)}")
+    axes = [tuple(a) if a is not None else d for a, d in zip(restrict, _AXES)]
+    if len(axes[1]) == 1 and axes[2] == axes[1]:
+        raise InputError(f"colors={list(axes[1])} and colors2={list(axes[2])} leave no pair of different colours; "
+                         "widen colors2 (or leave it out)")
     for _ in range(max_tries):
         pick = [a[rng.integers(len(a))] for a in axes]
         if pick[1] == pick[2]:

@@ -276,7 +276,8 @@ def sample_scene(
     split: "train" draws only non-held-out identities, "heldout" only held-out ones.
     motions: allowed single-subject motions (default all); interactions: allowed kinds (() = none).
     identities: an explicit pool to draw from (filtered by split); identity_filter: keyword
-    restrictions for sample_identity (shapes=, colors=, patterns=, markings=, sizes=), for curricula.
+    restrictions for sample_identity (shapes=, colors= (body), colors2= (pattern + outline), patterns=,
+    markings=, sizes=), for curricula.
     Subjects in one scene never share colour+shape, so "the blue star" binds to exactly one.
     """
     if isinstance(rng, (int, np.integer)):

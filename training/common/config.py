@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import os
 import types
 import typing
@@ -159,6 +160,31 @@ def apply_override(data: dict, item: str, source: str = "<config>") -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"{source}: override {item!r}: {p!r} is not a table")
     node[parts[-1]] = value
+
+
+def to_toml(data: dict, prefix: str = "") -> str:
+    """Nested dicts -> TOML: tables, arrays of tables (lists of dicts, e.g. [[base.phases]]), scalars and
+    lists of scalars; what a config layer written by a script holds (None has no TOML form)."""
+    scalars, tables, arrays = [], [], []
+    for k, v in data.items():
+        if isinstance(v, dict):
+            tables.append((k, v))
+        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            arrays.append((k, v))
+        else:
+            scalars.append(f"{k} = {json.dumps(v)}")
+    text = (f"[{prefix}]\n" if prefix and scalars else "") + "".join(s + "\n" for s in scalars)
+    for k, v in tables:
+        text += to_toml(v, f"{prefix}.{k}" if prefix else k)
+    for k, items in arrays:
+        name = f"{prefix}.{k}" if prefix else k
+        for item in items:
+            flat = {kk: vv for kk, vv in item.items() if not isinstance(vv, dict)}
+            text += f"[[{name}]]\n" + "".join(f"{kk} = {json.dumps(vv)}\n" for kk, vv in flat.items())
+            for kk, vv in item.items():
+                if isinstance(vv, dict):
+                    text += to_toml(vv, f"{name}.{kk}")
+    return text
 
 
 def to_dict(obj: Any) -> Any:

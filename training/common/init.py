@@ -42,6 +42,11 @@ def adaln_zero_init(model: WanDiT, zero_cross_attn: bool = True) -> WanDiT:
         if isinstance(m, torch.nn.Linear):
             torch.nn.init.xavier_uniform_(m.weight)
             torch.nn.init.zeros_(m.bias)
+    if model.config.pooled_text:  # Xavier in, zero out: the caption's mean joins the modulation from zero
+        torch.nn.init.xavier_uniform_(model.pooled_text_embedding[0].weight)
+        torch.nn.init.zeros_(model.pooled_text_embedding[0].bias)
+        torch.nn.init.zeros_(model.pooled_text_embedding[2].weight)
+        torch.nn.init.zeros_(model.pooled_text_embedding[2].bias)
     model.head.modulation.zero_()
     torch.nn.init.zeros_(model.head.head.weight)
     torch.nn.init.zeros_(model.head.head.bias)

@@ -224,11 +224,14 @@ class TrainLoop:
 
     def run(self, step_fn: Callable[[int, torch.Generator], tuple[torch.Tensor, dict]],
             validate_fn: Callable[[int], dict] | None = None, until: int | None = None,
-            items_per_step: int | None = None) -> int:
+            items_per_step: int | None = None, probe_fn: Callable[[int], dict] | None = None,
+            probe_every: int = 0) -> int:
         """Train from the current step to `until` (default cfg.steps); returns the step reached.
 
         validate_fn runs on the main process only: it must use the unwrapped modules (a DDP
-        module's forward broadcasts buffers, a collective the other processes would not join)."""
+        module's forward broadcasts buffers, a collective the other processes would not join).
+        probe_fn: a cheaper check (training.direction_probe) run every probe_every steps and at
+        step 0 of a fresh run, logged under probe/; the same rules as validate_fn."""
         from tqdm.auto import tqdm
 
         until = self.cfg.steps if until is None else min(until, self.cfg.steps)
@@ -240,6 +243,9 @@ class TrainLoop:
                    dynamic_ncols=True, mininterval=2.0)
         for m in self.wrapped.values():
             m.train()
+        probing = probe_fn is not None and probe_every > 0 and self.acc.is_main_process
+        if probing and self.step == 0:
+            self._validate(probe_fn, "probe/")
         while self.step < until:
             lr = lr_at(self.step, cfg.lr, cfg.warmup, cfg.steps, cfg.decay, cfg.min_lr_ratio)
             set_lr(self.acc_optimizer, lr)
@@ -281,6 +287,8 @@ class TrainLoop:
             if validate_fn is not None and cfg.validate_every and self.step % cfg.validate_every == 0 \
                     and self.step != until and self.acc.is_main_process:
                 self._validate(validate_fn)
+            if probing and (self.step % probe_every == 0 or self.step == until or timed_out):
+                self._validate(probe_fn, "probe/")
             if timed_out:
                 self.acc.print(f"[{self.stage}] max_minutes={cfg.max_minutes} reached at step {self.step}")
                 break
@@ -290,10 +298,10 @@ class TrainLoop:
         self.log.flush()
         return self.step
 
-    def _validate(self, validate_fn) -> None:
+    def _validate(self, validate_fn, prefix: str = "val/") -> None:
         t = time.perf_counter()
         values = validate_fn(self.step) or {}
-        values["validate_s"] = time.perf_counter() - t
-        self.log.scalars(self.step, values, prefix="val/")
+        values["validate_s" if prefix == "val/" else "seconds"] = time.perf_counter() - t
+        self.log.scalars(self.step, values, prefix=prefix)
         shown = ", ".join(f"{k}={v:.3f}" for k, v in values.items() if isinstance(v, float))
         self.acc.print(f"[{self.stage}] step {self.step}: {shown}")

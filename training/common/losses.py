@@ -49,6 +49,16 @@ def flow_matching_loss(model: Callable, x0: torch.Tensor, context: torch.Tensor,
     (default 0..F+R-1, the sampler's with zero offsets). reduce=False gives one loss per item
     (DPO compares items).
     """
+    v, target = flow_velocity(model, x0, context, sigma, noise, refs=refs, frame_pos=frame_pos)
+    per_item = (v - target).square().flatten(1).mean(1)
+    return per_item.mean() if reduce else per_item
+
+
+def flow_velocity(model: Callable, x0: torch.Tensor, context: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,
+                  *, refs: torch.Tensor | None = None, frame_pos: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the model's velocity on the video frames, the target eps - x0), both fp32; arguments as
+    for flow_matching_loss."""
     if x0.shape != noise.shape:
         raise InputError(f"x0 {tuple(x0.shape)} and the noise {tuple(noise.shape)} must have the same shape")
     if sigma.shape != (x0.shape[0],):
@@ -61,5 +71,4 @@ def flow_matching_loss(model: Callable, x0: torch.Tensor, context: torch.Tensor,
     if frame_pos is None:
         frame_pos = frame_positions(frames, num_refs, device=x0.device)
     v = trim_to_video(model(xt, sigma.to(x0.device, torch.float32) * 1000.0, context, frame_pos=frame_pos), frames)
-    per_item = (v.float() - (noise - x0).float()).square().flatten(1).mean(1)
-    return per_item.mean() if reduce else per_item
+    return v.float(), (noise - x0).float()

@@ -27,6 +27,7 @@ from ..common.loop import (
     wait_for_everyone,
 )
 from ..common.losses import flow_matching_loss, sample_sigmas
+from ..common.prefetch import ParallelClips, parallel
 from ..common.schema import BaseStageConfig, ChainConfig
 from ..spriteworld.clips import ProceduralClips
 from ..spriteworld.validation import STRAIGHT_MOVES, motion_check, save_contact_sheet, summarize
@@ -34,12 +35,15 @@ from ..spriteworld.validation import STRAIGHT_MOVES, motion_check, save_contact_
 
 def build_text(bc: BaseStageConfig):
     from libragen_core.models.text_small import SmallTextConfig, SmallTextEncoder, WordTokenizer
-    from libragen_core.spriteworld.captions import caption_vocabulary
+    from libragen_core.spriteworld.captions import text_vocabulary
 
-    tok = WordTokenizer(caption_vocabulary()["words"])
+    tok = WordTokenizer(text_vocabulary())
     t = bc.text
-    return SmallTextEncoder(SmallTextConfig(vocab_size=tok.vocab_size, text_dim=t.text_dim, num_layers=t.num_layers,
-                                            num_heads=t.num_heads, max_length=t.max_length), tok)
+    enc = SmallTextEncoder(SmallTextConfig(vocab_size=tok.vocab_size, text_dim=t.text_dim, num_layers=t.num_layers,
+                                           num_heads=t.num_heads, max_length=t.max_length), tok)
+    if t.embed_std != 0.02:
+        torch.nn.init.normal_(enc.token_embed.weight, std=t.embed_std)
+    return enc
 
 
 def build_dit(bc: BaseStageConfig, z_dim: int):
@@ -47,15 +51,18 @@ def build_dit(bc: BaseStageConfig, z_dim: int):
 
     d = bc.dit
     dit = WanDiT(WanDiTConfig(dim=d.dim, ffn_dim=d.ffn_dim, num_heads=d.num_heads, num_layers=d.num_layers,
-                              in_dim=z_dim, out_dim=z_dim, text_dim=bc.text.text_dim, patch_size=d.patch_size))
+                              in_dim=z_dim, out_dim=z_dim, text_dim=bc.text.text_dim, patch_size=d.patch_size,
+                              pooled_text=d.pooled_text))
     return adaln_zero_init(dit, bc.zero_cross_attn) if bc.adaln_zero else dit
 
 
 def text_path_groups(dit, text, scale: float) -> list[dict]:
-    """Optimizer groups: the text path (the text encoder, the DiT's text embedding and every
-    cross-attention) at lr x scale, the rest of the DiT at lr. At lr 2e-3 for everything the text
-    path shut itself off (docs/training.md, sixth session)."""
-    path = {id(p) for m in (text, dit.text_embedding, *(b.cross_attn for b in dit.blocks)) for p in m.parameters()}
+    """Optimizer groups: the text path (the text encoder, the DiT's text embedding, its pooled-text
+    embedding if any, and every cross-attention) at lr x scale, the rest of the DiT at lr. At lr 2e-3
+    for everything the text path shut itself off (docs/training.md, sixth session)."""
+    pooled = (dit.pooled_text_embedding,) if dit.config.pooled_text else ()
+    path = {id(p) for m in (text, dit.text_embedding, *pooled, *(b.cross_attn for b in dit.blocks))
+            for p in m.parameters()}
     rest = [p for p in dit.parameters() if id(p) not in path]
     return [{"params": rest}, {"params": [p for p in (*text.parameters(), *dit.parameters()) if id(p) in path],
                                "lr_scale": scale}]
@@ -82,11 +89,15 @@ def build_caches(cfg: ChainConfig, vae, folder: Path, progress: bool = True) -> 
     state = distributed(cfg.run)
     caches = []
     for i, ph in enumerate(bc.phases):
-        src = ProceduralClips(ph.data)
         cache = LatentCache(folder / "cache" / f"phase{i}-{ph.data.key()}")
-        caches.append(cache.build(src, ph.clips, lambda px: vae.encode(px, chunked=False), digest,
-                                  batch=bc.encode_batch, progress=progress, rank=state.process_index,
-                                  world=state.num_processes, barrier=state.wait_for_everyone))
+        src = parallel(ProceduralClips(ph.data), cfg.run.render_workers)
+        try:
+            caches.append(cache.build(src, ph.clips, lambda px: vae.encode(px, chunked=False), digest,
+                                      batch=bc.encode_batch, progress=progress, rank=state.process_index,
+                                      world=state.num_processes, barrier=state.wait_for_everyone))
+        finally:
+            if isinstance(src, ParallelClips):
+                src.close()
     return caches
 
 
@@ -102,13 +113,45 @@ class PhasedSampler:
             s.load_state_dict(d)
 
 
-def motion_prompts(bc: BaseStageConfig):
+def motion_prompts(bc: BaseStageConfig, n: int | None = None):
     """Fixed validation scenes: one subject moving straight, from the first phase's look distribution."""
     base = bc.phases[0].data
     moves = tuple(m for m in (base.motions or tuple(STRAIGHT_MOVES)) if m in STRAIGHT_MOVES) or tuple(STRAIGHT_MOVES)
     src = ProceduralClips(dataclasses.replace(base, seed=bc.validation.seed, n_subjects=1, motions=moves,
                                               user_prompt_fraction=0.0))
-    return [src[i] for i in range(bc.validation.prompts)]
+    return [src[i] for i in range(bc.validation.prompts if n is None else n)]
+
+
+def base_direction_probe(dit, text, vae, bc: BaseStageConfig, cache: LatentCache):
+    """The direction probe of the base stage (training/direction_probe.py): the loss gap on the
+    first phase's cached clips whose captions name a direction, and samples of the validation
+    scenes with true vs swapped directions (pixels, 0-255). Probes the raw weights, not the EMA:
+    the EMA lags the training by ~1 / (1 - decay) steps, which would blur the curve."""
+    from ..direction_probe import directional, flat, loss_probe, sample_probe
+
+    pc = bc.probe
+    keep = directional(cache.captions)[: pc.clips]
+    latents, captions = cache.latents[keep], [cache.captions[i] for i in keep]
+    scenes = motion_prompts(bc, pc.samples) if pc.samples else []
+    vc = dataclasses.replace(bc.validation, steps=pc.sample_steps)
+
+    def run(step: int) -> dict:
+        dev = next(dit.parameters()).device
+        modes = (dit.training, text.training)
+        text.eval()
+        try:
+            out = flat(loss_probe(dit, lambda caps: text_features(text, text, caps, dev), latents, captions,
+                                  pc.sigmas))
+            if scenes:
+                t, h, w = scenes[0].frames.shape[:3]
+                out.update(flat(sample_probe(lambda caps, seed: sample_t2v(dit, text, vae, caps, t, (h, w), vc, seed),
+                                             [c.caption for c in scenes], vc.seed)))
+        finally:
+            dit.train(modes[0])
+            text.train(modes[1])
+        return out
+
+    return run
 
 
 def sample_t2v(dit, text, vae, prompts: list[str], frames: int, size, vc, seed: int) -> np.ndarray:
@@ -238,9 +281,10 @@ def run_base(cfg: ChainConfig) -> Path:
     def validate(step: int) -> dict:
         return base_validate(dit, text, vae, loop.ema, bc, scenes, folder, step, loop.log)
 
+    probe = base_direction_probe(dit, text, vae, bc, caches[0]) if bc.probe.every and loop.acc.is_main_process else None
     for ph in bc.phases:
         if loop.step < ph.until_step:
-            loop.run(step_fn, validate, until=ph.until_step)
+            loop.run(step_fn, validate, until=ph.until_step, probe_fn=probe, probe_every=bc.probe.every)
             if loop.step < min(ph.until_step, bc.optim.steps):
                 break  # max_minutes
     if loop.acc.is_main_process:

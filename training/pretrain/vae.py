@@ -15,6 +15,7 @@ import torch
 
 from ..common.data import frames_to_tensor, tensor_to_frames
 from ..common.loop import TrainLoop, check_global_batch, seed_everything, wait_for_everyone
+from ..common.prefetch import ParallelClips, parallel
 from ..common.schema import ChainConfig, VAEStageConfig
 from ..common.vae_adversarial import PatchDiscriminator, adversarial_losses
 from ..common.vae_init import inflate_image_vae, kaiming_init
@@ -135,7 +136,7 @@ def run_vae(cfg: ChainConfig) -> Path:
     final = folder / "vae.safetensors"
     seed_everything(cfg.run.seed)
     vae = build_vae(sc)
-    clips = ProceduralClips(sc.data)
+    clips = parallel(ProceduralClips(sc.data), cfg.run.render_workers)
     modules = {"vae": vae}
     if sc.adversarial:
         modules["disc"] = PatchDiscriminator(sc.disc_dim)
@@ -208,6 +209,8 @@ def run_vae(cfg: ChainConfig) -> Path:
         return vae_eval(vae, sc, folder, step)
 
     loop.run(step_fn, validate)
+    if isinstance(clips, ParallelClips):
+        clips.close()
     if loop.step < sc.optim.steps:
         loop.acc.print(f"[vae] stopped at step {loop.step} of {sc.optim.steps} (max_minutes); re-run to continue")
     if loop.acc.is_main_process:

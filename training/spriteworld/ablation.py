@@ -208,6 +208,7 @@ class Settings:
     device: str = "cpu"
     progress: bool = True
     sheets: bool = True
+    probe_samples: int = 4  # direction probe: directional cases sampled with swapped captions too; 0 = none
 
     def prompt_kinds(self) -> tuple[str, ...]:
         return parse_prompt_kinds(self.prompts)
@@ -225,6 +226,8 @@ class Settings:
             raise ConfigError(f"--cfg {','.join(self.cfg_kinds)!r}: give static, dynamic or static,dynamic")
         if self.cases < 0:
             raise ConfigError(f"--cases {self.cases}: give a positive count, or 0 for every case")
+        if self.probe_samples < 0:
+            raise ConfigError(f"--probe-samples {self.probe_samples}: give a count >= 0")
 
 
 def select_cases(s: Settings) -> list[EvalCase]:
@@ -237,7 +240,8 @@ def select_cases(s: Settings) -> list[EvalCase]:
 def eval_settings(s: Settings, cases: list[EvalCase]) -> dict:
     """What a cached row must agree on besides its weights."""
     return {"suite": s.suite, "cases": [c.id for c in cases], "prompts": list(s.prompt_kinds()), "size": s.size,
-            "frames": s.frames, "steps": s.steps, "device": s.device}
+            "frames": s.frames, "steps": s.steps, "device": s.device,
+            "direction_probe": {"version": 1, "samples": s.probe_samples}}
 
 
 def evaluate(generator, cases: list[EvalCase], s: Settings, name: str, with_refs: bool, bar=None) -> dict:
@@ -330,6 +334,7 @@ def run_ablation(cfg: PostChainConfig, s: Settings, rows: str | None = None, out
         for job in todo:
             if bar is not None:
                 bar.set_description(f"{job.label} {job.cfg_kind or ''}".strip())
+            direction = None  # the direction probe, for model rows
             if job.row is None:
                 gen = CopyPasteGenerator() if job.name == "copy-paste" else GroundTruthGenerator(cases)
                 source = {"real": "the suite's true clips", "copy-paste": "references pasted on white",
@@ -342,12 +347,13 @@ def run_ablation(cfg: PostChainConfig, s: Settings, rows: str | None = None, out
             else:
                 if bundle is None and job.row.folder is None:
                     bundle = _load(base, s.device)
-                results, source = _evaluate_row(job, bundle, cases, s, bar)
+                results, source, direction = _evaluate_row(job, bundle, cases, s, bar)
             job.data = {"key": job.key, "row": job.name, "label": job.label, "cfg": job.cfg_kind,
                         "cfg_preset": CFG_PRESETS.get(job.cfg_kind), "source": source,
                         "stage": job.row.stage if job.row else None,
                         "evaluated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                        "summary": row_summary(results), "results": _strip_frames(results)}
+                        "summary": row_summary(results), "results": _strip_frames(results),
+                        **({"direction": direction} if direction is not None else {})}
             if s.sheets:
                 _write_sheet(results, cases, out_dir / "sheets" / f"{job.path.stem}.png")
             write_json(job.path, job.data)  # last: a row is cached only once everything about it is written
@@ -378,7 +384,8 @@ def _load(folder: Path, device: str):
     return bundle
 
 
-def _evaluate_row(job: _Job, bundle, cases, s: Settings, bar) -> tuple[dict, str]:
+def _evaluate_row(job: _Job, bundle, cases, s: Settings, bar) -> tuple[dict, str, dict]:
+    """(eval results, source, direction probe) of a model row with its CFG kind."""
     from libragen_core.lora import WeightBackup, load_lora, merge_lora_into
     from libragen_core.pipeline import Generator
 
@@ -388,14 +395,67 @@ def _evaluate_row(job: _Job, bundle, cases, s: Settings, bar) -> tuple[dict, str
         overrides["steps"] = s.steps
     if spec.folder is not None:
         own = _load(spec.folder, s.device)
-        return evaluate(Generator(own, **overrides), cases, s, job.name, spec.refs, bar), spec.source
+        gen = Generator(own, **overrides)
+        results = evaluate(gen, cases, s, job.name, spec.refs, bar)
+        return results, spec.source, direction_row(own, gen, cases, results, spec.refs, s.probe_samples)
     backup = WeightBackup()
     try:
         for f in spec.loras:
             merge_lora_into(bundle.dit, load_lora(f), backup=backup)
-        return evaluate(Generator(bundle, **overrides), cases, s, job.name, spec.refs, bar), spec.source
+        gen = Generator(bundle, **overrides)
+        results = evaluate(gen, cases, s, job.name, spec.refs, bar)
+        return results, spec.source, direction_row(bundle, gen, cases, results, spec.refs, s.probe_samples)
     finally:
         backup.restore()  # bit-exact: the next row starts from the untouched base
+
+
+def direction_row(bundle, generator, cases: list[EvalCase], results: dict, with_refs: bool, samples: int) -> dict:
+    """The direction probe (training/direction_probe.py) of one row on the cases whose caption
+    names a direction: the loss gap on their true clips (with the row's references; cases are
+    grouped by subject count, since references of one count batch together), and, for the first
+    `samples` of them, the videos of the row's generator under the swapped caption and under
+    another noise, against the eval's own videos of the true caption."""
+    import torch
+
+    from libragen_core.conditioning.references import prepare_references
+    from libragen_core.spriteworld.render import render_scene
+
+    from ..common.data import frames_to_tensor
+    from ..direction_probe import directional, loss_probe, sample_probe
+
+    picked = [cases[i] for i in directional([c.prompts["caption"] for c in cases])]
+    if not picked:
+        return {"clips": 0}
+    dev = bundle.device
+    parts = []
+    for n in sorted({c.n_subjects for c in picked}):
+        group = [c for c in picked if c.n_subjects == n]
+        h, w = group[0].scene.size
+        with torch.no_grad():
+            x0 = bundle.vae.encode(frames_to_tensor([render_scene(c.scene).frames for c in group]).to(dev))
+            refs = torch.stack([bundle.vae.encode(prepare_references(c.refs, h, w, device=dev).unsqueeze(2))[:, :, 0]
+                                .transpose(0, 1) for c in group]) if with_refs else None
+        parts.append(loss_probe(bundle.dit, lambda p: bundle.text.encode(list(p), device=dev), x0,
+                                [c.prompts["caption"] for c in group], refs=refs))
+    out = {"clips": sum(p["clips"] for p in parts)}
+    for key in ("gap", "share", "vdiff", "text_diff"):
+        out[key] = float(sum(p[key] * p["clips"] for p in parts) / out["clips"])
+    out["gap_se"] = float(sum((p["gap_se"] * p["clips"]) ** 2 for p in parts) ** 0.5 / out["clips"])
+    for sigma in (k for k in parts[0] if isinstance(parts[0][k], dict)):
+        out[sigma] = {k: float(sum(p[sigma][k] * p["clips"] for p in parts) / out["clips"]) for k in parts[0][sigma]}
+    sampled = picked[:samples]
+    if sampled:
+        own = {r["case"]: r["_frames"] for r in results["rows"] if r["prompt_kind"] == "caption"}
+
+        def generate(captions: list[str], offset: int) -> np.ndarray:
+            return np.stack([generator.generate([] if not with_refs else [r.copy() for r in c.refs], cap,
+                                                c.seed + offset, c.scene.n_frames, *c.scene.size)
+                             for c, cap in zip(sampled, captions)])
+
+        have_own = all(c.id in own for c in sampled)
+        out.update(sample_probe(generate, [c.prompts["caption"] for c in sampled], 0,
+                                np.stack([own[c.id] for c in sampled]) if have_own else None))
+    return out
 
 
 def _write_sheet(results: dict, cases, path: Path) -> None:
@@ -461,23 +521,31 @@ def checks(entries: list[dict]) -> list[dict]:
 def markdown(ab: dict) -> str:
     st = ab["settings"]
     cols = [LABELS[m] for m in TABLE_METRICS]
-    head = "| row | CFG | " + " | ".join(cols) + " | norm mean | fid % real | motion % real | s/video |"
+    head = ("| row | CFG | " + " | ".join(cols) + " | norm mean | fid % real | motion % real | dir gap | dir share | "
+            "dir samples | s/video |")
     cfg_desc = "; ".join(f"{k} = `{v['preset']}`" for k, v in st["cfg"].items())
     lines = [f"SpriteWorld ablation: suite `{st['suite']}`, {'held-out identities' if st['split'] == 'heldout' else 'all identities'}, "
              f"{'caption prompts' if st['prompts'] == ['caption'] else 'prompts ' + ', '.join(st['prompts'])}, {len(st['cases'])} cases, "
              f"{st['size']}x{st['size']}x{st['frames']}, steps {st['steps'] or 'from the model card'}, the same seeds for "
              f"every row; CFG: {cfg_desc}. `norm mean` = mean over {', '.join(LABELS[m] for m in ab['normalized_metrics'])} "
-             "of each value / the real clips' (capped at 1; copy as 1 - copy).", "", head, "|" + "---|" * (len(cols) + 6)]
+             "of each value / the real clips' (capped at 1; copy as 1 - copy). `dir gap` = flow loss with the "
+             "captions' motion words swapped for their opposites minus with the true ones (0 = direction unused), "
+             "`dir share` = that gap over what the whole caption is worth, `dir samples` = |video(true) - "
+             "video(swapped)| over |video(noise a) - video(noise b)| (training/direction_probe.py).", "", head,
+             "|" + "---|" * (len(cols) + 9)]
     for e in ab["rows"]:
         s = e["summary"]
+        d = e.get("direction") or {}
         cells = [f"{s[m]:.3f}" for m in TABLE_METRICS]
+        probe = [f"{d[k]:+.4f}" if k in d else "-" for k in ("gap", "share")] + \
+            [f"{d['sample_ratio']:.3f}" if "sample_ratio" in d else "-"]
         lines.append(f"| {e['label']} | {e['cfg'] or '-'} | " + " | ".join(cells) +
                      f" | {s['normalized_mean']:.3f} | {s['fidelity_pct_real']:.0f}% | {s['motion_pct_real']:.0f}% | "
-                     f"{s['s_per_video']:.2f} |")
+                     + " | ".join(probe) + f" | {s['s_per_video']:.2f} |")
     for m in ab["missing"]:
         what = "skipped" if m.get("skipped") else "missing"
         lines.append(f"| {m['label']} | {what} (stage `{m['stage']}`) | " + " | ".join("-" for _ in cols) +
-                     " | - | - | - | - |")
+                     " | - | - | - | - | - | - | - |")
     if ab["missing"]:
         lines += ["", "Rows without weights (missing: run the stage, then rerun the ablation; finished rows are cached):"]
         lines += [f"- `{m['row']}`: stage `{m['stage']}` " +
@@ -498,16 +566,13 @@ _SHORT = {"base": "base", "sft_in": "in", "sft_cross": "cross", "consis_dpo": "+
 def scatter(ab: dict, size: tuple[int, int] = (820, 620)):
     """x = motion/text alignment, y = subject fidelity; one labelled point per row and CFG kind.
     Drawn with PIL (no matplotlib in this environment)."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
+
+    from ..common.figures import blank_figure
 
     W, H = size
     left, right, top, bottom = 70, 30, 60, 60
-    img = Image.new("RGB", (W, H), (255, 255, 255))
-    d = ImageDraw.Draw(img)
-    try:
-        font = ImageFont.load_default(size=13)
-    except TypeError:  # Pillow < 10.1: one bitmap size
-        font = ImageFont.load_default()
+    img, d, font = blank_figure(size, 13)
 
     def px(x, y):
         return left + x * (W - left - right), H - bottom - y * (H - top - bottom)
@@ -588,6 +653,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="output folder (default <run.out>/ablation)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--no-sheets", action="store_true", help="skip the per-row contact sheets")
+    p.add_argument("--probe-samples", type=int, default=4,
+                   help="direction probe: cases also sampled with swapped directions and another noise (default 4; "
+                        "0 = the loss probe only)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     try:
@@ -595,7 +663,8 @@ def main(argv=None) -> int:
         setup_torch(cfg.run)
         s = Settings(suite=a.suite, split=a.split, prompts=a.prompts, cases=a.cases,
                      cfg_kinds=tuple(k.strip() for k in a.cfg.split(",") if k.strip()), size=a.size, frames=a.frames,
-                     steps=a.steps, device=a.device, progress=not a.no_progress, sheets=not a.no_sheets)
+                     steps=a.steps, device=a.device, progress=not a.no_progress, sheets=not a.no_sheets,
+                     probe_samples=a.probe_samples)
         ab = run_ablation(cfg, s, a.rows, a.out)
     except LibraGenError as e:
         print(f"error: {e}", file=sys.stderr)
