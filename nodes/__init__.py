@@ -25,9 +25,12 @@ _ensure_core()
 from .decode_nodes import LibraGenDecode  # noqa: E402
 from .lora_nodes import LibraGenLoraMerge  # noqa: E402
 from .model_nodes import LibraGenLoadModel  # noqa: E402
+from .native_guider import LibraGenDynamicCFGGuider  # noqa: E402
+from .native_subjects import LibraGenSubjectConditioning  # noqa: E402
 from .rewrite_nodes import LibraGenPromptRewrite  # noqa: E402
 from .sampler_nodes import LibraGenSampler  # noqa: E402
 from .schedule_nodes import LibraGenCFGSchedule  # noqa: E402
+from .standin_nodes import LibraGenStandInText  # noqa: E402
 from .subject_nodes import LibraGenSubjectEncode  # noqa: E402
 
 _NODES = {
@@ -38,6 +41,10 @@ _NODES = {
     "LibraGenSampler": (LibraGenSampler, "LibraGen Dynamic CFG Sampler"),
     "LibraGenDecode": (LibraGenDecode, "LibraGen Decode"),
     "LibraGenLoraMerge": (LibraGenLoraMerge, "LibraGen LoRA Merge"),
+    # on core types (UNETLoader's MODEL, VAELoader's VAE, CLIPTextEncode's CONDITIONING)
+    "LibraGenSubjectConditioning": (LibraGenSubjectConditioning, "LibraGen Subject Conditioning"),
+    "LibraGenDynamicCFGGuider": (LibraGenDynamicCFGGuider, "LibraGen Dynamic CFG Guider"),
+    "LibraGenStandInText": (LibraGenStandInText, "LibraGen Stand-in Text (no encoder)"),
 }
 
 NODE_CLASS_MAPPINGS = {node_id: cls for node_id, (cls, _) in _NODES.items()}

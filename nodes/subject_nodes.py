@@ -38,14 +38,15 @@ def comfy_mask_to_subject(mask: torch.Tensor | None, image: torch.Tensor, slot: 
     return subject
 
 
-def _single_image(image: torch.Tensor, slot: int) -> torch.Tensor:
+def single_image(image: torch.Tensor, slot: int) -> torch.Tensor:
     if not isinstance(image, torch.Tensor) or image.ndim not in (3, 4):
         raise InputError(f"image_{slot} must be a ComfyUI IMAGE [B, H, W, C]; got {type(image).__name__}.")
     if image.ndim == 4:
         if image.shape[0] != 1:
             raise InputError(
-                f"image_{slot} holds a batch of {image.shape[0]} images; Subject Encode takes one image per input "
-                "(pick one with ImageFromBatch, or connect the others to image_2..image_4).")
+                f"image_{slot} holds a batch of {image.shape[0]} images; one image per input "
+                "(pick one with ImageFromBatch, or connect the others to image_2..image_4: at most "
+                f"{MAX_REFERENCES} references in all).")
         image = image[0]
     return image
 
@@ -114,7 +115,7 @@ class LibraGenSubjectEncode:
                 if optional.get(f"mask_{k}") is not None:
                     raise InputError(f"mask_{k} is connected but image_{k} is not; connect the image it belongs to.")
                 continue
-            image = _single_image(image, k)
+            image = single_image(image, k)
             images.append(image)
             masks.append(comfy_mask_to_subject(optional.get(f"mask_{k}"), image, k))
             labels.append(label or f"Ref {len(images)}")

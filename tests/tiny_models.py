@@ -27,3 +27,30 @@ def tiny_model_folder(folder: Path) -> None:
     card = ModelCard(name="tiny", dit="dit.safetensors", vae="vae.safetensors", text_encoder="text.safetensors",
                      tokenizer="text.vocab.json")
     (folder / "model.json").write_text(card.to_json())
+
+
+def tiny_wan_dit(seed: int = 3):
+    """The `tiny` preset (head_dim 128, text_dim 4096: ComfyUI's UNETLoader accepts it) with every
+    tensor perturbed, so the zero-initialized head does not hide the rest of the model."""
+    from libragen_core.models.presets import build_dit
+
+    torch.manual_seed(0)
+    model = build_dit("tiny").eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    return model
+
+
+def write_wan_standins(dit_path: Path | None, vae_path: Path | None) -> None:
+    """Files in Wan2.1's layouts that ComfyUI's own UNETLoader and VAELoader load: the tiny DiT and a
+    random VAE at the released width (96; ComfyUI builds only that layout). None skips one."""
+    from libragen_core.io.safetensors_file import save_state_dict
+    from libragen_core.models.wan_vae import VAEConfig, WanVAE, save_vae
+
+    if dit_path is not None:
+        save_state_dict(tiny_wan_dit().state_dict(), dit_path)
+    if vae_path is not None:
+        torch.manual_seed(1)
+        save_vae(WanVAE(VAEConfig.wan21()).eval(), vae_path)

@@ -22,7 +22,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
-# core node: (link inputs [(name, type, optional)], widgets [(name, default)], outputs [(name, type)])
+# core node: (link inputs [(name, type, optional)], widgets [(name, default[, type[, control after
+# generate]])], outputs [(name, type)]); a widget's type is needed only where a link drives it
 CORE = {
     "LoadImage": ([], [("image", "red_circle.png"), ("upload", "image")], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
     "EmptyImage": ([], [("width", 512), ("height", 512), ("batch_size", 1), ("color", 0)], [("IMAGE", "IMAGE")]),
@@ -32,6 +33,21 @@ CORE = {
     "SaveAnimatedWEBP": ([("images", "IMAGE", False)], [("filename_prefix", "ComfyUI"), ("fps", 6.0),
                                                          ("lossless", True), ("quality", 80),
                                                          ("method", "default")], []),
+    # the native path: core loaders, text encoding and custom sampling around the LibraGen nodes
+    "UNETLoader": ([], [("unet_name", ""), ("weight_dtype", "default")], [("MODEL", "MODEL")]),
+    "CLIPLoader": ([], [("clip_name", ""), ("type", "stable_diffusion"), ("device", "default")], [("CLIP", "CLIP")]),
+    "VAELoader": ([], [("vae_name", "")], [("VAE", "VAE")]),
+    "CLIPTextEncode": ([("clip", "CLIP", False)], [("text", "", "STRING")], [("CONDITIONING", "CONDITIONING")]),
+    "PrimitiveStringMultiline": ([], [("value", "", "STRING")], [("STRING", "STRING")]),
+    "ModelSamplingSD3": ([("model", "MODEL", False)], [("shift", 3.0)], [("MODEL", "MODEL")]),
+    "KSamplerSelect": ([], [("sampler_name", "euler")], [("SAMPLER", "SAMPLER")]),
+    "BasicScheduler": ([("model", "MODEL", False)], [("scheduler", "simple"), ("steps", 20), ("denoise", 1.0)],
+                       [("SIGMAS", "SIGMAS")]),
+    "RandomNoise": ([], [("noise_seed", 0, "INT", True)], [("NOISE", "NOISE")]),
+    "SamplerCustomAdvanced": ([("noise", "NOISE", False), ("guider", "GUIDER", False), ("sampler", "SAMPLER", False),
+                               ("sigmas", "SIGMAS", False), ("latent_image", "LATENT", False)],
+                              [], [("output", "LATENT"), ("denoised_output", "LATENT")]),
+    "VAEDecode": ([("samples", "LATENT", False), ("vae", "VAE", False)], [], [("IMAGE", "IMAGE")]),
 }
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 # the frontend adds a "control after generate" widget behind these; saved as "fixed" so examples repeat
@@ -52,7 +68,7 @@ def node_spec(class_type: str):
     """(link inputs, widgets with defaults and control flags, outputs) of a node type."""
     if class_type in CORE:
         links, widgets, outputs = CORE[class_type]
-        return links, [(n, d, False) for n, d in widgets], outputs
+        return links, [(w[0], w[1], len(w) > 3 and w[3]) for w in widgets], outputs
     cls = load_pack().NODE_CLASS_MAPPINGS[class_type]
     types = cls.INPUT_TYPES()
     links, widgets = [], []
@@ -71,7 +87,10 @@ def node_spec(class_type: str):
 def widget_type(class_type: str, name: str) -> str:
     """The socket type a widget gets when a link drives it: its own type, COMBO for a list."""
     if class_type in CORE:
-        raise SystemExit(f"{class_type}.{name}: the builder links widgets of LibraGen nodes only")
+        typed = [w[2] for w in CORE[class_type][1] if w[0] == name and len(w) > 2]
+        if not typed:
+            raise SystemExit(f"{class_type}.{name}: give the widget's type in CORE to drive it by a link")
+        return typed[0]
     types = load_pack().NODE_CLASS_MAPPINGS[class_type].INPUT_TYPES()
     for section in ("required", "optional"):
         if name in types.get(section, {}):
@@ -310,7 +329,98 @@ def prompt_rewrite() -> Graph:
     return g
 
 
-EXAMPLES = (single_subject, three_subjects, static_vs_dynamic, lora_merge, prompt_rewrite)
+# ---------------------------------------------------------------- the native path (core loaders)
+
+# Phantom-Wan 1.3B as Kijai/WanVideo_comfy repackages it for ComfyUI (models/diffusion_models); the
+# text encoder and the VAE as Comfy-Org/Wan_2.1_ComfyUI_repackaged ships them (models/text_encoders,
+# models/vae). docs/comfyui.md lists the alternatives (14B, fp8, GGUF).
+NATIVE_DIT = "Phantom-Wan-1_3B_fp16.safetensors"
+NATIVE_TEXT = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
+NATIVE_VAE = "wan_2.1_vae.safetensors"
+# Phantom-Wan's published 480p setting: 832x480, 81 frames (5 s at 16 fps), shift 5
+NATIVE_VIDEO = {"width": 832, "height": 480, "length": 81, "batch_size": 1}
+NATIVE_STEPS, NATIVE_FPS = 30, 16.0
+NATIVE_NEGATIVE = "blurry, static, distorted, low quality, deformed, watermark, subtitles"
+
+
+def native_loaders(g: Graph) -> tuple[Node, Node, Node]:
+    """UNETLoader -> ModelSamplingSD3 (shift 5), CLIPLoader (wan), VAELoader: (model, clip, vae)."""
+    unet = g.add("UNETLoader", 0, 0, unet_name=NATIVE_DIT, weight_dtype="default")
+    model = g.add("ModelSamplingSD3", 1, 0, model=unet.out(), shift=5.0)
+    clip = g.add("CLIPLoader", 0, 1.0, clip_name=NATIVE_TEXT, type="wan", device="default")
+    vae = g.add("VAELoader", 0, 2.0, vae_name=NATIVE_VAE)
+    return model, clip, vae
+
+
+def native_sample_and_save(g: Graph, model: Node, vae: Node, subj: Node, guider: Node, prefix: str,
+                           col: float = 4) -> None:
+    """KSamplerSelect + BasicScheduler + RandomNoise -> SamplerCustomAdvanced -> VAEDecode -> video."""
+    sampler = g.add("KSamplerSelect", col - 1, 3.2, sampler_name="uni_pc")
+    sigmas = g.add("BasicScheduler", col - 1, 3.9, model=model.out(), scheduler="simple", steps=NATIVE_STEPS,
+                   denoise=1.0)
+    noise = g.add("RandomNoise", col - 1, 4.9, noise_seed=42)
+    lat = g.add("SamplerCustomAdvanced", col, 0, noise=noise.out(), guider=guider.out(), sampler=sampler.out(),
+                sigmas=sigmas.out(), latent_image=subj.out(3))
+    frames = g.add("VAEDecode", col, 1.2, samples=lat.out(0), vae=vae.out())
+    video = g.add("CreateVideo", col + 1, 0, images=frames.out(), fps=NATIVE_FPS)
+    g.add("SaveVideo", col + 1, 1.0, video=video.out(), filename_prefix=f"libragen/{prefix}")
+
+
+def native_single_subject() -> Graph:
+    g = Graph("native_single_subject",
+              "LibraGen on core Wan: Phantom-Wan loaded by core loaders, one subject fitted on white by LibraGen "
+              "Subject Conditioning, the dynamic CFG guider (libragen schedule) in core SamplerCustomAdvanced. "
+              f"Files: models/diffusion_models/{NATIVE_DIT}, models/text_encoders/{NATIVE_TEXT}, "
+              f"models/vae/{NATIVE_VAE} (docs/comfyui.md); copy examples/refs/red_circle.png into ComfyUI/input.",
+              scale=0.62)
+    model, clip, vae = native_loaders(g)
+    pos = g.add("CLIPTextEncode", 1, 1.0, clip=clip.out(),
+                text="A red circle rolls to the right across a green meadow, soft daylight, the camera follows it.")
+    neg = g.add("CLIPTextEncode", 1, 2.2, clip=clip.out(), text=NATIVE_NEGATIVE)
+    img = g.add("LoadImage", 0, 3.2, image="red_circle.png")
+    subj = g.add("LibraGenSubjectConditioning", 2, 0, positive=pos.out(), negative=neg.out(), vae=vae.out(),
+                 image_1=img.out(0), mask_1=img.out(1), labels="the red circle", **NATIVE_VIDEO)
+    guider = g.add("LibraGenDynamicCFGGuider", 3, 0, model=model.out(), positive=subj.out(0),
+                   negative_text=subj.out(1), negative_img_text=subj.out(2), cfg_preset="libragen")
+    native_sample_and_save(g, model, vae, subj, guider, "native_single_subject")
+    return g
+
+
+NATIVE_LABELS = "the red circle\nthe blue striped star\nthe green square"
+
+
+def native_three_subjects() -> Graph:
+    g = Graph("native_three_subjects",
+              "LibraGen on core Wan, three subjects: one list of labels feeds Prompt Rewrite and Subject "
+              "Conditioning; the rewritten prompt goes into core CLIPTextEncode; a CFG Schedule drives the guider. "
+              f"Files: models/diffusion_models/{NATIVE_DIT}, models/text_encoders/{NATIVE_TEXT}, "
+              f"models/vae/{NATIVE_VAE}; copy examples/refs/*.png into ComfyUI/input.", scale=0.55)
+    model, clip, vae = native_loaders(g)
+    labels = g.add("PrimitiveStringMultiline", 0, 3.2, title="Subject labels (one per line)", value=NATIVE_LABELS)
+    rw = g.add("LibraGenPromptRewrite", 1, 1.0, size=(330, 520), labels=labels.out(),
+               prompt="the circle bounces while the star spins and the square slides to the left",
+               backend="offline", style_guide="generic")
+    pos = g.add("CLIPTextEncode", 2, 1.0, clip=clip.out(), text=rw.out(0))
+    neg = g.add("CLIPTextEncode", 2, 2.2, clip=clip.out(), text=NATIVE_NEGATIVE)
+    a = g.add("LoadImage", 0, 4.2, image="red_circle.png")
+    b = g.add("LoadImage", 0, 6.0, image="blue_striped_star.png")
+    c = g.add("EmptyImage", 1, 4.6, width=200, height=120, batch_size=1, color=0x2E9D4A)
+    subj = g.add("LibraGenSubjectConditioning", 3, 0, positive=pos.out(), negative=neg.out(), vae=vae.out(),
+                 image_1=a.out(0), mask_1=a.out(1), image_2=b.out(0), mask_2=b.out(1), image_3=c.out(0),
+                 labels=labels.out(), **NATIVE_VIDEO)
+    sched = g.add("LibraGenCFGSchedule", 3, 3.4, title="Dynamic CFG (custom cosine)", preset="custom",
+                  s_img_start=2.0, s_img_end=5.0, s_txt_start=9.0, s_txt_end=6.0, shape="cosine", axis="sigma")
+    guider = g.add("LibraGenDynamicCFGGuider", 4, 0, model=model.out(), positive=subj.out(0),
+                   negative_text=subj.out(1), negative_img_text=subj.out(2), cfg=sched.out())
+    native_sample_and_save(g, model, vae, subj, guider, "native_three_subjects", col=5)
+    return g
+
+
+EXAMPLES = (single_subject, three_subjects, static_vs_dynamic, lora_merge, prompt_rewrite, native_single_subject,
+            native_three_subjects)
+# native examples: core loaders and the text encoder a real model needs (tests/integration/test_native_server.py
+# runs them with stand-in files and the Stand-in Text node in CLIPTextEncode's place)
+NATIVE = ("native_single_subject", "native_three_subjects")
 # what each API workflow should produce: (output file prefix, frames) per saved video
 EXPECTED_OUTPUTS = {
     "single_subject": [("libragen/single_subject", 17)],
@@ -318,6 +428,8 @@ EXPECTED_OUTPUTS = {
     "static_vs_dynamic_cfg": [("libragen/cfg_static", 17), ("libragen/cfg_dynamic", 17)],
     "lora_merge": [("libragen/lora_merge", 17)],
     "prompt_rewrite": [("libragen/prompt_rewrite", 17)],
+    "native_single_subject": [("libragen/native_single_subject", NATIVE_VIDEO["length"])],
+    "native_three_subjects": [("libragen/native_three_subjects", NATIVE_VIDEO["length"])],
 }
 
 

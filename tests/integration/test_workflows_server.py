@@ -58,7 +58,7 @@ def object_info(server):
 
 
 def test_the_example_files_exist_in_both_formats():
-    assert [p.name for p in UI_FILES] == [p.name for p in API_FILES] and len(API_FILES) == 5
+    assert [p.name for p in UI_FILES] == [p.name for p in API_FILES]
     assert sorted(p.stem for p in API_FILES) == sorted(build().EXPECTED_OUTPUTS)
 
 
@@ -79,8 +79,9 @@ def _saved_videos(entry: dict) -> list[dict]:
             for item in out.get(key, [])]
 
 
-@pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [p for p in API_FILES if p.stem not in build().NATIVE], ids=lambda p: p.stem)
 def test_api_workflow_runs_and_saves_videos_with_the_expected_frames(server, path):
+    # the native examples need real Wan files and umT5; test_native_server.py runs them with stand-ins
     from libragen_core.io.video import read_video
 
     workflow = helper().load_json(path)
