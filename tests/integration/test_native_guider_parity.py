@@ -98,11 +98,14 @@ def ours(m, conds, preset):
 def dual(m, conds, cfg_txt, cfg_img):
     return cs.DualCFGGuider().get_guider(m, conds[0], conds[1], conds[2], cfg_txt, cfg_img, "regular")[0]
 
-out, report = {}, {"rows": {}}
+out, report = {}, {"rows": {}, "dual_rows": {}}
 for preset in presets:
     out[preset], report["rows"][preset] = run(ours(model, subjects, preset), subjects[3])
-out["dual_phantom"], report["rows"]["dual_phantom"] = run(dual(model, subjects, 7.5, 5.0), subjects[3])
-_, report["rows"]["dual_stiv-jit"] = run(dual(model, subjects, 7.5, 7.5), subjects[3])
+    # DualCFGGuider cannot schedule: at the preset's first-step scales (cfg1 = s_txt, cfg2 = s_img)
+    s_img, s_txt = pack.nodes.native_guider.PRESETS[preset].scales(0.0, float(sigmas[0]))
+    dual_out, report["dual_rows"][preset] = run(dual(model, subjects, s_txt, s_img), subjects[3])
+    if preset == "phantom":
+        out["dual_phantom"] = dual_out
 core_conds = core_one.result if hasattr(core_one, "result") else core_one
 out["core_ours"], _ = run(ours(model, core_conds, "phantom"), core_conds[3])
 out["core_dual"], _ = run(dual(model, core_conds, 7.5, 5.0), core_conds[3])
@@ -199,13 +202,15 @@ def test_phantom_preset_equals_core_dual_cfg_guider(parity):
 
 def test_dit_evaluations_per_video(parity):
     _, _, _, report = parity
-    rows, steps = report["rows"], report["steps"]
-    print(f"\nDiT evaluations per video ({steps} euler steps, batch 1):")
+    rows, dual, steps = report["rows"], report["dual_rows"], report["steps"]
+    print(f"\nDiT evaluations per video ({steps} euler steps, batch 1; DualCFGGuider at the preset's "
+          "first-step scales, as it has no schedule):")
     print(f"{'preset':14s} {'LibraGen guider':>16s} {'DualCFGGuider':>14s}")
     for preset in PRESETS:
-        print(f"{preset:14s} {rows[preset]:16d} {rows['dual_phantom']:14d}")
-    print(f"(DualCFGGuider at 7.5 / 7.5, stiv-jit's scales: {rows['dual_stiv-jit']})")
-    assert rows["dual_phantom"] == rows["dual_stiv-jit"] == 3 * steps
+        print(f"{preset:14s} {rows[preset]:16d} {dual[preset]:14d}")
+    # DualCFGGuider skips a pass only when cfg_cond2_negative is 1 (humo's first step, none)
+    assert all(dual[p] == 3 * steps for p in PRESETS if p not in ("none", "humo"))
+    assert dual["none"] == steps and dual["humo"] == 2 * steps
     assert rows["phantom"] == rows["libragen"] == rows["customcrafter"] == rows["stiv-sit"] == 3 * steps
     assert rows["stiv-jit"] == 2 * steps  # s_img == s_txt: two passes
     assert rows["none"] == steps
