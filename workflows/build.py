@@ -361,7 +361,7 @@ def native_sample_and_save(g: Graph, model: Node, vae: Node, subj: Node, guider:
     noise = g.add("RandomNoise", col - 1, 4.9, noise_seed=42)
     lat = g.add("SamplerCustomAdvanced", col, 0, noise=noise.out(), guider=guider.out(), sampler=sampler.out(),
                 sigmas=sigmas.out(), latent_image=subj.out(3))
-    frames = g.add("VAEDecode", col, 1.2, samples=lat.out(0), vae=vae.out())
+    frames = g.add("VAEDecode", col, 1.4, samples=lat.out(0), vae=vae.out())
     video = g.add("CreateVideo", col + 1, 0, images=frames.out(), fps=NATIVE_FPS)
     g.add("SaveVideo", col + 1, 1.0, video=video.out(), filename_prefix=f"libragen/{prefix}")
 
@@ -394,7 +394,7 @@ def native_three_subjects() -> Graph:
               "LibraGen on core Wan, three subjects: one list of labels feeds Prompt Rewrite and Subject "
               "Conditioning; the rewritten prompt goes into core CLIPTextEncode; a CFG Schedule drives the guider. "
               f"Files: models/diffusion_models/{NATIVE_DIT}, models/text_encoders/{NATIVE_TEXT}, "
-              f"models/vae/{NATIVE_VAE}; copy examples/refs/*.png into ComfyUI/input.", scale=0.55)
+              f"models/vae/{NATIVE_VAE}; copy examples/refs/*.png into ComfyUI/input.", scale=0.61)
     model, clip, vae = native_loaders(g)
     labels = g.add("PrimitiveStringMultiline", 0, 3.2, title="Subject labels (one per line)", value=NATIVE_LABELS)
     rw = g.add("LibraGenPromptRewrite", 1, 1.0, size=(330, 520), labels=labels.out(),
