@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import torch
 
-from libragen_core.conditioning.references import MAX_REFERENCES, prepare_references
+from libragen_core.conditioning.references import prepare_references
 from libragen_core.errors import InputError
 from libragen_core.models.wan_vae import WAN21_LATENTS_MEAN
 
-from .subject_nodes import SLOTS, comfy_mask_to_subject, single_image
+from .subject_nodes import SLOTS, connected_references
 from .validation import check_ranges, first_error
 
 WAN21_CHANNELS = len(WAN21_LATENTS_MEAN)
@@ -131,18 +131,8 @@ class LibraGenSubjectConditioning:
     def condition(self, positive, negative, vae, width, height, length, batch_size, image_1, labels="", **optional):
         check_conditioning("positive", positive)
         check_conditioning("negative", negative)
-        images, masks = [], []
-        for k in SLOTS:
-            image = image_1 if k == 1 else optional.get(f"image_{k}")
-            if image is None:
-                if optional.get(f"mask_{k}") is not None:
-                    raise InputError(f"mask_{k} is connected but image_{k} is not; connect the image it belongs to.")
-                continue
-            image = single_image(image, k)
-            images.append(image)
-            masks.append(comfy_mask_to_subject(optional.get(f"mask_{k}"), image, k))
-        if len(images) > MAX_REFERENCES:  # the slots cap this; kept for callers outside the graph
-            raise InputError(f"{len(images)} reference images; at most {MAX_REFERENCES} are supported.")
+        refs = connected_references(image_1, optional)
+        images, masks = [image for _, image, _ in refs], [mask for _, _, mask in refs]
         lines = label_lines(labels)
         if len(lines) > len(images):
             raise InputError(f"labels has {len(lines)} lines but {len(images)} reference image(s) are connected; give "

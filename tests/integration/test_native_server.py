@@ -12,13 +12,12 @@ CLIPTextEncode's place, with the same text input (a link from Prompt Rewrite inc
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.integration.test_workflows_server import build, helper
 from tests.tiny_models import write_wan_standins
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -27,23 +26,6 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 SIZE, LENGTH, STEPS = 64, 5, 2  # the examples' 832x480, 81 frames and 30 steps take hours on this CPU
 NEGATIVE = "blurry, static"
-
-
-def _load(name: str, path: Path):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-def helper():
-    return _load("libragen_comfy_server", HERE / "comfy_server.py")
-
-
-def build():
-    return _load("libragen_workflows_build", REPO / "workflows" / "build.py")
 
 
 @pytest.fixture(scope="module")
