@@ -10,6 +10,9 @@ white, transparency and masks painted white (Phantom's preprocessing, libragen_c
 """
 from __future__ import annotations
 
+import math
+import os
+
 import torch
 
 from libragen_core.conditioning.references import prepare_references
@@ -63,6 +66,18 @@ def null_references(refs: torch.Tensor) -> torch.Tensor:
     """References that are zeros once the model normalizes them ((x - mean) / std): the mean itself."""
     mean = torch.tensor(WAN21_LATENTS_MEAN, dtype=refs.dtype).view(1, -1, 1, 1, 1)
     return mean.expand_as(refs).clone()
+
+
+def check_latent_fits(shape) -> None:
+    """Refuse an empty latent larger than the free memory (before allocating it)."""
+    need = math.prod(shape) * 4
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):  # no sysconf (Windows): nothing to compare with
+        return
+    if need > free:
+        raise InputError(f"the empty latent {list(shape)} needs {need / 2**30:.1f} GiB but {free / 2**30:.1f} GiB "
+                         "of memory is free; lower width, height, length or batch_size.")
 
 
 class LibraGenSubjectConditioning:
@@ -137,8 +152,10 @@ class LibraGenSubjectConditioning:
         if len(lines) > len(images):
             raise InputError(f"labels has {len(lines)} lines but {len(images)} reference image(s) are connected; give "
                              "one label per image, in order.")
+        shape = [batch_size, WAN21_CHANNELS, (length - 1) // 4 + 1, height // 8, width // 8]
+        check_latent_fits(shape)
         refs = encode_references(vae, images, masks, width, height)
-        latent = torch.zeros([batch_size, WAN21_CHANNELS, (length - 1) // 4 + 1, height // 8, width // 8])
+        latent = torch.zeros(shape)
         return (with_values(positive, time_dim_concat=refs),
                 with_values(negative, time_dim_concat=refs),
                 with_values(negative, time_dim_concat=null_references(refs)),

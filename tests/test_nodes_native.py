@@ -125,6 +125,7 @@ def test_subject_conditioning_validates_its_widgets():
 
 
 @pytest.mark.parametrize("case, message", [
+    ("huge", "GiB of memory is free; lower width, height, length or batch_size"),
     ("positive", "positive is not a ComfyUI CONDITIONING"),
     ("mask", "mask_2 is connected but image_2 is not"),
     ("labels", "labels has 2 lines but 1 reference image(s) are connected"),
@@ -133,9 +134,11 @@ def test_subject_conditioning_validates_its_widgets():
 def test_subject_conditioning_refuses_bad_inputs_before_encoding(case, message):
     node = pack.NODE_CLASS_MAPPINGS["LibraGenSubjectConditioning"]()
     image = torch.rand(1, 32, 48, 3)
-    kw = {}
+    kw, size = {}, (64, 64, 5, 1)
     positive = cond()
-    if case == "positive":
+    if case == "huge":
+        size = (8192, 8192, 8189, 4096)  # 2.2 PB of latent
+    elif case == "positive":
         positive = "a prompt"
     elif case == "mask":
         kw["mask_2"] = torch.ones(1, 32, 48)
@@ -144,5 +147,5 @@ def test_subject_conditioning_refuses_bad_inputs_before_encoding(case, message):
     else:
         image = torch.rand(5, 32, 48, 3)
     with pytest.raises(InputError) as err:
-        node.condition(positive, cond(), None, 64, 64, 5, 1, image, **kw)  # no VAE needed to refuse
+        node.condition(positive, cond(), None, *size, image, **kw)  # no VAE needed to refuse
     assert message in str(err.value)
