@@ -60,9 +60,12 @@ from . import adapter  # noqa: E402
 from .decode_nodes import LibraGenDecode  # noqa: E402
 from .lora_nodes import LibraGenLoraMerge, LibraGenLoraMergeNative  # noqa: E402
 from .model_nodes import LibraGenLoadModel  # noqa: E402
+from .native_guider import LibraGenDynamicCFGGuider  # noqa: E402
+from .native_subjects import LibraGenSubjectConditioning  # noqa: E402
 from .rewrite_nodes import LibraGenPromptRewrite  # noqa: E402
 from .sampler_nodes import LibraGenSampler  # noqa: E402
 from .schedule_nodes import LibraGenCFGSchedule  # noqa: E402
+from .standin_nodes import LibraGenStandInText  # noqa: E402
 from .subject_nodes import LibraGenSubjectEncode  # noqa: E402
 
 _NODES = {
@@ -74,6 +77,10 @@ _NODES = {
     "LibraGenDecode": (LibraGenDecode, "LibraGen Decode"),
     "LibraGenLoraMerge": (LibraGenLoraMerge, "LibraGen LoRA Merge"),
     "LibraGenLoraMergeNative": (LibraGenLoraMergeNative, "LibraGen LoRA Merge (MODEL)"),
+    # on core types (UNETLoader's MODEL, VAELoader's VAE, CLIPTextEncode's CONDITIONING)
+    "LibraGenSubjectConditioning": (LibraGenSubjectConditioning, "LibraGen Subject Conditioning"),
+    "LibraGenDynamicCFGGuider": (LibraGenDynamicCFGGuider, "LibraGen Dynamic CFG Guider"),
+    "LibraGenStandInText": (LibraGenStandInText, "LibraGen Stand-in Text (no encoder)"),
 }
 
 # errors name files relative to ComfyUI's folders: clients see them (in /history too)

@@ -38,16 +38,32 @@ def comfy_mask_to_subject(mask: torch.Tensor | None, image: torch.Tensor, slot: 
     return subject
 
 
-def _single_image(image: torch.Tensor, slot: int) -> torch.Tensor:
+def single_image(image: torch.Tensor, slot: int) -> torch.Tensor:
     if not isinstance(image, torch.Tensor) or image.ndim not in (3, 4):
         raise InputError(f"image_{slot} must be a ComfyUI IMAGE [B, H, W, C]; got {type(image).__name__}.")
     if image.ndim == 4:
         if image.shape[0] != 1:
             raise InputError(
-                f"image_{slot} holds a batch of {image.shape[0]} images; Subject Encode takes one image per input "
-                "(pick one with ImageFromBatch, or connect the others to image_2..image_4).")
+                f"image_{slot} holds a batch of {image.shape[0]} images; one image per input "
+                "(pick one with ImageFromBatch, or connect the others to image_2..image_4: at most "
+                f"{MAX_REFERENCES} references in all).")
         image = image[0]
     return image
+
+
+def connected_references(image_1, optional: dict) -> list[tuple[int, torch.Tensor, torch.Tensor | None]]:
+    """(slot, image [H, W, C], subject mask or None) of each connected image_k, in slot order; a
+    mask_k whose image_k is not connected is refused."""
+    out = []
+    for k in SLOTS:
+        image = image_1 if k == 1 else optional.get(f"image_{k}")
+        if image is None:
+            if optional.get(f"mask_{k}") is not None:
+                raise InputError(f"mask_{k} is connected but image_{k} is not; connect the image it belongs to.")
+            continue
+        image = single_image(image, k)
+        out.append((k, image, comfy_mask_to_subject(optional.get(f"mask_{k}"), image, k)))
+    return out
 
 
 class LibraGenSubjectEncode:
@@ -104,20 +120,13 @@ class LibraGenSubjectEncode:
         return first_error(problems)
 
     def encode(self, model, image_1, width, height, **optional):
-        images, masks, labels = [], [], []
         for k in SLOTS:
-            image = image_1 if k == 1 else optional.get(f"image_{k}")
             label = (optional.get(f"label_{k}") or "").strip()
-            if image is None:
-                if label:
-                    raise InputError(f"label_{k} is {label!r} but image_{k} is not connected.")
-                if optional.get(f"mask_{k}") is not None:
-                    raise InputError(f"mask_{k} is connected but image_{k} is not; connect the image it belongs to.")
-                continue
-            image = _single_image(image, k)
-            images.append(image)
-            masks.append(comfy_mask_to_subject(optional.get(f"mask_{k}"), image, k))
-            labels.append(label or f"Ref {len(images)}")
+            if label and (image_1 if k == 1 else optional.get(f"image_{k}")) is None:
+                raise InputError(f"label_{k} is {label!r} but image_{k} is not connected.")
+        refs = connected_references(image_1, optional)
+        images, masks = [image for _, image, _ in refs], [mask for _, _, mask in refs]
+        labels = [(optional.get(f"label_{k}") or "").strip() or f"Ref {i + 1}" for i, (k, _, _) in enumerate(refs)]
         bundle = model.bundle
         with adapter.placed({"vae": bundle.vae}, model.handles, model.offload):
             subjects = encode_subjects(bundle, images, height, width, masks=masks, labels=labels)

@@ -16,6 +16,7 @@ from libragen_core.sampling.guidance import (
     Switch,
     combine,
     get_preset,
+    pair_form,
     schedule_from_dict,
 )
 from libragen_core.sampling.schedules import flow_sigmas
@@ -170,3 +171,39 @@ def test_schedules_are_frozen_values():
         c.value = 2.0
     assert hash(CFGSchedule(1.0, 2.0)) == hash(CFGSchedule(Constant(1.0), Constant(2.0)))
     assert math.isclose(CosineRamp(start=1, end=3, over="sigma")(0, 0.5), 2.0)
+
+
+def _pair_mix(form, outputs):
+    a, b = (outputs[n] for n in form.order[:2])
+    mixed = b + form.scale * (a - b)
+    if form.text_scale:
+        mixed = mixed + form.text_scale * (outputs["full"] - outputs["ref"])
+    return mixed
+
+
+@pytest.mark.parametrize("has_refs", [True, False])
+@pytest.mark.parametrize("every_pass", [False, True])
+def test_pair_form_mixes_like_combine_for_every_pass_set(has_refs, every_pass):
+    g = torch.Generator().manual_seed(0)
+    outputs = {n: torch.randn(3, 4, generator=g) for n in ("full", "ref", "null")}
+    if not has_refs:
+        outputs["ref"] = outputs["null"]  # one condition: negative text, nothing injected
+    # every pass set: 3 passes, s_img == s_txt (full + null), s_img == 1 (full + ref),
+    # s_txt == 0 (ref + null), one pass (none), and only the null pass
+    for s_img, s_txt in ((5.0, 7.5), (7.5, 7.5), (1.0, 7.5), (3.0, 0.0), (1.0, 1.0), (0.0, 0.0), (2.0, 9.0)):
+        weights = CFGSchedule(s_img, s_txt).weights(0.0, 1.0)
+        form = pair_form(weights, has_refs, every_pass)
+        expected = combine(weights, outputs, has_refs)
+        assert torch.allclose(_pair_mix(form, outputs), expected, atol=1e-5), (s_img, s_txt, form)
+        run = set(form.order)
+        assert run == set(weights.passes(has_refs)) or every_pass, (s_img, s_txt, form)
+        if every_pass:
+            assert run == ({"full", "ref", "null"} if has_refs else {"full", "null"})
+
+
+def test_pair_form_orders_three_passes_as_dual_cfg():
+    form = pair_form(CFGSchedule(5.0, 7.5).weights(0.0, 1.0), has_refs=True)
+    # DualCFGGuider "regular": cfg_function(middle, negative, cfg2) + cfg1 * (positive - middle)
+    assert form.order == ("ref", "null", "full") and form.scale == 5.0 and form.text_scale == 7.5
+    assert pair_form(CFGSchedule(7.5, 7.5).weights(0.0, 1.0), has_refs=True).order == ("full", "null")
+    assert pair_form(PRESETS["none"].weights(0.0, 1.0), has_refs=True).order == ("full", "full")

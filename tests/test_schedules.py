@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from libragen_core.errors import InputError
-from libragen_core.sampling.schedules import flow_sigmas, shift_sigma, sigma_to_timestep
+from libragen_core.sampling.schedules import flow_sigmas, shift_sigma, sigma_to_timestep, step_progress
 
 
 def test_unshifted_grid_is_linear_from_one_to_zero():
@@ -66,3 +66,16 @@ def test_custom_sigma_schedules_are_checked():
     ]:
         with pytest.raises(InputError, match=message):
             check_sigmas(bad)
+
+
+def test_step_progress_places_a_sigma_in_its_step():
+    sigmas = flow_sigmas(4, shift=5.0)
+    # the grid's own points, as float32 (ComfyUI's SIGMAS) and float64 (ours)
+    for grid in (sigmas, sigmas.float()):
+        assert [step_progress(float(s), grid) for s in grid[:-1]] == [0.0, 0.25, 0.5, 0.75]
+    # a second-order solver's evaluation between sigma_1 and sigma_2 belongs to step 1
+    between = 0.5 * float(sigmas[1] + sigmas[2])
+    assert step_progress(between, sigmas) == 0.25
+    assert step_progress(0.0, sigmas) == 0.75  # the end of the last step
+    with pytest.raises(InputError, match="at least 2 values"):
+        step_progress(0.5, [1.0])

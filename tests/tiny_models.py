@@ -29,17 +29,24 @@ def tiny_model_folder(folder: Path) -> None:
     (folder / "model.json").write_text(card.to_json())
 
 
-def tiny_wan_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
-    """A random fp32 Wan2.1-layout DiT of the "tiny" preset (head_dim 128, text_dim 4096), the
-    layout core's UNETLoader accepts; every tensor perturbed so norms, biases and modulation matter."""
+def tiny_wan_dit(seed: int = 3, scale: float = 0.05, init_seed: int = 0):
+    """The `tiny` preset (head_dim 128, text_dim 4096: ComfyUI's UNETLoader accepts it) with every
+    tensor perturbed by `scale` noise, so the zero-initialized head and modulation do not hide the
+    rest of the model."""
     from libragen_core.models.presets import build_dit
 
-    torch.manual_seed(seed)
-    model = build_dit("tiny")
-    gen = torch.Generator().manual_seed(seed + 1)
+    torch.manual_seed(init_seed)
+    model = build_dit("tiny").eval()
+    gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=gen))
+            p.add_(scale * torch.randn(p.shape, generator=gen))
+    return model
+
+
+def tiny_wan_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """tiny_wan_dit's weights as a state dict (fp32), the layout core's UNETLoader accepts."""
+    model = tiny_wan_dit(seed=seed + 1, scale=0.1, init_seed=seed)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
@@ -56,3 +63,16 @@ def scaled_fp8_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
             out[k] = v
     out[MARKER_KEY] = torch.empty(0, dtype=torch.float8_e4m3fn)
     return out
+
+
+def write_wan_standins(dit_path: Path | None, vae_path: Path | None) -> None:
+    """Files in Wan2.1's layouts that ComfyUI's own UNETLoader and VAELoader load: the tiny DiT and a
+    random VAE at the released width (96; ComfyUI builds only that layout). None skips one."""
+    from libragen_core.io.safetensors_file import save_state_dict
+    from libragen_core.models.wan_vae import VAEConfig, WanVAE, save_vae
+
+    if dit_path is not None:
+        save_state_dict(tiny_wan_dit().state_dict(), dit_path)
+    if vae_path is not None:
+        torch.manual_seed(1)
+        save_vae(WanVAE(VAEConfig.wan21()).eval(), vae_path)

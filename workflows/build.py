@@ -9,8 +9,8 @@ definitions; the few core nodes used are described in CORE below (the integratio
 every UI file's widgets with a real server's /object_info).
 The examples run on the embedded model on a CPU (64x64, 17 frames, a few steps) with what ships in
 examples/: the reference images examples/refs/*.png (copied into ComfyUI/input) and the LoRAs
-examples/loras/*.safetensors (copied into ComfyUI/models/loras). lora_merge_native runs on the
-native path over Wan2.1 files the user downloads (NEEDS_FILES).
+examples/loras/*.safetensors (copied into ComfyUI/models/loras). The native_* examples and
+lora_merge_native run on the native path over Wan2.1 / Phantom-Wan files the user downloads.
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
-# core node: (link inputs [(name, type, optional)], widgets [(name, default)], outputs [(name, type)])
+# core node: (link inputs [(name, type, optional)], widgets [(name, default[, type[, control after
+# generate]])], outputs [(name, type)]); a widget's type is needed only where a link drives it
 CORE = {
     "LoadImage": ([], [("image", "red_circle.png"), ("upload", "image")], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
     "EmptyImage": ([], [("width", 512), ("height", 512), ("batch_size", 1), ("color", 0)], [("IMAGE", "IMAGE")]),
@@ -34,6 +35,21 @@ CORE = {
     "SaveAnimatedWEBP": ([("images", "IMAGE", False)], [("filename_prefix", "ComfyUI"), ("fps", 6.0),
                                                          ("lossless", True), ("quality", 80),
                                                          ("method", "default")], []),
+    # the native path: core loaders, text encoding and custom sampling around the LibraGen nodes
+    "UNETLoader": ([], [("unet_name", ""), ("weight_dtype", "default")], [("MODEL", "MODEL")]),
+    "CLIPLoader": ([], [("clip_name", ""), ("type", "stable_diffusion"), ("device", "default")], [("CLIP", "CLIP")]),
+    "VAELoader": ([], [("vae_name", "")], [("VAE", "VAE")]),
+    "CLIPTextEncode": ([("clip", "CLIP", False)], [("text", "", "STRING")], [("CONDITIONING", "CONDITIONING")]),
+    "PrimitiveStringMultiline": ([], [("value", "", "STRING")], [("STRING", "STRING")]),
+    "ModelSamplingSD3": ([("model", "MODEL", False)], [("shift", 3.0)], [("MODEL", "MODEL")]),
+    "KSamplerSelect": ([], [("sampler_name", "euler")], [("SAMPLER", "SAMPLER")]),
+    "BasicScheduler": ([("model", "MODEL", False)], [("scheduler", "simple"), ("steps", 20), ("denoise", 1.0)],
+                       [("SIGMAS", "SIGMAS")]),
+    "RandomNoise": ([], [("noise_seed", 0, "INT", True)], [("NOISE", "NOISE")]),
+    "SamplerCustomAdvanced": ([("noise", "NOISE", False), ("guider", "GUIDER", False), ("sampler", "SAMPLER", False),
+                               ("sigmas", "SIGMAS", False), ("latent_image", "LATENT", False)],
+                              [], [("output", "LATENT"), ("denoised_output", "LATENT")]),
+    "VAEDecode": ([("samples", "LATENT", False), ("vae", "VAE", False)], [], [("IMAGE", "IMAGE")]),
 }
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 # the frontend adds a "control after generate" widget behind these; saved as "fixed" so examples repeat
@@ -73,7 +89,10 @@ def node_spec(class_type: str):
 def widget_type(class_type: str, name: str) -> str:
     """The socket type a widget gets when a link drives it: its own type, COMBO for a list."""
     if class_type in CORE:
-        raise SystemExit(f"{class_type}.{name}: the builder links widgets of LibraGen nodes only")
+        typed = [w[2] for w in CORE[class_type][1] if w[0] == name and len(w) > 2]
+        if not typed:
+            raise SystemExit(f"{class_type}.{name}: give the widget's type in CORE to drive it by a link")
+        return typed[0]
     types = load_pack().NODE_CLASS_MAPPINGS[class_type].INPUT_TYPES()
     for section in ("required", "optional"):
         if name in types.get(section, {}):
@@ -293,73 +312,6 @@ def lora_merge() -> Graph:
     return g
 
 
-# Core nodes of the native example (same tuple form as CORE: a widget (name, default, type, control
-# after generate)). The files are the Wan2.1 releases' names as ComfyUI's own Wan examples use them.
-CORE.update({
-    "UNETLoader": ([], [("unet_name", ""), ("weight_dtype", "default")], [("MODEL", "MODEL")]),
-    "CLIPLoader": ([], [("clip_name", ""), ("type", "stable_diffusion"), ("device", "default")], [("CLIP", "CLIP")]),
-    "VAELoader": ([], [("vae_name", "")], [("VAE", "VAE")]),
-    "CLIPTextEncode": ([("clip", "CLIP", False)], [("text", "", "STRING")], [("CONDITIONING", "CONDITIONING")]),
-    "ModelSamplingSD3": ([("model", "MODEL", False)], [("shift", 3.0)], [("MODEL", "MODEL")]),
-    "WanPhantomSubjectToVideo": ([("positive", "CONDITIONING", False), ("negative", "CONDITIONING", False),
-                                  ("vae", "VAE", False), ("images", "IMAGE", True)],
-                                 [("width", 832), ("height", 480), ("length", 81), ("batch_size", 1)],
-                                 [("positive", "CONDITIONING"), ("negative_text", "CONDITIONING"),
-                                  ("negative_img_text", "CONDITIONING"), ("latent", "LATENT")]),
-    "DualCFGGuider": ([("model", "MODEL", False), ("cond1", "CONDITIONING", False), ("cond2", "CONDITIONING", False),
-                       ("negative", "CONDITIONING", False)],
-                      [("cfg_conds", 8.0), ("cfg_cond2_negative", 8.0), ("style", "regular")], [("GUIDER", "GUIDER")]),
-    "KSamplerSelect": ([], [("sampler_name", "euler")], [("SAMPLER", "SAMPLER")]),
-    "BasicScheduler": ([("model", "MODEL", False)], [("scheduler", "simple"), ("steps", 20), ("denoise", 1.0)],
-                       [("SIGMAS", "SIGMAS")]),
-    "RandomNoise": ([], [("noise_seed", 0, "INT", True)], [("NOISE", "NOISE")]),
-    "SamplerCustomAdvanced": ([("noise", "NOISE", False), ("guider", "GUIDER", False), ("sampler", "SAMPLER", False),
-                               ("sigmas", "SIGMAS", False), ("latent_image", "LATENT", False)],
-                              [], [("output", "LATENT"), ("denoised_output", "LATENT")]),
-    "VAEDecode": ([("samples", "LATENT", False), ("vae", "VAE", False)], [], [("IMAGE", "IMAGE")]),
-})
-WAN_FILES = {"diffusion_models": "wan2.1_t2v_1.3B_fp16.safetensors",
-             "text_encoders": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "vae": "wan_2.1_vae.safetensors"}
-# LoRAs for that DiT, made with training/sft.py on it (docs/post-training.md); none ship
-WAN_LORAS = {"cross": "libragen_wan1.3b_sft_cross.safetensors", "in": "libragen_wan1.3b_sft_in.safetensors"}
-
-
-def lora_merge_native() -> Graph:
-    g = Graph("lora_merge_native",
-              "LibraGen on the native path: core Load Diffusion Model -> LibraGen LoRA Merge (MODEL), the cross-pair "
-              "and in-pair LoRAs merged 0.5 / 0.5 into core weight patches (low-VRAM loading and fp8 files work as "
-              "with core's LoRA loader) -> Phantom subject conditioning -> SamplerCustomAdvanced. Needs the Wan2.1 "
-              "T2V 1.3B files in models/diffusion_models, text_encoders and vae, and two LoRAs trained for it "
-              "(docs/lora.md); examples/refs/red_circle.png in ComfyUI/input.", scale=0.6)
-    unet = g.add("UNETLoader", 0, 0, unet_name=WAN_FILES["diffusion_models"])
-    merged = g.add("LibraGenLoraMergeNative", 1, 0, model=unet.out(), lora_1=WAN_LORAS["cross"], weight_1=0.5,
-                   lora_2=WAN_LORAS["in"], weight_2=0.5, method="concat", strength=1.0)
-    shifted = g.add("ModelSamplingSD3", 2, 0, model=merged.out(0), shift=5.0)
-    clip = g.add("CLIPLoader", 0, 3.0, clip_name=WAN_FILES["text_encoders"], type="wan")
-    pos = g.add("CLIPTextEncode", 1, 3.6, title="Prompt", clip=clip.out(),
-                text="Video: Ref 1[the red circle] moves to the right across a green field.")
-    neg = g.add("CLIPTextEncode", 1, 5.0, title="Negative prompt", clip=clip.out(), text=NEGATIVE)
-    vae = g.add("VAELoader", 0, 4.6, vae_name=WAN_FILES["vae"])
-    img = g.add("LoadImage", 0, 5.6, image="red_circle.png")
-    cond = g.add("WanPhantomSubjectToVideo", 2, 3.2, positive=pos.out(), negative=neg.out(), vae=vae.out(),
-                 images=img.out(0), width=832, height=480, length=33)
-    # Phantom's static guidance (text 7.5, subject 5.0) with core's DualCFGGuider.
-    # TODO(integrator): swap in the LibraGen dynamic-CFG GUIDER (model, positive, negative_text,
-    # negative_img_text) once it is on main; its three conditionings are cond's outputs 0, 1, 2.
-    guider = g.add("DualCFGGuider", 3, 0, title="Guider (Phantom static CFG)", model=shifted.out(),
-                   cond1=cond.out(0), cond2=cond.out(1), negative=cond.out(2), cfg_conds=7.5,
-                   cfg_cond2_negative=5.0)
-    sampler = g.add("KSamplerSelect", 3, 1.6)
-    sigmas = g.add("BasicScheduler", 3, 2.4, model=shifted.out(), steps=20)
-    noise = g.add("RandomNoise", 3, 3.6, noise_seed=42)
-    lat = g.add("SamplerCustomAdvanced", 4, 0, noise=noise.out(), guider=guider.out(), sampler=sampler.out(),
-                sigmas=sigmas.out(), latent_image=cond.out(3))
-    frames = g.add("VAEDecode", 4, 2.0, samples=lat.out(0), vae=vae.out())
-    video = g.add("CreateVideo", 5, 0, images=frames.out(), fps=16.0)
-    g.add("SaveVideo", 5, 1.2, video=video.out(), filename_prefix="libragen/lora_merge_native")
-    return g
-
-
 USER_PROMPT = "make the blue star zig-zag to the right"
 
 
@@ -383,18 +335,142 @@ def prompt_rewrite() -> Graph:
     return g
 
 
-EXAMPLES = (single_subject, three_subjects, static_vs_dynamic, lora_merge, lora_merge_native, prompt_rewrite)
+# ---------------------------------------------------------------- the native path (core loaders)
+
+# Phantom-Wan 1.3B as Kijai/WanVideo_comfy repackages it for ComfyUI (models/diffusion_models); the
+# text encoder and the VAE as Comfy-Org/Wan_2.1_ComfyUI_repackaged ships them (models/text_encoders,
+# models/vae). docs/comfyui.md lists the alternatives (14B, fp8, GGUF).
+NATIVE_DIT = "Phantom-Wan-1_3B_fp16.safetensors"
+NATIVE_TEXT = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
+NATIVE_VAE = "wan_2.1_vae.safetensors"
+# Phantom-Wan's published 480p setting: 832x480, 81 frames (5 s at 16 fps), shift 5
+NATIVE_VIDEO = {"width": 832, "height": 480, "length": 81, "batch_size": 1}
+NATIVE_STEPS, NATIVE_FPS = 30, 16.0
+NATIVE_NEGATIVE = "blurry, static, distorted, low quality, deformed, watermark, subtitles"
+
+
+def native_loaders(g: Graph, loras: dict | None = None) -> tuple[Node, Node, Node]:
+    """UNETLoader [-> LibraGen LoRA Merge (MODEL) with `loras`, its inputs] -> ModelSamplingSD3
+    (shift 5), CLIPLoader (wan), VAELoader: (model, clip, vae)."""
+    unet = g.add("UNETLoader", 0, 0, unet_name=NATIVE_DIT, weight_dtype="default")
+    if loras:
+        unet = g.add("LibraGenLoraMergeNative", 0.5, 0, model=unet.out(), **loras)
+    model = g.add("ModelSamplingSD3", 1, 0, model=unet.out(), shift=5.0)
+    clip = g.add("CLIPLoader", 0, 1.0, clip_name=NATIVE_TEXT, type="wan", device="default")
+    vae = g.add("VAELoader", 0, 2.0, vae_name=NATIVE_VAE)
+    return model, clip, vae
+
+
+def native_sample_and_save(g: Graph, model: Node, vae: Node, subj: Node, guider: Node, prefix: str,
+                           col: float = 4) -> None:
+    """KSamplerSelect + BasicScheduler + RandomNoise -> SamplerCustomAdvanced -> VAEDecode -> video."""
+    sampler = g.add("KSamplerSelect", col - 1, 3.2, sampler_name="uni_pc")
+    sigmas = g.add("BasicScheduler", col - 1, 3.9, model=model.out(), scheduler="simple", steps=NATIVE_STEPS,
+                   denoise=1.0)
+    noise = g.add("RandomNoise", col - 1, 4.9, noise_seed=42)
+    lat = g.add("SamplerCustomAdvanced", col, 0, noise=noise.out(), guider=guider.out(), sampler=sampler.out(),
+                sigmas=sigmas.out(), latent_image=subj.out(3))
+    frames = g.add("VAEDecode", col, 1.4, samples=lat.out(0), vae=vae.out())
+    video = g.add("CreateVideo", col + 1, 0, images=frames.out(), fps=NATIVE_FPS)
+    g.add("SaveVideo", col + 1, 1.0, video=video.out(), filename_prefix=f"libragen/{prefix}")
+
+
+def native_single_subject() -> Graph:
+    g = Graph("native_single_subject",
+              "LibraGen on core Wan: Phantom-Wan loaded by core loaders, one subject fitted on white by LibraGen "
+              "Subject Conditioning, the dynamic CFG guider (libragen schedule) in core SamplerCustomAdvanced. "
+              f"Files: models/diffusion_models/{NATIVE_DIT}, models/text_encoders/{NATIVE_TEXT}, "
+              f"models/vae/{NATIVE_VAE} (docs/comfyui.md); copy examples/refs/red_circle.png into ComfyUI/input.",
+              scale=0.62)
+    model, clip, vae = native_loaders(g)
+    pos = g.add("CLIPTextEncode", 1, 1.0, clip=clip.out(),
+                text="A red circle rolls to the right across a green meadow, soft daylight, the camera follows it.")
+    neg = g.add("CLIPTextEncode", 1, 2.2, clip=clip.out(), text=NATIVE_NEGATIVE)
+    img = g.add("LoadImage", 0, 3.2, image="red_circle.png")
+    subj = g.add("LibraGenSubjectConditioning", 2, 0, positive=pos.out(), negative=neg.out(), vae=vae.out(),
+                 image_1=img.out(0), mask_1=img.out(1), labels="the red circle", **NATIVE_VIDEO)
+    guider = g.add("LibraGenDynamicCFGGuider", 3, 0, model=model.out(), positive=subj.out(0),
+                   negative_text=subj.out(1), negative_img_text=subj.out(2), cfg_preset="libragen")
+    native_sample_and_save(g, model, vae, subj, guider, "native_single_subject")
+    return g
+
+
+NATIVE_LABELS = "the red circle\nthe blue striped star\nthe green square"
+
+
+def native_three_subjects() -> Graph:
+    g = Graph("native_three_subjects",
+              "LibraGen on core Wan, three subjects: one list of labels feeds Prompt Rewrite and Subject "
+              "Conditioning; the rewritten prompt goes into core CLIPTextEncode; a CFG Schedule drives the guider. "
+              f"Files: models/diffusion_models/{NATIVE_DIT}, models/text_encoders/{NATIVE_TEXT}, "
+              f"models/vae/{NATIVE_VAE}; copy examples/refs/*.png into ComfyUI/input.", scale=0.61)
+    model, clip, vae = native_loaders(g)
+    labels = g.add("PrimitiveStringMultiline", 0, 3.2, title="Subject labels (one per line)", value=NATIVE_LABELS)
+    rw = g.add("LibraGenPromptRewrite", 1, 1.0, size=(330, 520), labels=labels.out(),
+               prompt="the circle bounces while the star spins and the square slides to the left",
+               backend="offline", style_guide="phantom")
+    pos = g.add("CLIPTextEncode", 2, 1.0, clip=clip.out(), text=rw.out(0))
+    neg = g.add("CLIPTextEncode", 2, 2.2, clip=clip.out(), text=NATIVE_NEGATIVE)
+    a = g.add("LoadImage", 0, 4.2, image="red_circle.png")
+    b = g.add("LoadImage", 0, 6.0, image="blue_striped_star.png")
+    c = g.add("EmptyImage", 1, 4.6, width=200, height=120, batch_size=1, color=0x2E9D4A)
+    subj = g.add("LibraGenSubjectConditioning", 3, 0, positive=pos.out(), negative=neg.out(), vae=vae.out(),
+                 image_1=a.out(0), mask_1=a.out(1), image_2=b.out(0), mask_2=b.out(1), image_3=c.out(0),
+                 labels=labels.out(), **NATIVE_VIDEO)
+    sched = g.add("LibraGenCFGSchedule", 3, 3.4, title="Dynamic CFG (custom cosine)", preset="custom",
+                  s_img_start=2.0, s_img_end=5.0, s_txt_start=9.0, s_txt_end=6.0, shape="cosine", axis="sigma")
+    guider = g.add("LibraGenDynamicCFGGuider", 4, 0, model=model.out(), positive=subj.out(0),
+                   negative_text=subj.out(1), negative_img_text=subj.out(2), cfg=sched.out())
+    native_sample_and_save(g, model, vae, subj, guider, "native_three_subjects", col=5)
+    return g
+
+
+# LoRAs for that DiT, made with training/sft.py on it (docs/training-real-data.md); none ship
+NATIVE_LORAS = {"cross": "libragen_phantom1.3b_sft_cross.safetensors", "in": "libragen_phantom1.3b_sft_in.safetensors"}
+
+
+def lora_merge_native() -> Graph:
+    g = Graph("lora_merge_native",
+              "LibraGen on core Wan with LoRAs: the cross-pair and in-pair SFT LoRAs merged 0.5 / 0.5 by LibraGen LoRA "
+              "Merge (MODEL) into core weight patches on the loaded model (low-VRAM loading and fp8 files work as "
+              "with core's LoRA loader), then Subject Conditioning and the dynamic CFG guider. "
+              f"Files: models/diffusion_models/{NATIVE_DIT}, models/text_encoders/{NATIVE_TEXT}, "
+              f"models/vae/{NATIVE_VAE}, and two LoRAs you trained for that DiT in models/loras "
+              "(docs/training-real-data.md); copy examples/refs/red_circle.png into ComfyUI/input.", scale=0.6)
+    model, clip, vae = native_loaders(g, {"lora_1": NATIVE_LORAS["cross"], "weight_1": 0.5,
+                                          "lora_2": NATIVE_LORAS["in"], "weight_2": 0.5, "method": "concat",
+                                          "strength": 1.0})
+    pos = g.add("CLIPTextEncode", 1, 1.0, clip=clip.out(),
+                text="Ref 1: a red circle.\nVideo: Ref 1[the red circle] rolls to the right across a green meadow.")
+    neg = g.add("CLIPTextEncode", 1, 2.2, clip=clip.out(), text=NATIVE_NEGATIVE)
+    img = g.add("LoadImage", 0, 3.2, image="red_circle.png")
+    subj = g.add("LibraGenSubjectConditioning", 2, 0, positive=pos.out(), negative=neg.out(), vae=vae.out(),
+                 image_1=img.out(0), mask_1=img.out(1), labels="the red circle", **NATIVE_VIDEO)
+    guider = g.add("LibraGenDynamicCFGGuider", 3, 0, model=model.out(), positive=subj.out(0),
+                   negative_text=subj.out(1), negative_img_text=subj.out(2), cfg_preset="libragen")
+    native_sample_and_save(g, model, vae, subj, guider, "lora_merge_native")
+    return g
+
+
+EXAMPLES = (single_subject, three_subjects, static_vs_dynamic, lora_merge, prompt_rewrite, native_single_subject,
+            native_three_subjects, lora_merge_native)
+# native examples: core loaders and the text encoder a real model needs (tests/integration/test_native_server.py
+# runs them with stand-in files and the Stand-in Text node in CLIPTextEncode's place)
+NATIVE = ("native_single_subject", "native_three_subjects")
 # what each API workflow should produce: (output file prefix, frames) per saved video
 EXPECTED_OUTPUTS = {
     "single_subject": [("libragen/single_subject", 17)],
     "three_subjects": [("libragen/three_subjects", 17)],
     "static_vs_dynamic_cfg": [("libragen/cfg_static", 17), ("libragen/cfg_dynamic", 17)],
     "lora_merge": [("libragen/lora_merge", 17)],
-    "lora_merge_native": [("libragen/lora_merge_native", 33)],
+    "lora_merge_native": [("libragen/lora_merge_native", NATIVE_VIDEO["length"])],
     "prompt_rewrite": [("libragen/prompt_rewrite", 17)],
+    "native_single_subject": [("libragen/native_single_subject", NATIVE_VIDEO["length"])],
+    "native_three_subjects": [("libragen/native_three_subjects", NATIVE_VIDEO["length"])],
 }
 # what a native example needs beyond examples/: (models folder, file) downloads and trained LoRAs
-NEEDS_FILES = {"lora_merge_native": [*WAN_FILES.items(), *(("loras", n) for n in WAN_LORAS.values())]}
+NEEDS_FILES = {"lora_merge_native": [("diffusion_models", NATIVE_DIT), ("text_encoders", NATIVE_TEXT),
+                                     ("vae", NATIVE_VAE), *(("loras", n) for n in NATIVE_LORAS.values())]}
 
 
 def render() -> dict[Path, str]:

@@ -312,6 +312,42 @@ class CFGSchedule:
         return cls.from_dict(data)
 
 
+@dataclass(frozen=True)
+class PairForm:
+    """A step's mix written as one two-condition CFG plus, with three passes, a text term:
+
+        v = cfg(order[0], order[1], scale) + text_scale * (v_full - v_ref),
+        cfg(a, b, s) = v_b + s * (v_a - v_b)
+
+    Hosts whose guidance hooks only know a (cond, uncond, scale) pair, as ComfyUI's
+    cfg_function does, run that pair through them. Three passes: the pair is (ref, null) at
+    s_img and the text term is added after, the order of ComfyUI's DualCFGGuider ("regular"
+    style, cfg1 = s_txt, cfg2 = s_img). Two passes: (higher, lower) at the higher pass's
+    coefficient, the two coefficients summing to 1. One pass: (it, it) at 1.
+    """
+
+    order: tuple[str, ...]
+    scale: float
+    text_scale: float = 0.0
+
+
+def pair_form(weights: GuidanceWeights, has_refs: bool, every_pass: bool = False) -> PairForm:
+    """The passes a step runs, in the order `PairForm` mixes them.
+
+    every_pass: run the passes with zero weight too (ComfyUI's disable_cfg1_optimization, which
+    hooks set when they need the unconditional prediction at every step).
+    """
+    names = ("full", "ref", "null") if has_refs else ("full", "null")
+    passes = dict.fromkeys(names, 0.0) if every_pass else {}
+    passes.update(weights.passes(has_refs))
+    if len(passes) == 3:
+        return PairForm(("ref", "null", "full"), 1.0 - weights.c_null, weights.c_full)
+    present = [n for n in names if n in passes]
+    if len(present) == 2:
+        return PairForm(tuple(present), passes[present[0]])
+    return PairForm((present[0], present[0]), 1.0)
+
+
 def combine(weights: GuidanceWeights, outputs: Mapping[str, Any], has_refs: bool):
     """Mix the velocities of the passes that ran (keys as returned by `weights.passes`)."""
     total = None

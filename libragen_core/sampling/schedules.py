@@ -77,3 +77,20 @@ def check_sigmas(sigmas) -> list[float]:
 def sigma_to_timestep(sigma):
     """The model's timestep input for a noise level."""
     return sigma * TIMESTEP_SCALE
+
+
+def step_progress(sigma: float, sigmas) -> float:
+    """The progress (step / steps) of the step that evaluates the model at `sigma`.
+
+    For samplers that only see a sigma (ComfyUI's guiders) and want what our loop passes as
+    `progress`. Step i covers sigmas[i] >= sigma > sigmas[i + 1], so the intermediate
+    evaluations of a second-order solver count as their step, as in `sample`. A small
+    relative tolerance absorbs the float32 / float64 round trip of the grid.
+    """
+    values = sigmas.tolist() if isinstance(sigmas, torch.Tensor) else list(sigmas)
+    steps = len(values) - 1
+    if steps < 1:
+        raise InputError(f"a sigma schedule needs at least 2 values (one step); got {len(values)}.")
+    floor = float(sigma) * (1.0 - 1e-5)
+    index = sum(1 for v in values[1:steps] if float(v) >= floor)
+    return index / steps

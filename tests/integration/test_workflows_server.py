@@ -92,8 +92,9 @@ def _saved_videos(entry: dict) -> list[dict]:
             for item in out.get(key, [])]
 
 
-@pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [p for p in API_FILES if p.stem not in build().NATIVE], ids=lambda p: p.stem)
 def test_api_workflow_runs_and_saves_videos_with_the_expected_frames(server, path):
+    # the native examples need real Wan files and umT5; test_native_server.py runs them with stand-ins
     from libragen_core.io.video import read_video
 
     workflow = helper().load_json(path)
@@ -267,6 +268,13 @@ def test_prompt_rewrite_runs_from_the_frontend_and_shows_its_text(server, tmp_pa
             errors.clear()
             sent = page.evaluate(_IN_FRONTEND, ui)
             assert _graph(sent) == _graph(api), _differences(sent, api)
+            # queued behind another prompt: the frontend files its prompt (POST /prompt answered) before
+            # the server starts it. Queued on an idle server, execution_start can reach the page first,
+            # and frontend 1.27 then loses the prompt's outputs (seen after the native tests' prompts)
+            busy = json.loads(json.dumps(api))
+            busy[next(k for k, n in busy.items() if n["class_type"] == "LibraGenSampler")]["inputs"]["seed"] += 1000
+            ahead = server.submit(busy)
+            assert ahead.status_code == 200, ahead.text
             page.evaluate("() => window.app.queuePrompt(0, 1)")
             page.wait_for_function(_REWRITTEN, arg=int(rewrite_id), timeout=400000, polling=500)
             shown = page.evaluate(_REWRITTEN, int(rewrite_id))
