@@ -137,9 +137,10 @@ def calibrate(cfg, device: str, log: Log, clock=time.perf_counter) -> dict[str, 
     clock=time.process_time measures a CPU's own work, which the load of a shared machine does not inflate."""
     import torch
 
-    from training.common.data import ProceduralClips
+    from training.spriteworld.clips import ProceduralClips
     from training.common.losses import flow_matching_loss
-    from training.pretrain import build_dit, build_text, build_vae, image_grad_l1, text_features, vae_forward
+    from training.pretrain.base import build_dit, build_text, text_features
+    from training.pretrain.vae import build_vae, image_grad_l1, vae_forward
 
     dev = torch.device(device)
     def amp():  # a fresh context per step, as the training loop's accelerator makes
@@ -215,7 +216,7 @@ def _lora_step(cfg, stage: str, text, captions: list[str], lat_shape, dev, amp):
     from libragen_core.lora import add_lora, fold_adapters
     from training.common.losses import flow_matching_loss
     from training.flow_dpo import DPOBatch, flow_dpo_backward
-    from training.pretrain import build_dit, text_features
+    from training.pretrain.base import build_dit, text_features
 
     sc = getattr(cfg, stage)
     b, z = sc.optim.batch, cfg.vae.z_dim

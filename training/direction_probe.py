@@ -21,7 +21,7 @@ the same clips and noise, with the motion words of each caption swapped for thei
                noise a) - video(true, noise b)|: 0 = the direction words change nothing in what
                is generated (the diagnosis: 0.10/255 against 14/255, 0.007).
 
-Used by training.pretrain (base stage), training.sft and training.ablation. It needs a DiT, a
+Used by training.pretrain (base stage), training.sft and training.spriteworld.ablation. It needs a DiT, a
 function from captions to text features and latents; nothing of SpriteWorld.
 """
 from __future__ import annotations
