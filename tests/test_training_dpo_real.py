@@ -1,0 +1,109 @@
+"""DPO on real data, from files: pair generation as its own stage on the manifest's triplets
+(sharded over processes, resumable after SIGKILL), then the DPO stages on the stored pair latents.
+
+One chain is built per module (tests/real_data.run_real_chain: curate -> cache -> SFT in-pair and
+cross-pair -> merge on the tiny Wan-layout base of training/configs/cpu-smoke.toml); each test
+copies its run folder and works on the copy."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from libragen_core.io.safetensors_file import load_state_dict
+from tests.real_data import run_real_chain
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = str(REPO / "training" / "configs" / "cpu-smoke.toml")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("chain")
+    run_real_chain(tmp, steps=2)
+    return tmp
+
+
+def _copy(chain: Path, tmp: Path) -> Path:
+    """The chain's folder (curated manifest, tiny base, SFT run) copied, so tests do not share outputs."""
+    for name in ("footage", "curated", "runs", "run"):
+        shutil.copytree(chain / name, tmp / name, symlinks=True)
+    return tmp
+
+
+def _cmd(module: str, cwd: Path, *args: str, procs: int = 1) -> list[str]:
+    launch = [sys.executable, "-m", module] if procs == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs), "-m", module]
+    return [*launch, "--config", CONFIG, "--set", "data.manifest=curated/accepted.jsonl", "--set", "run.out=run",
+            *args]
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+def _run(module: str, cwd: Path, *args: str, procs: int = 1) -> str:
+    cmd = _cmd(module, cwd, *args, procs=procs)
+    r = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout[-4000:]}\n{r.stderr[-6000:]}"
+    return r.stdout + r.stderr
+
+
+def _pairs(run: Path, stage: str) -> dict[str, dict[str, torch.Tensor]]:
+    folder = run / stage / "pairs"
+    ids = [json.loads(line)["id"] for line in (folder / "pairs.jsonl").read_text().splitlines()]
+    assert len(ids) == len(set(ids)), f"duplicated pairs in the index: {ids}"
+    return {i: load_state_dict(folder / "pairs" / f"{i}.safetensors") for i in ids}
+
+
+def _assert_same_pairs(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys() and len(a) >= 2
+    for pid in a:
+        assert a[pid].keys() == b[pid].keys()
+        for k in a[pid]:
+            assert torch.equal(a[pid][k], b[pid][k]), f"{pid}/{k} differs"
+
+
+def test_pairs_two_processes_and_after_sigkill_equal_one_uninterrupted_run(chain, tmp_path):
+    stage = "dpo_consis"
+    one = _copy(chain, tmp_path / "one")
+    _run("training.dpo_pairs", one, "--stage", stage)
+    ref = _pairs(one / "run", stage)
+    folder = one / "run" / stage / "pairs" / "pairs"
+    for pid in ref:  # what the review page shows: both sides as mp4
+        assert (folder / f"{pid}.winner.mp4").stat().st_size > 0 and (folder / f"{pid}.loser.mp4").stat().st_size > 0
+    # the consis loser differs from the winner (shifted references), from the same noise
+    assert any(not torch.equal(p["winner"], p["loser"]) for p in ref.values())
+
+    two = _copy(chain, tmp_path / "two")
+    _run("training.dpo_pairs", two, "--stage", stage, procs=2)
+    _assert_same_pairs(ref, _pairs(two / "run", stage))
+
+    # killed with SIGKILL once the first pair is finished (the second is being made), then rerun
+    killed = _copy(chain, tmp_path / "killed")
+    records = killed / "run" / stage / "pairs" / "pairs"
+    p = subprocess.Popen(_cmd("training.dpo_pairs", killed, "--stage", stage), cwd=killed, env=_env(),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not list(records.glob("*.json")) and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert p.poll() is None, "the run ended before it could be killed"
+        os.killpg(p.pid, signal.SIGKILL)
+    finally:
+        p.wait()
+    done = list(records.glob("*.json"))
+    assert len(done) == 1 and not (records.parent / "pairs.jsonl").exists()
+    kept = {f: f.stat().st_mtime_ns for f in records.glob(done[0].stem + ".*")}
+    _run("training.dpo_pairs", killed, "--stage", stage)
+    assert {f: f.stat().st_mtime_ns for f in kept} == kept  # the finished pair was not made again
+    _assert_same_pairs(ref, _pairs(killed / "run", stage))
