@@ -10,8 +10,9 @@ latents and text features taken from the feature cache (training/common/cache.py
 DiT gets its SFT LoRA folded in, then every process makes its share of the pairs (pair n goes
 to process n % world; its noise depends on n only, so any number of processes makes the same
 pairs). Per pair, under <run.out>/<stage>/pairs/: <id>.safetensors (winner and loser latents,
-text features, references), <id>.winner.mp4 / <id>.loser.mp4 (for the review page), <id>.json
-(its record, written last); pairs.jsonl once all exist. A killed run, rerun, makes only the
+text features, references), <id>.winner.mp4 / <id>.loser.mp4 / <id>.refs.png (for the review
+page, python -m training.pair_review), <id>.json (its record with the automatic judges' verdict,
+training/pair_judges.py, written last); pairs.jsonl once all exist. A killed run, rerun, makes only the
 pairs without a record. The DPO stage (training/dpo.py) runs this first, then trains on the
 stored latents.
 """
@@ -26,6 +27,7 @@ from libragen_core.errors import InputError
 
 from .common.loop import distributed, main_process_first, wait_for_everyone
 from .common.schema import PostChainConfig
+from .pair_judges import real_data_judges
 from .pairs import PairRecord, SamplerSettings, Triplet, generate_pairs, read_decisions, write_index
 from .post_common import stage_folder, stages_main
 
@@ -91,7 +93,8 @@ def generate_real_pairs(cfg: PostChainConfig, stage: str) -> list[PairRecord]:
         generate_pairs(dit, triplets(), out, kind, negative, seed=cfg.run.seed,
                        settings=SamplerSettings(s.steps, s.shift, s.solver, s.cfg), rope_offsets=(dc.rope_offset,),
                        decode=decode, shard=(state.process_index, state.num_processes), videos=True,
-                       fps=cfg.data.fps or 16.0, progress=lambda k: bar.update(k - bar.n))
+                       fps=cfg.data.fps or 16.0, progress=lambda k: bar.update(k - bar.n),
+                       judges=real_data_judges(dc.filter) if dc.filter.auto else ())
     bar.close()
     wait_for_everyone(cfg.run)
     ids = [f"{kind}-{i:06d}" for i in range(n)]

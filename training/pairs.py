@@ -125,21 +125,27 @@ def judge(metrics: dict, f: FilterSettings) -> tuple[bool, str]:
 
 
 def read_decisions(path: str | os.PathLike | None) -> set[str]:
-    """Rejected pair ids from a manual-review file: a JSON list, or {"rejected": [...]}."""
+    """Rejected pair ids from a manual-review file: the pair review page's decisions.json
+    (training/pair_review.py; its "reject" entries), a JSON list, or {"rejected": [...]}."""
     if path is None:
         return set()
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"the pair decisions file {path} does not exist; write a JSON list of rejected pair "
-                          "ids there, or leave the decisions setting out") from None
+        raise ConfigError(f"the pair decisions file {path} does not exist; save it from the pair review page "
+                          "(python -m training.pair_review), or leave the decisions setting out") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"the pair decisions file {path} is not valid JSON: {e}") from None
+    if isinstance(data, dict) and "format" in data:
+        from libragen_core.curation.decisions import read_decisions as read_page_decisions
+
+        return {k for k, v in read_page_decisions(path).items() if v == "reject"}
     if isinstance(data, dict):
         data = data.get("rejected", None)
     if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
-        raise ConfigError(f"{path}: expected a JSON list of rejected pair ids (or {{\"rejected\": [...]}})")
+        raise ConfigError(f"{path}: expected the review page's decisions.json, a JSON list of rejected pair ids "
+                          "or {\"rejected\": [...]}")
     return set(data)
 
 
@@ -156,7 +162,7 @@ def generate_pairs(model, triplets: Iterable[Triplet], out: str | os.PathLike, k
                    rope_offsets: Sequence[float] = (8.0,), decode: Callable | None = None,
                    filters: FilterSettings = FilterSettings(), decisions: str | os.PathLike | None = None,
                    progress: Callable[[int], None] | None = None, shard: tuple[int, int] = (0, 1),
-                   videos: bool = False, fps: float = 16.0) -> list[PairRecord]:
+                   videos: bool = False, fps: float = 16.0, judges: Sequence[Callable] = ()) -> list[PairRecord]:
     """Generate, filter and store pairs; returns the records (kept or not) of this shard.
 
     shard = (rank, world): this process makes the pairs n with n % world == rank; a pair's seed
@@ -167,7 +173,8 @@ def generate_pairs(model, triplets: Iterable[Triplet], out: str | os.PathLike, k
     written at the end; with several, the main process calls write_index once all are done.
 
     decode: latents [C, F, h, w] -> uint8 frames [T, H, W, 3]; with it and a SpriteWorld scene per
-    triplet the ground-truth filter runs (judge), without a scene every pair is kept here.
+    triplet the ground-truth filter runs (judge); judges (training/pair_judges.py, real data) run
+    on the decoded videos too. A pair with non-finite latents is never kept.
     """
     if kind not in ("consis", "realfake"):
         raise ConfigError(f"pair kind must be 'consis' or 'realfake'; got {kind!r}")
@@ -211,7 +218,7 @@ def generate_pairs(model, triplets: Iterable[Triplet], out: str | os.PathLike, k
                 tensors["refs"] = t.refs.float().cpu().contiguous()
             save_state_dict(tensors, file)
         frames = None
-        if decode is not None and (videos or t.scene is not None):
+        if decode is not None and (videos or judges or t.scene is not None):
             frames = decode(winner), decode(loser)
         if videos:
             from libragen_core.io.video import write_video
@@ -219,12 +226,28 @@ def generate_pairs(model, triplets: Iterable[Triplet], out: str | os.PathLike, k
             for side, f in zip(("winner", "loser"), frames):
                 with atomic_path(out / "pairs" / f"{pid}.{side}.mp4") as tmp:
                     write_video(tmp, f, fps=fps)
+            if t.refs is not None:  # the references as the model sees them, for the review page
+                import numpy as np
+                from PIL import Image
+
+                refs_px = np.concatenate([decode(r)[0] for r in t.refs], axis=1)
+                with atomic_path(out / "pairs" / f"{pid}.refs.png") as tmp:
+                    Image.fromarray(refs_px).save(tmp, format="PNG")
         metrics = {}
         if frames is not None and t.scene is not None:
             from .spriteworld.validation import pair_metrics
 
             metrics = pair_metrics(frames[0], frames[1], t.scene)
         kept, reason = judge(metrics, filters)
+        if judges and frames is not None:
+            from .pair_judges import run_judges
+
+            ok, why, more = run_judges(list(judges), frames[0], frames[1], t.caption)
+            metrics = {**metrics, **more}
+            if kept and not ok:
+                kept, reason = False, why
+        if not (bool(torch.isfinite(winner).all()) and bool(torch.isfinite(loser).all())):
+            kept, reason = False, "non-finite latents (a broken sample)"
         if pid in rejected:
             kept, reason = False, "rejected in manual review"
         r = PairRecord(id=pid, kind=kind, source=t.id, seed=pair_seed, caption=t.caption,
