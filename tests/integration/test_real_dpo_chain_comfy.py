@@ -5,14 +5,13 @@ ComfyUI's core LoraLoaderModelOnly on the base DiT file with no key left unloade
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import torch
 
-from libragen_core.io.safetensors_file import read_header, save_state_dict
+from libragen_core.io.safetensors_file import read_header
 from libragen_core.lora import load_lora
-from tests.integration.comfy_lora import COMFY_SIDE
+from tests.integration.comfy_lora import lora_in_comfyui
 from tests.real_data import run_real_dpo_chain
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -40,22 +39,7 @@ def test_real_dpo_chain_lora_loads_in_comfyui(comfyui, tmp_path):
         torch.testing.assert_close(merged.delta(name), want, rtol=1e-5, atol=1e-7)
     assert any(parts["dpo_consis"].delta(n).abs().max() > 0 for n in parts["dpo_consis"].layer_names())
 
-    models = tmp_path / "models"
-    models.mkdir()
-    shutil.copyfile(chain["base"] / "dit.safetensors", models / "dit.safetensors")
-    shutil.copyfile(chain["lora"], models / "final.safetensors")
-    g = torch.Generator().manual_seed(0)
-    ctx = torch.zeros(1, 24, 4096)
-    ctx[:, :9] = torch.randn(1, 9, 4096, generator=g)
-    inputs = save_state_dict({"x": torch.randn(1, 16, 3, 6, 8, generator=g), "t": torch.tensor([500.0]), "ctx": ctx},
-                             tmp_path / "inputs.safetensors")
-    cases = {"base": ["dit.safetensors", None, 0.0], "lora": ["dit.safetensors", "final.safetensors", 1.0]}
-    out = comfyui.run(COMFY_SIDE, str(models), json.dumps(cases), str(inputs), str(tmp_path / "out.safetensors"))
-    report = json.loads(out.stdout.split("REPORT", 1)[1])
-    print("\nComfyUI:", report)
+    report, outs = lora_in_comfyui(comfyui, chain["base"] / "dit.safetensors", chain["lora"], tmp_path)
     assert report["lora"]["warnings"] == [], f"ComfyUI left LoRA keys unloaded: {report['lora']['warnings']}"
     assert report["lora"]["patches"] == len(merged) and report["base"]["patches"] == 0
-    from safetensors.torch import load_file
-
-    outs = load_file(str(tmp_path / "out.safetensors"))
     assert (outs["lora"] - outs["base"]).abs().max() > 0
