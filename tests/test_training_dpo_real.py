@@ -106,6 +106,7 @@ def test_pairs_two_processes_and_after_sigkill_equal_one_uninterrupted_run(chain
     kept = {f: f.stat().st_mtime_ns for f in records.glob(done[0].stem + ".*")}
     _run("training.dpo_pairs", killed, "--stage", stage)
     assert {f: f.stat().st_mtime_ns for f in kept} == kept  # the finished pair was not made again
+    assert not list(records.glob(".*partial*"))  # the killed run's half-written files are gone
     _assert_same_pairs(ref, _pairs(killed / "run", stage))
 
 

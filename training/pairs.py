@@ -200,6 +200,8 @@ def generate_pairs(model, triplets: Iterable[Triplet], out: str | os.PathLike, k
                 progress(len(records))
             continue
         pair_seed = int(seed) * 1_000_003 + n
+        for stale in (out / "pairs").glob(f".{pid}.*.partial*"):  # a killed run's half-written files of this pair
+            stale.unlink(missing_ok=True)
         file = out / "pairs" / f"{pid}.safetensors"
         if file.is_file():
             sd = load_state_dict(file)
