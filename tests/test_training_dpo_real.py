@@ -114,9 +114,9 @@ def test_pair_review_page_in_a_browser_decisions_read_back(chain, tmp_path):
     """The pair review page in headless Chromium (tests/test_review_page_browser.py has the
     setup): one card per pair with references, winner and loser; accept one, reject the other,
     save; the DPO stage's pair loader leaves the rejected pair out."""
-    from tests.test_review_page_browser import ARGS, CHROMIUM
+    from tests.test_review_page_browser import CHROMIUM, open_review_page
 
-    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     if CHROMIUM is None:
         pytest.skip("no Chromium binary (apt-get install chromium, or set LIBRAGEN_CHROMIUM)")
     from training.pairs import load_pairs, read_decisions
@@ -128,32 +128,24 @@ def test_pair_review_page_in_a_browser_decisions_read_back(chain, tmp_path):
     folder = run / "run" / stage / "pairs"
     ids = [json.loads(line)["id"] for line in (folder / "pairs.jsonl").read_text().splitlines()]
     assert ids == ["realfake-000000", "realfake-000001"]
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            page = browser.new_page(accept_downloads=True, viewport={"width": 1100, "height": 900})
-            errors = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto((folder / "review" / "index.html").as_uri())
-            assert page.inner_text("h1") == "DPO pair review"
-            cards = page.locator("section.card")
-            assert cards.count() == 2
-            for k in range(2):
-                page.locator("img.sheet").nth(k).scroll_into_view_if_needed()
-            page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)", timeout=15000)
-            # three rows (references, winner, loser): the picture is over three contact sheets high
-            assert page.evaluate("document.images[0].naturalHeight") > 3 * 128
-            assert "winner" in cards.nth(0).inner_text() and "loser" in cards.nth(0).inner_text()
-            cards.nth(0).locator("button.acc").click()
-            cards.nth(1).locator("button.rej").click()
-            assert page.inner_text("#counter").startswith("2 of 2 reviewed")
-            with page.expect_download() as info:
-                page.click("#save")
-            saved = tmp_path / "decisions.json"
-            info.value.save_as(saved)
-            assert not errors, errors
-        finally:
-            browser.close()
+    with open_review_page((folder / "review" / "index.html").as_uri()) as (page, errors):
+        assert page.inner_text("h1") == "DPO pair review"
+        cards = page.locator("section.card")
+        assert cards.count() == 2
+        for k in range(2):
+            page.locator("img.sheet").nth(k).scroll_into_view_if_needed()
+        page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)", timeout=15000)
+        # three rows (references, winner, loser): the picture is over three contact sheets high
+        assert page.evaluate("document.images[0].naturalHeight") > 3 * 128
+        assert "winner" in cards.nth(0).inner_text() and "loser" in cards.nth(0).inner_text()
+        cards.nth(0).locator("button.acc").click()
+        cards.nth(1).locator("button.rej").click()
+        assert page.inner_text("#counter").startswith("2 of 2 reviewed")
+        with page.expect_download() as info:
+            page.click("#save")
+        saved = tmp_path / "decisions.json"
+        info.value.save_as(saved)
+        assert not errors, errors
     assert json.loads(saved.read_text())["decisions"] == {ids[0]: "accept", ids[1]: "reject"}
     assert read_decisions(saved) == {ids[1]}
     assert [p["id"] for p in load_pairs(folder, saved)] == [ids[0]]
