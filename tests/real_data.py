@@ -173,3 +173,35 @@ def run_real_chain(tmp: Path, steps: int = 4) -> dict[str, Path]:
         os.chdir(old)
     return {"curated": tmp / "curated", "run": tmp / "run", "base": tmp / "runs" / "tiny-wan",
             "lora": tmp / "run" / "merge_sft" / "lora.safetensors"}
+
+
+def run_real_dpo_chain(tmp: Path, steps: int = 2, rejected: tuple[str, ...] = ("consis-000001",)) -> dict[str, Path]:
+    """run_real_chain, then DPO as a user runs it: `python -m training.dpo_pairs` (both stages'
+    pairs), review decisions written to decisions.json (`rejected` pair ids), `python -m
+    training.dpo_consis` and `dpo_realfake` with dpo_*.filter.decisions set, then `python -m
+    training.merge --stage merge_dpo`."""
+    import json
+    import os
+
+    from training.dpo_consis import main as dpo_consis
+    from training.dpo_pairs import main as dpo_pairs
+    from training.dpo_realfake import main as dpo_realfake
+    from training.merge import main as merge
+
+    out = run_real_chain(tmp, steps=steps)
+    repo = Path(__file__).resolve().parents[1]
+    config = str(repo / "training" / "configs" / "cpu-smoke.toml")
+    tmp = Path(tmp)
+    old = os.getcwd()
+    os.chdir(tmp)
+    try:
+        sets = ["--config", config, "--set", "data.manifest=curated/accepted.jsonl", "--set", "run.out=run"]
+        assert dpo_pairs(sets) == 0
+        Path("decisions.json").write_text(json.dumps({"rejected": list(rejected)}), encoding="utf-8")
+        for stage, main in (("dpo_consis", dpo_consis), ("dpo_realfake", dpo_realfake)):
+            assert main([*sets, "--set", f"{stage}.filter.decisions=decisions.json",
+                         "--set", f"{stage}.optim.steps={steps}"]) == 0
+        assert merge([*sets, "--stage", "merge_dpo"]) == 0
+    finally:
+        os.chdir(old)
+    return {**out, "decisions": tmp / "decisions.json", "lora": tmp / "run" / "merge_dpo" / "lora.safetensors"}

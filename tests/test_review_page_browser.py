@@ -6,6 +6,7 @@ Set LIBRAGEN_REVIEW_SCREENSHOT=path.png to keep a screenshot of the page.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -25,6 +26,21 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright i
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary (apt-get install chromium, or set LIBRAGEN_CHROMIUM)")
 
 
+@contextlib.contextmanager
+def open_review_page(uri: str):
+    """A review page (file URI) in headless Chromium: yields (page, the page's script errors)."""
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page(accept_downloads=True, viewport={"width": 1100, "height": 900})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(uri)
+            yield page, errors
+        finally:
+            browser.close()
+
+
 @pytest.fixture(scope="module")
 def curated(tmp_path_factory):
     root = tmp_path_factory.mktemp("review")
@@ -42,52 +58,44 @@ def test_review_page_decisions_round_trip(curated, tmp_path):
     page_path = out / "review" / "index.html"
     with open(out / "accepted.jsonl", encoding="utf-8") as f:
         ids = [json.loads(line)["id"] for line in f]
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            page = browser.new_page(accept_downloads=True, viewport={"width": 1100, "height": 900})
-            errors = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(page_path.as_uri())
-            cards = page.locator("section.card")
-            assert cards.count() == len(ids)
-            # every contact sheet loads once scrolled to (they load lazily: the ones below the fold
-            # are not loaded at the page's load event, which once failed this check)
-            sheets = page.locator("img.sheet")
-            assert sheets.count() == len(ids)
-            for k in range(sheets.count()):
-                sheets.nth(k).scroll_into_view_if_needed()
-            page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)",
-                                   timeout=15000)
-            assert f"0</b> of {len(ids)} reviewed" in page.inner_html("#counter")
+    with open_review_page(page_path.as_uri()) as (page, errors):
+        cards = page.locator("section.card")
+        assert cards.count() == len(ids)
+        # every contact sheet loads once scrolled to (they load lazily: the ones below the fold
+        # are not loaded at the page's load event, which once failed this check)
+        sheets = page.locator("img.sheet")
+        assert sheets.count() == len(ids)
+        for k in range(sheets.count()):
+            sheets.nth(k).scroll_into_view_if_needed()
+        page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)",
+                               timeout=15000)
+        assert f"0</b> of {len(ids)} reviewed" in page.inner_html("#counter")
 
-            cards.nth(0).locator("button.acc").click()
-            cards.nth(1).locator("button.rej").click()
-            # the keyboard: focus moved to card 3 after the reject; R rejects it, then clear it with U
-            page.keyboard.press("r")
-            page.keyboard.press("k")
-            page.keyboard.press("u")
-            page.keyboard.press("j")
-            page.keyboard.press("a")
-            counter = page.inner_text("#counter")
-            assert counter.startswith(f"3 of {len(ids)} reviewed"), counter
-            assert "2 accepted" in counter and "1 rejected" in counter
-            assert "reject" in cards.nth(1).get_attribute("class")
+        cards.nth(0).locator("button.acc").click()
+        cards.nth(1).locator("button.rej").click()
+        # the keyboard: focus moved to card 3 after the reject; R rejects it, then clear it with U
+        page.keyboard.press("r")
+        page.keyboard.press("k")
+        page.keyboard.press("u")
+        page.keyboard.press("j")
+        page.keyboard.press("a")
+        counter = page.inner_text("#counter")
+        assert counter.startswith(f"3 of {len(ids)} reviewed"), counter
+        assert "2 accepted" in counter and "1 rejected" in counter
+        assert "reject" in cards.nth(1).get_attribute("class")
 
-            shot = os.environ.get("LIBRAGEN_REVIEW_SCREENSHOT")
-            page.screenshot(path=shot or str(tmp_path / "review.png"))
-            with page.expect_download() as info:
-                page.click("#save")
-            saved = tmp_path / "decisions.json"
-            info.value.save_as(saved)
-            assert info.value.suggested_filename == "decisions.json"
+        shot = os.environ.get("LIBRAGEN_REVIEW_SCREENSHOT")
+        page.screenshot(path=shot or str(tmp_path / "review.png"))
+        with page.expect_download() as info:
+            page.click("#save")
+        saved = tmp_path / "decisions.json"
+        info.value.save_as(saved)
+        assert info.value.suggested_filename == "decisions.json"
 
-            # a reload keeps the choices (localStorage)
-            page.reload()
-            assert page.inner_text("#counter").startswith(f"3 of {len(ids)} reviewed")
-            assert not errors, errors
-        finally:
-            browser.close()
+        # a reload keeps the choices (localStorage)
+        page.reload()
+        assert page.inner_text("#counter").startswith(f"3 of {len(ids)} reviewed")
+        assert not errors, errors
 
     doc = json.loads(saved.read_text(encoding="utf-8"))
     assert doc["format"] == "libragen-curation-decisions" and doc["version"] == 1

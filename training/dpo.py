@@ -22,10 +22,19 @@ from libragen_core.lora import (
     save_lora,
 )
 
+from .common.base_model import (
+    AdapterState,
+    base_files,
+    gradient_checkpointing_on,
+    load_frozen_dit,
+    move_adapters_to,
+)
+from .common.buckets import BucketSampler
 from .common.data import EpochSampler, tensor_to_frames
 from .common.loop import TrainLoop, check_global_batch, make_accelerator, seed_everything, wait_for_everyone
 from .common.losses import sample_sigmas
 from .common.schema import DPOStageConfig, PostChainConfig
+from .dpo_pairs import generate_real_pairs
 from .flow_dpo import DPOBatch, flow_dpo_backward
 from .pairs import FilterSettings, SamplerSettings, Triplet, generate_pairs, load_pairs, read_records
 from .post_common import (
@@ -68,6 +77,15 @@ def stack_pairs(pairs: list[dict]) -> dict[str, torch.Tensor]:
     return out
 
 
+def pair_groups(pairs: list[dict]) -> dict[str, list[int]]:
+    """Pair indices by the shape of their latents and references: a batch is stacked from one group."""
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(pairs):
+        key = "x".join(map(str, p["winner"].shape)) + ("/" + "x".join(map(str, p["refs"].shape)) if "refs" in p else "")
+        groups.setdefault(key, []).append(i)
+    return groups
+
+
 def run_dpo(cfg: PostChainConfig, stage: str) -> Path | None:
     """Train the stage's DPO LoRA; returns its file, or None when the stage was skipped for too
     few kept pairs (too_few_pairs = "skip")."""
@@ -91,15 +109,24 @@ def run_dpo(cfg: PostChainConfig, stage: str) -> Path | None:
                          f"--stage {start}` first")
     acc = make_accelerator(cfg.run)
     check_global_batch(dc.optim.batch, acc.num_processes, f"{stage}.optim.batch")  # before the pairs, not after
-    bundle = load_base(cfg, acc.device)
-    dit = bundle.dit
+    real = cfg.model.from_files
+    if real:
+        # a base from files: the pair stage (every process its share) first, then the frozen base
+        generate_real_pairs(cfg, stage)
+        files = base_files(cfg)
+        dit = load_frozen_dit(files, cfg.model.dtype, acc.device)
+        bundle = None
+    else:
+        bundle = load_base(cfg, acc.device)
+        dit = bundle.dit
     # the reference model = base with the SFT LoRA folded in; the DPO adapter goes on top of it
     merge_lora_into(dit, load_lora(start_file))
 
-    if acc.is_main_process:
-        # pairs are generated (and stored) by the main process; the others wait, then read them
-        _generate(cfg, stage, dc, dit, bundle, folder, kind, triplet_kind)
-    wait_for_everyone(cfg.run)
+    if not real:
+        if acc.is_main_process:
+            # SpriteWorld pairs are made by the main process (their triplets are procedural); the others wait
+            _generate(cfg, stage, dc, dit, bundle, folder, kind, triplet_kind)
+        wait_for_everyone(cfg.run)
     records = read_records(folder / "pairs")
     pairs = load_pairs(folder / "pairs", dc.filter.decisions or None)
     n = len(pairs)
@@ -115,31 +142,43 @@ def run_dpo(cfg: PostChainConfig, stage: str) -> Path | None:
                   f"it: {fix}, then delete {folder / 'DONE.json'} and rerun.")
         wait_for_everyone(cfg.run)
         return None
-    data = stack_pairs(pairs)
+    groups = pair_groups(pairs)
 
     # the LoRA's random init from a seed of its own, not from whatever this process drew before
     seed_everything(cfg.run.seed + 2000 + list(DPO_STAGES).index(stage))
     add_lora(dit, rank=dc.lora.rank, alpha=dc.lora.alpha, targets=dc.lora.targets, adapter_name=ADAPTER,
              dropout=dc.lora.dropout)
     trainable = lora_trainable_parameters(dit, ADAPTER)
-    sampler = EpochSampler(n, dc.optim.batch, cfg.run.seed + 29)
-    loop = TrainLoop(folder, stage, dc.optim, cfg.run, {"dit": dit}, data_state=sampler, accelerator=acc)
+    if real:  # pairs of several buckets (frame sizes); checkpoints hold the LoRA only, never the base
+        move_adapters_to(dit, acc.device)
+        dit.gradient_checkpointing = gradient_checkpointing_on(dc.optim.gradient_checkpointing, True)
+        sampler = BucketSampler(groups, dc.optim.batch, cfg.run.seed + 29)
+        loop = TrainLoop(folder, stage, dc.optim, cfg.run, {"lora": AdapterState(dit)}, forward_modules={"lora": dit},
+                         data_state=sampler, accelerator=acc)
+    else:
+        if len(groups) > 1:
+            raise InputError(f"[{stage}] SpriteWorld pairs must all have one shape; got {', '.join(groups)}")
+        sampler = EpochSampler(n, dc.optim.batch, cfg.run.seed + 29)
+        loop = TrainLoop(folder, stage, dc.optim, cfg.run, {"dit": dit}, data_state=sampler, accelerator=acc)
+    model_key = "lora" if real else "dit"
     loop.resume()
     dev = loop.device
-    items = heldout_triplets(dc.data, triplet_kind, dc.validation) if dc.validation.clips else []
+    items = heldout_triplets(dc.data, triplet_kind, dc.validation) if dc.validation.clips and not real else []
 
     def step_fn(step: int, gen: torch.Generator):
         # every process draws the global batch's pairs, sigmas and noise, then keeps its share
-        idx = torch.as_tensor(sampler.next())
-        b = idx.shape[0]
+        idx = [int(i) for i in sampler.next()]
+        b = len(idx)
+        data = stack_pairs([pairs[i] for i in idx])
         sigma = sample_sigmas(b, dc.sigma_sampling, shift=dc.sigma_shift, generator=gen)
         eps = torch.randn((b, *data["winner"].shape[1:]), generator=gen)  # one eps per pair: shared by both sides
         m = loop.share(b)
-        idx, sigma, eps = idx[m], sigma[m].to(dev), eps[m].to(dev)
-        batch = DPOBatch(winner=data["winner"][idx].to(dev), loser=data["loser"][idx].to(dev),
-                         context=data["context"][idx].to(dev),
-                         refs=data["refs"][idx].to(dev) if "refs" in data else None)
-        stats = flow_dpo_backward(loop.wrapped["dit"], batch, eps, sigma, dc.beta, dc.sft_weight, dc.split_backward)
+        sigma, eps = sigma[m].to(dev), eps[m].to(dev)
+        batch = DPOBatch(winner=data["winner"][m].to(dev), loser=data["loser"][m].to(dev),
+                         context=data["context"][m].to(dev),
+                         refs=data["refs"][m].to(dev) if "refs" in data else None)
+        stats = flow_dpo_backward(loop.wrapped[model_key], batch, eps, sigma, dc.beta, dc.sft_weight,
+                                  dc.split_backward)
         return loop_loss(stats.loss, trainable), stats.scalars()
 
     def validate(step: int) -> dict:
@@ -149,8 +188,6 @@ def run_dpo(cfg: PostChainConfig, stage: str) -> Path | None:
     if loop.step < dc.optim.steps:
         acc.print(f"[{stage}] stopped at step {loop.step} of {dc.optim.steps} (max_minutes); re-run to continue")
     elif acc.is_main_process:
-        from .common.base_model import base_files
-
         save_lora(extract_lora(dit, ADAPTER), out, method=stage.replace("_", "-"), base_model=base_files(cfg).name,
                   metadata={"steps": str(loop.step), "beta": repr(dc.beta), "starts_from": start_file.name,
                             "pairs": str(n)})

@@ -13,8 +13,10 @@ libragen_core.eval.tracking, and keep a pair when the winner's subject-identity 
 loser's by a margin and both move alike (mean centre distance small). The manual filter is a
 decisions file: a JSON list of rejected pair ids (or {"rejected": [...]}) applied on top.
 
-Storage: a folder with one `pairs/<id>.safetensors` per pair (winner, loser, refs, context) and
-`pairs.jsonl` with the records, written last and atomically. A rerun keeps finished pair files.
+Storage: a folder with, per pair, `pairs/<id>.safetensors` (winner, loser, refs, context), optional
+mp4s of both sides and `pairs/<id>.json` (its record, written last), and `pairs.jsonl` with every
+record, written atomically once all pairs exist. A rerun (or a run killed by SIGKILL, then
+restarted) makes only the pairs without a record.
 """
 from __future__ import annotations
 
@@ -123,50 +125,83 @@ def judge(metrics: dict, f: FilterSettings) -> tuple[bool, str]:
 
 
 def read_decisions(path: str | os.PathLike | None) -> set[str]:
-    """Rejected pair ids from a manual-review file: a JSON list, or {"rejected": [...]}."""
+    """Rejected pair ids from a manual-review file: the pair review page's decisions.json
+    (training/pair_review.py; its "reject" entries), a JSON list, or {"rejected": [...]}."""
     if path is None:
         return set()
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"the pair decisions file {path} does not exist; write a JSON list of rejected pair "
-                          "ids there, or leave the decisions setting out") from None
+        raise ConfigError(f"the pair decisions file {path} does not exist; save it from the pair review page "
+                          "(python -m training.pair_review), or leave the decisions setting out") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"the pair decisions file {path} is not valid JSON: {e}") from None
+    if isinstance(data, dict) and "format" in data:
+        from libragen_core.curation.decisions import read_decisions as read_page_decisions
+
+        return {k for k, v in read_page_decisions(path).items() if v == "reject"}
     if isinstance(data, dict):
         data = data.get("rejected", None)
     if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
-        raise ConfigError(f"{path}: expected a JSON list of rejected pair ids (or {{\"rejected\": [...]}})")
+        raise ConfigError(f"{path}: expected the review page's decisions.json, a JSON list of rejected pair ids "
+                          "or {\"rejected\": [...]}")
     return set(data)
 
 
 # ---------------------------------------------------------------- generation driver and storage
 
+def record_file(out: Path, pid: str) -> Path:
+    """A pair's own record, written (atomically) after its tensors and videos: its presence marks
+    the pair finished, so a run killed at any point redoes at most the pair it was on."""
+    return Path(out) / "pairs" / f"{pid}.json"
+
+
 def generate_pairs(model, triplets: Iterable[Triplet], out: str | os.PathLike, kind: str, negative: torch.Tensor,
                    seed: int = 0, settings: SamplerSettings = SamplerSettings(),
                    rope_offsets: Sequence[float] = (8.0,), decode: Callable | None = None,
                    filters: FilterSettings = FilterSettings(), decisions: str | os.PathLike | None = None,
-                   progress: Callable[[int], None] | None = None) -> list[PairRecord]:
-    """Generate, filter and store pairs; returns every record (kept or not).
+                   progress: Callable[[int], None] | None = None, shard: tuple[int, int] = (0, 1),
+                   videos: bool = False, fps: float = 16.0, judges: Sequence[Callable] = ()) -> list[PairRecord]:
+    """Generate, filter and store pairs; returns the records (kept or not) of this shard.
 
-    decode: latents [C, F, h, w] -> uint8 frames [T, H, W, 3]; with it (and a scene per triplet)
-    the automatic filter runs, without it every pair is kept. Pair files already in `out` are
-    reused, so an interrupted run resumes.
+    shard = (rank, world): this process makes the pairs n with n % world == rank; a pair's seed
+    depends on n only, so any number of processes makes the same pairs. Each pair is stored as
+    pairs/<id>.safetensors (winner, loser, context, refs), with videos=True also
+    pairs/<id>.winner.mp4 / .loser.mp4 (decoded with `decode`), then pairs/<id>.json (its record);
+    a pair whose record exists is not made again. With one process the index pairs.jsonl is
+    written at the end; with several, the main process calls write_index once all are done.
+
+    decode: latents [C, F, h, w] -> uint8 frames [T, H, W, 3]; with it and a SpriteWorld scene per
+    triplet the ground-truth filter runs (judge); judges (training/pair_judges.py, real data) run
+    on the decoded videos too. A pair with non-finite latents is never kept.
     """
     if kind not in ("consis", "realfake"):
         raise ConfigError(f"pair kind must be 'consis' or 'realfake'; got {kind!r}")
+    rank, world = shard
+    if videos and decode is None:
+        raise ConfigError("pair videos need a decoder (decode=...)")
     out = Path(out)
     (out / "pairs").mkdir(parents=True, exist_ok=True)
     rejected = read_decisions(decisions)
-    try:  # metrics of pairs measured before (a resumed stage does not decode and track them again)
-        earlier = {r.id: r for r in read_records(out)}
-    except InputError:
-        earlier = {}
-    records = []
+    records, ids = [], []
     for n, t in enumerate(triplets):
         pid = f"{kind}-{t.id}"
+        ids.append(pid)
+        if n % world != rank:
+            continue
+        rec_file = record_file(out, pid)
+        if rec_file.is_file():  # finished earlier (a resumed run)
+            r = PairRecord(**json.loads(rec_file.read_text(encoding="utf-8")))
+            if pid in rejected:
+                r.kept, r.reason = False, "rejected in manual review"
+            records.append(r)
+            if progress is not None:
+                progress(len(records))
+            continue
         pair_seed = int(seed) * 1_000_003 + n
+        for stale in (out / "pairs").glob(f".{pid}.*.partial*"):  # a killed run's half-written files of this pair
+            stale.unlink(missing_ok=True)
         file = out / "pairs" / f"{pid}.safetensors"
         if file.is_file():
             sd = load_state_dict(file)
@@ -179,27 +214,70 @@ def generate_pairs(model, triplets: Iterable[Triplet], out: str | os.PathLike, k
                 winner, loser = consis_pair(model, t, negative, shape, pair_seed, rope_offsets, settings)
             else:
                 winner, loser = realfake_pair(model, t, negative, pair_seed, settings)
-            tensors = {"winner": winner.cpu().contiguous(), "loser": loser.cpu().contiguous(),
+            tensors = {"winner": winner.float().cpu().contiguous(), "loser": loser.float().cpu().contiguous(),
                        "context": t.context.float().cpu().contiguous()}
             if t.refs is not None:
                 tensors["refs"] = t.refs.float().cpu().contiguous()
             save_state_dict(tensors, file)
-        metrics = {}
-        if decode is not None and t.scene is not None:
-            if pid in earlier and earlier[pid].metrics and file.is_file():
-                metrics = earlier[pid].metrics
-            else:
-                from .spriteworld.validation import pair_metrics
+        frames = None
+        if decode is not None and (videos or judges or t.scene is not None):
+            frames = decode(winner), decode(loser)
+        if videos:
+            from libragen_core.io.video import write_video
 
-                metrics = pair_metrics(decode(winner), decode(loser), t.scene)
+            for side, f in zip(("winner", "loser"), frames):
+                with atomic_path(out / "pairs" / f"{pid}.{side}.mp4") as tmp:
+                    write_video(tmp, f, fps=fps)
+            if t.refs is not None:  # the references as the model sees them, for the review page
+                import numpy as np
+                from PIL import Image
+
+                refs_px = np.concatenate([decode(r)[0] for r in t.refs], axis=1)
+                with atomic_path(out / "pairs" / f"{pid}.refs.png") as tmp:
+                    Image.fromarray(refs_px).save(tmp, format="PNG")
+        metrics = {}
+        if frames is not None and t.scene is not None:
+            from .spriteworld.validation import pair_metrics
+
+            metrics = pair_metrics(frames[0], frames[1], t.scene)
         kept, reason = judge(metrics, filters)
+        if judges and frames is not None:
+            from .pair_judges import run_judges
+
+            ok, why, more = run_judges(list(judges), frames[0], frames[1], t.caption)
+            metrics = {**metrics, **more}
+            if kept and not ok:
+                kept, reason = False, why
+        if not (bool(torch.isfinite(winner).all()) and bool(torch.isfinite(loser).all())):
+            kept, reason = False, "non-finite latents (a broken sample)"
         if pid in rejected:
             kept, reason = False, "rejected in manual review"
-        records.append(PairRecord(id=pid, kind=kind, source=t.id, seed=pair_seed, caption=t.caption,
-                                  rope_offsets=list(rope_offsets) if kind == "consis" else None,
-                                  metrics=metrics, kept=kept, reason=reason))
+        r = PairRecord(id=pid, kind=kind, source=t.id, seed=pair_seed, caption=t.caption,
+                       rope_offsets=list(rope_offsets) if kind == "consis" else None,
+                       metrics=metrics, kept=kept, reason=reason)
+        with atomic_path(rec_file) as tmp:
+            tmp.write_text(json.dumps(asdict(r), sort_keys=True), encoding="utf-8")
+        records.append(r)
         if progress is not None:
-            progress(n + 1)
+            progress(len(records))
+    if world == 1:
+        write_index(out, ids, rejected)
+    return records
+
+
+def write_index(out: str | os.PathLike, ids: Sequence[str], rejected: set[str] = frozenset()) -> list[PairRecord]:
+    """pairs.jsonl from the pairs' own records, in triplet order (every process's share)."""
+    out = Path(out)
+    missing = [i for i in ids if not record_file(out, i).is_file()]
+    if missing:
+        raise InputError(f"{len(missing)} pairs of {out} are not finished ({', '.join(missing[:3])}...); run the "
+                         "pair generation again: it makes only the missing ones")
+    records = []
+    for i in ids:
+        r = PairRecord(**json.loads(record_file(out, i).read_text(encoding="utf-8")))
+        if i in rejected:
+            r.kept, r.reason = False, "rejected in manual review"
+        records.append(r)
     write_records(out, records)
     return records
 

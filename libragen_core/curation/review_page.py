@@ -52,26 +52,32 @@ def _save_png(path: Path, image: np.ndarray) -> None:
 
 
 def write_review_page(out_dir, accepted: list[dict], *, outcomes_by_id: dict, run_id: str,
-                      frames_of=None) -> Path:
+                      frames_of=None, image_of=None, heading: str = "Clip review") -> Path:
     """Write out_dir/review/index.html and review/sheets/*.png for the accepted records.
-    frames_of(record) -> the frames a sheet shows (default: every frame of its video)."""
+    frames_of(record) -> the frames a sheet shows (default: every frame of its video);
+    image_of(record) -> (the card's whole picture, its frame count) instead, e.g. a DPO pair's
+    references, winner and loser stacked (training/pair_review.py)."""
     out_dir = Path(out_dir)
     review = out_dir / "review"
     (review / "sheets").mkdir(parents=True, exist_ok=True)
     items = []
     for rec in accepted:
-        frames = frames_of(rec) if frames_of is not None else read_video(out_dir / rec["video"])[0]
         name = sheet_name(rec["id"])
-        _save_png(review / "sheets" / name, contact_sheet(frames))
+        if image_of is not None:
+            image, n_frames = image_of(rec)
+        else:
+            frames = frames_of(rec) if frames_of is not None else read_video(out_dir / rec["video"])[0]
+            image, n_frames = contact_sheet(frames), len(frames)
+        _save_png(review / "sheets" / name, image)
         results = outcomes_by_id.get(rec["id"], {}).get("results", [])
         items.append({
             "id": rec["id"],
             "sheet": f"sheets/{name}",
             "caption": rec["caption"],
-            "frames": int(len(frames)),
+            "frames": int(n_frames),
             "scores": [[r["name"], r["score"], r["threshold"]] for r in results],
         })
-    page = render_html(items, run_id)
+    page = render_html(items, run_id, heading)
     path = review / "index.html"
     with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")
@@ -90,11 +96,12 @@ def script_json(value) -> str:
     return json.dumps(value, ensure_ascii=False).translate(_SCRIPT_SAFE)
 
 
-def render_html(items: list[dict], run_id: str) -> str:
+def render_html(items: list[dict], run_id: str, heading: str = "Clip review") -> str:
     data = script_json({"run_id": run_id, "format": FORMAT, "version": VERSION, "items": items})
     # one pass: a title holding "__DATA__" must not receive the data
-    parts = {"__TITLE__": html.escape(f"LibraGen review: {run_id}"), "__DATA__": data}
-    return re.sub("__TITLE__|__DATA__", lambda m: parts[m.group(0)], _TEMPLATE)
+    parts = {"__TITLE__": html.escape(f"LibraGen review: {run_id}"), "__DATA__": data,
+             "__HEADING__": html.escape(heading)}
+    return re.sub("__TITLE__|__DATA__|__HEADING__", lambda m: parts[m.group(0)], _TEMPLATE)
 
 
 _TEMPLATE = r"""<!doctype html>
@@ -139,7 +146,7 @@ _TEMPLATE = r"""<!doctype html>
 </head>
 <body>
 <header>
-  <h1>Clip review</h1>
+  <h1>__HEADING__</h1>
   <span id="counter"></span>
   <span class="keys"><kbd>J</kbd>/<kbd>K</kbd> move &nbsp; <kbd>A</kbd> accept &nbsp; <kbd>R</kbd> reject &nbsp; <kbd>U</kbd> clear &nbsp; <kbd>S</kbd> save</span>
   <button id="save" type="button">Save decisions</button>

@@ -50,3 +50,33 @@ save_file(out, out_path)
 print("REPORT" + json.dumps(report))
 """
 
+
+
+def lora_in_comfyui(comfyui, dit_file, lora_file, tmp) -> tuple[dict, dict]:
+    """Core UNETLoader on `dit_file`, then LoraLoaderModelOnly with `lora_file` at strength 1, one
+    forward each on fixed inputs (Wan text width 4096). Returns (the REPORT of both cases, their
+    outputs {"base", "lora"})."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import load_file
+
+    from libragen_core.io.safetensors_file import save_state_dict
+
+    tmp = Path(tmp)
+    models = tmp / "models"
+    models.mkdir()
+    shutil.copyfile(dit_file, models / "dit.safetensors")
+    shutil.copyfile(lora_file, models / "lora.safetensors")
+    g = torch.Generator().manual_seed(0)
+    ctx = torch.zeros(1, 24, 4096)
+    ctx[:, :9] = torch.randn(1, 9, 4096, generator=g)
+    inputs = save_state_dict({"x": torch.randn(1, 16, 3, 6, 8, generator=g), "t": torch.tensor([500.0]), "ctx": ctx},
+                             tmp / "inputs.safetensors")
+    cases = {"base": ["dit.safetensors", None, 0.0], "lora": ["dit.safetensors", "lora.safetensors", 1.0]}
+    run = comfyui.run(COMFY_SIDE, str(models), json.dumps(cases), str(inputs), str(tmp / "out.safetensors"))
+    report = json.loads(run.stdout.split("REPORT", 1)[1])
+    print("\nComfyUI:", report)
+    return report, load_file(str(tmp / "out.safetensors"))

@@ -385,7 +385,13 @@ class PairFilterConfig:
     auto: bool = True  # decode and track both videos; keep pairs by the thresholds below
     min_identity_margin: float = 0.05  # identity(winner) - identity(loser); < 0 switches the test off
     max_motion_gap: float = 0.15  # mean centre distance / short side; < 0 switches it off
-    decisions: str = ""  # manual review: JSON list of rejected pair ids ("" = none)
+    decisions: str = ""  # manual review: the pair review page's decisions.json, or a JSON list of rejected ids
+    # real data (training/pair_judges.py); a threshold < 0 switches its judge off
+    min_pair_difference: float = 0.005  # mean |winner - loser| in 0..1: below it the pair is too similar
+    min_loser_motion: float = 0.1  # loser's frame-to-frame change / the winner's: below it the loser is frozen
+    reject_flat_loser: bool = True  # a loser with almost no spread of pixel values is broken
+    scorer: str = ""  # "package.module:function"(winner, loser, caption) -> score, yours; "" = none
+    min_score: float = 0.0  # with scorer: keep pairs scoring at least this
 
 
 @dataclass(frozen=True)
