@@ -137,10 +137,10 @@ def calibrate(cfg, device: str, log: Log, clock=time.perf_counter) -> dict[str, 
     clock=time.process_time measures a CPU's own work, which the load of a shared machine does not inflate."""
     import torch
 
-    from training.spriteworld.clips import ProceduralClips
     from training.common.losses import flow_matching_loss
     from training.pretrain.base import build_dit, build_text, text_features
     from training.pretrain.vae import build_vae, image_grad_l1, vae_forward
+    from training.spriteworld.clips import ProceduralClips
 
     dev = torch.device(device)
     def amp():  # a fresh context per step, as the training loop's accelerator makes
