@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
@@ -78,6 +78,7 @@ class Server:
     port: int
     checkout: Path  # the ComfyUI source it runs
     proc: subprocess.Popen | None = None
+    created: list[Path] = field(default_factory=list)  # files a test put in place, removed by stop()
 
     @property
     def comfy_dir(self) -> Path:
@@ -142,6 +143,8 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        for path in self.created:
+            path.unlink(missing_ok=True)
         if not os.environ.get("LIBRAGEN_KEEP_COMFY_DIR"):
             shutil.rmtree(self.dir, ignore_errors=True)
 
