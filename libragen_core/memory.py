@@ -23,7 +23,11 @@ latents (state, preview, solver history), fp32.
 VAE (Wan2.1 layout, channel width `dim`, b bytes per activation), per output pixel of a frame:
     decode, streamed one latent frame at a time: (44.625 * dim + 13.5) * b   (14 * dim + 3.75 for a
         one-frame latent), plus the decoded video, and twice the video while it is scaled to 0..1;
-    encode one frame (a reference): (7.5625 * dim + 4) * b per image, plus the white-padded pixels.
+    encode one frame (a reference): (7.5625 * dim + 4) * b per image, plus the white-padded pixels;
+    the middle block's attention over one latent frame (hw = latent pixels) runs the math kernel:
+        2 * n * hw^2 * b for its scores, while the streams' caches hold (24.875 * dim + 13.5) * b
+        per pixel (decode), (7.5 * dim + 3) * b (encode). At 4096 x 4096 the scores alone are
+        550 GB: the VAE, not the DiT, limits the largest frame.
 These coefficients were read off the real modules with a tracing allocator (tests/memory_probe.py)
 and are tested against it at the Wan 1.3B and 14B shapes, and against the measured peak of a CPU
 run at small sizes; docs/memory.md has the figures and how close they are.
@@ -49,6 +53,10 @@ RESERVE_BYTES = 256 << 20
 _DECODE_STREAM = (44.625, 13.5)
 _DECODE_FIRST = (14.0, 3.75)
 _ENCODE_FRAME = (7.5625, 4.0)
+# ... and what the streams' causal caches hold while the middle block's attention runs
+_DECODE_CACHE = (24.875, 13.5)
+_DECODE_FIRST_CACHE = (0.4375, 0.75)
+_ENCODE_CACHE = (7.5, 3.0)
 _SAMPLER_ROW_COPIES = 3
 _SAMPLER_LATENT_COPIES = 4
 
@@ -126,38 +134,55 @@ def sampling(config, latent_shape: Sequence[int], refs: int, passes: int, contex
     parts = dit_call(config, rows, tokens, context_tokens, act_bytes, fp32_time_weights, math_attention)
     parts["model inputs and outputs"] = _SAMPLER_ROW_COPIES * rows * c * (f + refs) * h * w * 4
     parts["latents and solver state"] = _SAMPLER_LATENT_COPIES * b * c * f * h * w * 4
-    return Estimate(f"sampling ({passes} guidance pass{'es' if passes > 1 else ''} per step)", parts)
+    return Estimate(f"sampling with {passes} guidance pass{'es' if passes > 1 else ''} batched per step", parts)
 
 
 def _per_pixel(coeffs: tuple[float, float], dim: int) -> float:
     return coeffs[0] * dim + coeffs[1]
 
 
+def _vae_attention(batch: int, latent_pixels: int, act_bytes: int) -> int:
+    # the middle block's single-head attention over one latent frame's pixels runs PyTorch's math
+    # kernel (its strided q / k / v rule the fused CPU kernel out): scores and softmax, [n, hw, hw]
+    return 2 * batch * latent_pixels * latent_pixels * act_bytes
+
+
 def decoding(vae_config, batch: int, latent_frames: int, height: int, width: int, act_bytes: int,
              tile: int | None = None, overlap: int = 0) -> Estimate:
     """Decoding [batch, C, latent_frames, height/8, width/8] to float32 frames [batch, F, H, W, 3]
     (tile / overlap in latent pixels, as WanVAE.decode_raw takes them)."""
-    s = vae_config.space_factor
+    s, dim = vae_config.space_factor, vae_config.dim
     frames = (latent_frames - 1) * vae_config.time_factor + 1
     video = batch * 3 * frames * height * width * 4
-    coeffs = _DECODE_STREAM if latent_frames > 1 else _DECODE_FIRST
-    area = height * width if tile is None else min(height, tile * s) * min(width, tile * s)
-    act = batch * _per_pixel(coeffs, vae_config.dim) * area * act_bytes
-    parts = {"decoded video": video, "VAE decoder activations": int(act)}
+    th, tw = (height, width) if tile is None else (min(height, tile * s), min(width, tile * s))
+    area = th * tw
+    stream = latent_frames > 1
+    conv = {"decoded video": video, "VAE decoder activations": int(
+        batch * _per_pixel(_DECODE_STREAM if stream else _DECODE_FIRST, dim) * area * act_bytes)}
+    attention = {"decoded video": video,
+                 "VAE attention scores": _vae_attention(batch, area // (s * s), act_bytes),
+                 "VAE decoder caches": int(batch * _per_pixel(_DECODE_CACHE if stream else _DECODE_FIRST_CACHE, dim)
+                                           * area * act_bytes)}
+    phases = [conv, attention]
     if tile is not None:
-        tile_px = batch * 3 * frames * area * 4
-        parts["tile and blend weights"] = tile_px + height * width * 4
-    scaling = {"decoded video": video, "video scaled to 0..1": 2 * video}
-    return Estimate("decoding", max(parts, scaling, key=lambda p: sum(p.values())))
+        for phase in phases:
+            phase["tile and blend weights"] = batch * 3 * frames * area * 4 + height * width * 4
+    phases.append({"decoded video": video, "video scaled to 0..1": 2 * video})
+    return Estimate("decoding", max(phases, key=lambda p: sum(p.values())))
 
 
 def reference_encoding(vae_config, count: int, height: int, width: int, act_bytes: int) -> Estimate:
     """Fitting `count` reference images onto white height x width frames and encoding each as one
     latent frame."""
-    pixels = count * 3 * height * width * 4
-    act = count * _per_pixel(_ENCODE_FRAME, vae_config.dim) * height * width * act_bytes
+    s, dim = vae_config.space_factor, vae_config.dim
+    pixels = count * 3 * height * width * 4 + 3 * (3 * height * width * 4)  # the batch, and one image's steps
+    conv = {"reference pixels": pixels,
+            "VAE encoder activations": int(count * _per_pixel(_ENCODE_FRAME, dim) * height * width * act_bytes)}
+    attention = {"reference pixels": pixels,
+                 "VAE attention scores": _vae_attention(count, (height // s) * (width // s), act_bytes),
+                 "VAE encoder caches": int(count * _per_pixel(_ENCODE_CACHE, dim) * height * width * act_bytes)}
     return Estimate(f"encoding {count} reference{'s' if count != 1 else ''}",
-                    {"reference pixels": pixels + 3 * (3 * height * width * 4), "VAE encoder activations": int(act)})
+                    max(conv, attention, key=lambda p: sum(p.values())))
 
 
 def max_passes(cfg, sigmas: Sequence[float], has_refs: bool) -> int:
@@ -225,35 +250,35 @@ def usable_bytes(available: int) -> int:
     return int(available * (1 - RESERVE_FRACTION)) - RESERVE_BYTES
 
 
-def largest_fit(estimate_for: Callable[[int, int, int], Estimate], frames: int, height: int, width: int,
+def largest_fit(estimate_for: Callable[[int, int, int], Estimate], frames: int | None, height: int, width: int,
                 budget: int, space_step: int = 16, time_step: int = 4) -> str:
     """The largest request like (frames, height, width) whose estimate fits `budget`: fewer frames at
-    the same size, and the same frames at a smaller size of the same shape."""
-    def fits(f: int, h: int, w: int) -> bool:
-        return estimate_for(f, h, w).total <= budget
+    the same size, and the same frames at a smaller size of the same shape (frames None: a size
+    only, e.g. for reference images)."""
+    def fits(f: int | None, h: int, w: int) -> bool:
+        return estimate_for(f or 1, h, w).total <= budget
+
+    def largest(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
+        while lo < hi:  # the largest n in [lo, hi] with ok(n), given ok(lo)
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if ok(mid) else (lo, mid - 1)
+        return lo
+
+    def size(n: int) -> tuple[int, int]:  # n steps of height, the width keeping the shape
+        return n * space_step, max(space_step, round(n * width / height) * space_step)
+
+    def shown(f: int | None, h: int, w: int) -> str:
+        return (f"{f} frames at " if f is not None else "") + f"{w}x{h}"
 
     found = []
-    k_max = (frames - 1) // time_step
-    if fits(1, height, width):
-        lo, hi = 0, k_max  # largest k with 4k+1 frames fitting
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            lo, hi = (mid, hi) if fits(mid * time_step + 1, height, width) else (lo, mid - 1)
-        found.append(f"{lo * time_step + 1} frames at {width}x{height}")
-    aspect = width / height
-    def size(n: int) -> tuple[int, int]:  # n steps of height, the width keeping the shape
-        return n * space_step, max(space_step, round(n * aspect) * space_step)
-    n_max = height // space_step
+    if frames is not None and fits(1, height, width):
+        k = largest(0, (frames - 1) // time_step, lambda k: fits(k * time_step + 1, height, width))
+        found.append(shown(k * time_step + 1, height, width))
     if fits(frames, *size(1)):
-        lo, hi = 1, n_max
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            lo, hi = (mid, hi) if fits(frames, *size(mid)) else (lo, mid - 1)
-        h, w = size(lo)
-        found.append(f"{frames} frames at {w}x{h}")
+        found.append(shown(frames, *size(largest(1, max(1, height // space_step), lambda n: fits(frames, *size(n))))))
     if not found:
-        return ("not even 1 frame at this size or " f"{frames} frames at {size(1)[1]}x{size(1)[0]} fits; free memory "
-                "(close other programs or models) or use a smaller model")
+        smallest = shown(frames, *size(1)) if frames is None else f"1 frame at {width}x{height} or {shown(frames, *size(1))}"
+        return (f"not even {smallest} fits; free memory (close other programs or models) or use a smaller model")
     return "the largest that fits: " + ", or ".join(found)
 
 
@@ -272,7 +297,7 @@ def check_fits(estimate: Estimate, device: str | torch.device, request: str,
         return
     hint = largest(budget) if largest is not None else ""
     raise OutOfMemory(
-        f"{estimate.what} for {request} needs about {format_bytes(estimate.total)} on {torch.device(device)} "
+        f"{request}: {estimate.what} needs about {format_bytes(estimate.total)} on {torch.device(device)} "
         f"({estimate.describe()}), but {format_bytes(max(available, 0))} is free there and "
         f"{format_bytes(max(budget, 0))} usable after the reserve; {hint + '. ' if hint else ''}"
         "Lower the frames or the size, or free memory.")

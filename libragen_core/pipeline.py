@@ -74,6 +74,7 @@ def decoding_estimate(bundle: ModelBundle, batch: int, frames: int, height: int,
 
 
 def _check(estimate_for, device, frames: int | None, height: int, width: int, step: int, what: str) -> None:
+    """Refuse (OutOfMemory) a request whose estimate does not fit the device, saying what would."""
     request = (f"{frames} frames at " if frames is not None else "") + f"{width}x{height}" + what
     memory.check_fits(estimate_for(frames or 1, height, width), device, request,
                       lambda budget: memory.largest_fit(estimate_for, frames, height, width, budget, step))
@@ -81,13 +82,14 @@ def _check(estimate_for, device, frames: int | None, height: int, width: int, st
 
 def check_references_memory(bundle: ModelBundle, count: int, height: int, width: int) -> None:
     _check(lambda f, h, w: references_estimate(bundle, count, h, w), _vae_device(bundle), None, height, width,
-           size_step(bundle), f" ({count} reference{'s' if count != 1 else ''})")
+           size_step(bundle), "")
 
 
 def check_sampling_memory(bundle: ModelBundle, frames: int, height: int, width: int, refs: int,
                           cfg: str | CFGSchedule, steps: int, shift: float, batch: int = 1) -> None:
     _check(lambda f, h, w: sampling_estimate(bundle, f, h, w, refs, cfg, steps, shift, batch), bundle.device,
-           frames, height, width, size_step(bundle), f" with {refs} reference{'s' if refs != 1 else ''}")
+           frames, height, width, size_step(bundle),
+           f" with {refs} reference{'s' if refs != 1 else ''}" if refs else " without references")
 
 
 def check_decoding_memory(bundle: ModelBundle, batch: int, frames: int, height: int, width: int) -> None:

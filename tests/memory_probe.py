@@ -10,6 +10,7 @@ not seen; the measured-peak test on CPU covers them.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable
 from unittest import mock
 
@@ -55,8 +56,10 @@ def traced_peak(fn: Callable[[], object], existing: list[torch.Tensor]) -> int:
     # compact_padding reads token values (how many are zero), which fake tensors do not have; the
     # context given is taken as already compact (the prompt's tokens plus one zero row)
     patch = mock.patch.object(wan_dit, "compact_padding", lambda c: (c, None))
-    # oneDNN's convolution has no fake-tensor kernel; the plain one allocates the same output
-    with patch, torch.no_grad(), torch.backends.mkldnn.flags(enabled=False), contextlib.ExitStack() as stack:
+    with patch, torch.no_grad(), warnings.catch_warnings(), contextlib.ExitStack() as stack:
+        # oneDNN's convolution has no fake-tensor kernel; the plain one allocates the same output
+        warnings.simplefilter("ignore")  # the flags' note about TF32 on Intel GPUs
+        stack.enter_context(torch.backends.mkldnn.flags(enabled=False))
         tracker = stack.enter_context(_Tracker(foreign))
         fn()
     return tracker.peak
@@ -78,3 +81,65 @@ def dit_peak(config, batch_rows: int, frames: int, h: int, w: int, context_token
         ctx = torch.randn(batch_rows, context_tokens, config.text_dim)
         existing = [*model.parameters(), *model.buffers(), x, t, ctx]
         return traced_peak(lambda: model(x, t, ctx), existing)
+
+
+def vae_peaks(vae_config, latent_frames: int, h: int, w: int, refs: int) -> tuple[int, int]:
+    """Traced peaks of WanVAE.decode of one video latent [1, z, latent_frames, h, w] and of
+    WanVAE.encode of `refs` one-frame references at the video's size."""
+    from libragen_core.models.wan_vae import WanVAE
+
+    with fake_mode():
+        vae = WanVAE(vae_config)
+        weights = [*vae.parameters(), *vae.buffers()]
+        z = torch.randn(1, vae_config.z_dim, latent_frames, h, w)
+        decode = traced_peak(lambda: vae.decode(z), [*weights, z])
+        s = vae_config.space_factor
+        x = torch.randn(refs, 3, 1, h * s, w * s)
+        encode = traced_peak(lambda: vae.encode(x), [*weights, x])
+    return decode, encode
+
+
+MEASURE_DIT = r"""
+import json, sys, torch
+from libragen_core.models.wan_dit import WanDiT, WanDiTConfig
+cfg, rows, frames, h, w, ctx_len, dtype, threads = json.loads(sys.argv[1])
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+dtype = getattr(torch, dtype)
+model = WanDiT(WanDiTConfig(**cfg)).to(dtype).eval()
+x = torch.randn(rows, model.config.in_dim, frames, h, w).to(dtype)
+t = torch.full((rows,), 500.0)
+ctx = torch.randn(rows, ctx_len, model.config.text_dim)  # no zero rows: compact already
+
+def status(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
+
+with torch.no_grad():
+    model(x, t, ctx)  # first call: thread pools, kernel caches
+    before = status("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
+    model(x, t, ctx)
+    print(json.dumps({"rise": status("VmHWM") - before}))
+"""
+
+
+def measured_dit_peak(config, rows: int, frames: int, h: int, w: int, context_tokens: int, dtype: str,
+                      threads: int = 2) -> int:
+    """Rise of a fresh process's peak RSS over one real WanDiT forward on the CPU (after a warm-up
+    call), with glibc returning every allocation over 64 KiB to the system when freed, so the peak is
+    the forward's own. Linux only (/proc/self/clear_refs)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from dataclasses import asdict
+
+    args = json.dumps([asdict(config), rows, frames, h, w, context_tokens, dtype, threads])
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS=str(threads))
+    out = subprocess.run([sys.executable, "-c", MEASURE_DIT, args], capture_output=True, text=True, env=env,
+                         timeout=1200)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])["rise"]
