@@ -22,7 +22,7 @@ Sampler around it: 3 copies of the model rows (latents + reference slots) and 4 
 latents (state, preview, solver history), fp32.
 VAE (Wan2.1 layout, channel width `dim`, b bytes per activation), per output pixel of a frame:
     decode, streamed one latent frame at a time: (44.625 * dim + 13.5) * b   (14 * dim + 3.75 for a
-        one-frame latent), plus the decoded video, and twice the video while it is scaled to 0..1;
+        one-frame latent), plus the decoded video (scaled to 0..1 and to 8 bits in place);
     encode one frame (a reference): (7.5625 * dim + 4) * b per image, plus the white-padded pixels;
     the middle block's attention over one latent frame (hw = latent pixels) runs the math kernel:
         2 * n * hw^2 * b for its scores, while the streams' caches hold (24.875 * dim + 13.5) * b
@@ -166,21 +166,27 @@ def decoding(vae_config, batch: int, latent_frames: int, height: int, width: int
     phases = [conv, attention]
     if tile is not None:
         for phase in phases:
-            phase["tile and blend weights"] = batch * 3 * frames * area * 4 + height * width * 4
-    phases.append({"decoded video": video, "video scaled to 0..1": 2 * video})
+            # a decoded tile, its weighted copy, and the summed weights of the whole frame
+            phase["tile and blend weights"] = 2 * batch * 3 * frames * area * 4 + height * width * 4
+    phases.append({"decoded video": video, "frames as 8-bit": video // 4})
     return Estimate("decoding", max(phases, key=lambda p: sum(p.values())))
 
 
-def reference_encoding(vae_config, count: int, height: int, width: int, act_bytes: int) -> Estimate:
+def reference_encoding(vae_config, count: int, height: int, width: int, act_bytes: int,
+                       tile: int | None = None) -> Estimate:
     """Fitting `count` reference images onto white height x width frames and encoding each as one
-    latent frame."""
+    latent frame (tile: spatial tiles of `tile` pixels, as WanVAE.encode_raw takes them)."""
     s, dim = vae_config.space_factor, vae_config.dim
     pixels = count * 3 * height * width * 4 + 3 * (3 * height * width * 4)  # the batch, and one image's steps
+    area = height * width if tile is None else min(height, tile) * min(width, tile)
     conv = {"reference pixels": pixels,
-            "VAE encoder activations": int(count * _per_pixel(_ENCODE_FRAME, dim) * height * width * act_bytes)}
+            "VAE encoder activations": int(count * _per_pixel(_ENCODE_FRAME, dim) * area * act_bytes)}
     attention = {"reference pixels": pixels,
-                 "VAE attention scores": _vae_attention(count, (height // s) * (width // s), act_bytes),
-                 "VAE encoder caches": int(count * _per_pixel(_ENCODE_CACHE, dim) * height * width * act_bytes)}
+                 "VAE attention scores": _vae_attention(count, area // (s * s), act_bytes),
+                 "VAE encoder caches": int(count * _per_pixel(_ENCODE_CACHE, dim) * area * act_bytes)}
+    if tile is not None:
+        for phase in (conv, attention):
+            phase["tile and blend weights"] = 2 * count * vae_config.z_dim * (height // s) * (width // s) * 4
     return Estimate(f"encoding {count} reference{'s' if count != 1 else ''}",
                     max(conv, attention, key=lambda p: sum(p.values())))
 

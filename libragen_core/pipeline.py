@@ -25,7 +25,7 @@ from .sampling.schedules import check_steps, flow_sigmas
 def check_video_size(bundle: ModelBundle, frames: int, height: int, width: int) -> None:
     """Frame count 4k+1, and sizes that both the VAE and the DiT's patches divide."""
     for name, n in (("frames", frames), ("height", height), ("width", width)):
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise InputError(f"{name} must be a whole number of at least 1; got {n!r}")
     # the VAE's own check on a shape-only tensor gives its messages ("18 frames: use 17 or 21")
     bundle.vae.check_video(torch.empty(1, 3, frames, height, width, device="meta"))
@@ -200,7 +200,8 @@ def decode_frames(bundle: ModelBundle, latents: torch.Tensor) -> torch.Tensor:
     check_decoding_memory(bundle, *video_size(bundle, latents))
     with torch.no_grad():
         pixels = bundle.vae.decode(latents.to(bundle.device))
-    return ((pixels.float() + 1.0) * 0.5).clamp_(0, 1).permute(0, 2, 3, 4, 1).cpu()
+    # in place: a full-size temporary here would be the largest allocation of a long decode
+    return pixels.float().add_(1.0).mul_(0.5).clamp_(0, 1).permute(0, 2, 3, 4, 1).cpu()
 
 
 @dataclass
@@ -246,7 +247,7 @@ def generate(bundle: ModelBundle, references, prompt: str, negative: str | None 
     latents = sample_latents(bundle, subjects, context, negative_context, frames, height, width, steps, shift,
                              solver, cfg, seed, callback)
     pixels = decode_frames(bundle, latents)[0]
-    frames_u8 = (pixels.numpy() * 255.0 + 0.5).astype(np.uint8)
+    frames_u8 = pixels.mul_(255.0).add_(0.5).numpy().astype(np.uint8)  # in place, as in decode_frames
     return Generation(frames=frames_u8, latents=latents, seconds=time.perf_counter() - start, prompt=prompt)
 
 

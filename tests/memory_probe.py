@@ -83,19 +83,24 @@ def dit_peak(config, batch_rows: int, frames: int, h: int, w: int, context_token
         return traced_peak(lambda: model(x, t, ctx), existing)
 
 
-def vae_peaks(vae_config, latent_frames: int, h: int, w: int, refs: int) -> tuple[int, int]:
-    """Traced peaks of WanVAE.decode of one video latent [1, z, latent_frames, h, w] and of
-    WanVAE.encode of `refs` one-frame references at the video's size."""
+def vae_peaks(vae_config, latent_frames: int, h: int, w: int, refs: int, tile: int | None = None,
+              overlap: int = 8) -> tuple[int, int]:
+    """Traced peaks of decoding one video latent [1, z, latent_frames, h, w] to frames in 0..1 (as
+    pipeline.decode_frames does: WanVAE.decode, then scaled in place) and of WanVAE.encode of `refs`
+    one-frame references at the video's size; tile: decode tiles in latent pixels (encode tiles
+    are 8x that in pixels, overlap too)."""
     from libragen_core.models.wan_vae import WanVAE
 
+    s = vae_config.space_factor
+    dec_kw = {} if tile is None else {"tile": tile, "overlap": overlap}
+    enc_kw = {} if tile is None else {"tile": tile * s, "overlap": overlap * s}
     with fake_mode():
         vae = WanVAE(vae_config)
         weights = [*vae.parameters(), *vae.buffers()]
         z = torch.randn(1, vae_config.z_dim, latent_frames, h, w)
-        decode = traced_peak(lambda: vae.decode(z), [*weights, z])
-        s = vae_config.space_factor
+        decode = traced_peak(lambda: vae.decode(z, **dec_kw).float().add_(1.0).mul_(0.5).clamp_(0, 1), [*weights, z])
         x = torch.randn(refs, 3, 1, h * s, w * s)
-        encode = traced_peak(lambda: vae.encode(x), [*weights, x])
+        encode = traced_peak(lambda: vae.encode(x, **enc_kw), [*weights, x])
     return decode, encode
 
 
