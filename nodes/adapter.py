@@ -337,13 +337,15 @@ def _unload(patchers) -> None:
 
 
 @contextlib.contextmanager
-def placed(modules: dict[str, nn.Module], handles: dict, policy: str = "auto") -> Iterator[torch.device]:
+def placed(modules: dict[str, nn.Module], handles: dict, policy: str = "auto",
+           memory_required: int = 0) -> Iterator[torch.device]:
     """Put the named modules on the compute device for the duration of the block.
 
     Inside ComfyUI each module is wrapped once in a ModelPatcher and loaded with
     model_management.load_models_gpu, so ComfyUI's memory manager frees other models to make room
-    and can evict ours later when another node needs the memory. policy "offload after use" gives
-    the memory back when the block ends; "cpu only" keeps everything on the CPU.
+    (for the modules plus `memory_required` bytes of work memory) and can evict ours later when
+    another node needs the memory. policy "offload after use" gives the memory back when the block
+    ends; "cpu only" keeps everything on the CPU.
     """
     items: Sequence[tuple[str, nn.Module]] = list(modules.items())
     if policy == "cpu only":
@@ -355,7 +357,7 @@ def placed(modules: dict[str, nn.Module], handles: dict, policy: str = "auto") -
     c = _comfy()
     if c is not None:
         patchers = [_patcher(handles, key, m) for key, m in items]
-        c["mm"].load_models_gpu(patchers, force_full_load=True)
+        c["mm"].load_models_gpu(patchers, memory_required=memory_required, force_full_load=True)
         device = c["mm"].get_torch_device()
         if c["mm"].vram_state == c["mm"].VRAMState.NO_VRAM:
             device = c["mm"].unet_offload_device()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from libragen_core.errors import InputError
-from libragen_core.pipeline import decode_frames
+from libragen_core.pipeline import decode_frames, decoding_estimate, video_size
 
 from . import adapter
 from .types import MODEL
@@ -44,6 +44,8 @@ class LibraGenDecode:
     def decode(self, model, latent):
         vae = model.bundle.vae
         z = latent_to_normalized(vae, latent)
-        with adapter.placed({"vae": vae}, model.handles, model.offload):
+        # asks ComfyUI to make this much room beside the VAE; decode_frames checks it fits
+        room = decoding_estimate(model.bundle, *video_size(model.bundle, z)).total
+        with adapter.placed({"vae": vae}, model.handles, model.offload, memory_required=room):
             frames = decode_frames(model.bundle, z)  # [B, F, H, W, 3]
         return (frames.reshape(-1, *frames.shape[2:]).contiguous(),)

@@ -1,12 +1,8 @@
 """Dynamic CFG Sampler: prompt + subjects -> video latents, with time-dependent guidance."""
 from __future__ import annotations
 
-import torch
-
-from libragen_core.errors import InputError
-from libragen_core.pipeline import check_video_size, encode_prompts
+from libragen_core.pipeline import encode_prompts, sample_latents, sampling_estimate
 from libragen_core.sampling.guidance import PRESETS
-from libragen_core.sampling.sampler import sample
 from libragen_core.sampling.solvers import SOLVERS
 
 from . import adapter, runtime
@@ -89,11 +85,7 @@ class LibraGenSampler:
     def sample(self, model, prompt, negative_prompt, frames, width, height, steps, shift, solver, seed, cfg_preset,
                subjects=None, cfg=None, unique_id=None):
         bundle = model.bundle
-        check_video_size(bundle, frames, height, width)
-        shape = (1, bundle.dit.config.in_dim, *bundle.vae.latent_shape(frames, height, width))
-        if subjects is not None:
-            subjects.check_video(shape)
-        schedule = cfg if cfg is not None else PRESETS[cfg_preset]
+        schedule = cfg if cfg is not None else cfg_preset
         preview = latent_preview_map(model) if adapter.previews_enabled() else None
 
         with adapter.placed({"text": bundle.text}, model.handles, model.offload):
@@ -106,16 +98,16 @@ class LibraGenSampler:
             adapter.check_interrupted()
             progress.update(step, preview.image(x0) if preview is not None else None)
 
+        refs = subjects.count if subjects is not None else 0
+        # asks ComfyUI to make this much room beside the DiT; sample_latents checks it fits
+        room = sampling_estimate(bundle, frames, height, width, refs, schedule, steps, shift).total
         try:
-            with (adapter.placed({"dit": bundle.dit}, model.handles, model.offload),
+            with (adapter.placed({"dit": bundle.dit}, model.handles, model.offload, memory_required=room),
                   runtime.attention(model.attention), runtime.patched(model)):
-                latents = sample(bundle.dit, shape, context, negative, subjects=subjects, steps=steps, shift=shift,
-                                 solver=solver, cfg=schedule, seed=seed, callback=on_step)
+                latents = sample_latents(bundle, subjects, context, negative, frames, height, width, steps, shift,
+                                         solver, schedule, seed, callback=on_step)
         finally:
             progress.close()
-        if not torch.isfinite(latents).all():
-            raise InputError("sampling produced NaN or infinite latents; try weight_dtype bf16 or fp32, fewer "
-                             "guidance, or another solver.")
         # ComfyUI's LATENT holds the VAE's own latents; its Wan21 format normalizes them on the way
         # into a model (process_latent_in), so core VAEDecode with a Wan VAE decodes this directly
         return ({"samples": bundle.vae.denormalize(latents.float()).cpu()},)

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from libragen_core.conditioning.references import MAX_REFERENCES
 from libragen_core.errors import InputError
-from libragen_core.pipeline import encode_subjects
+from libragen_core.pipeline import encode_subjects, references_estimate
 
 from . import adapter
 from .types import MODEL, SUBJECTS
@@ -128,7 +128,9 @@ class LibraGenSubjectEncode:
         images, masks = [image for _, image, _ in refs], [mask for _, _, mask in refs]
         labels = [(optional.get(f"label_{k}") or "").strip() or f"Ref {i + 1}" for i, (k, _, _) in enumerate(refs)]
         bundle = model.bundle
-        with adapter.placed({"vae": bundle.vae}, model.handles, model.offload):
+        # asks ComfyUI to make this much room beside the VAE; encode_subjects checks it fits
+        room = references_estimate(bundle, len(images), height, width).total
+        with adapter.placed({"vae": bundle.vae}, model.handles, model.offload, memory_required=room):
             subjects = encode_subjects(bundle, images, height, width, masks=masks, labels=labels)
         # references are small; kept on the CPU so they never pin accelerator memory between nodes
         from libragen_core.conditioning.subjects import Subjects

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import socket
 
+import pytest
+
 from libragen_core.cli import main
 
 WORKFLOW = {
@@ -53,3 +55,17 @@ def test_unreachable_servers_leave_jobs_pending(tmp_path, capsys):
     assert {j["status"] for j in manifest["jobs"].values()} == {"pending"}
     assert sorted(manifest["jobs"]) == ["a", "b"]
     assert [p.name for p in out.iterdir()] == ["manifest.json"]
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--retries", "-1", "argument --retries: must be a whole number of at least 0; got '-1'"),
+    ("--per-server", "0", "argument --per-server: must be a whole number of at least 1; got '0'"),
+    ("--timeout", "0", "argument --timeout: must be a finite number above 0; got '0'"),
+    ("--server-wait", "nan", "argument --server-wait: must be a finite number above 0; got 'nan'"),
+])
+def test_numeric_options_are_checked_when_parsed(tmp_path, capsys, option, value, message):
+    wf, jobs = setup(tmp_path, [{"seed": 1}])
+    with pytest.raises(SystemExit) as e:
+        main(["batch", wf, jobs, "--server", "127.0.0.1:1", "--out", str(tmp_path / "out"), option, value])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -5,7 +5,9 @@ import pytest
 
 from libragen_core.batch.client import (
     describe_failure,
+    describe_missing_outputs,
     describe_refusal,
+    finished_nodes,
     normalize_server_url,
     output_refs,
 )
@@ -64,3 +66,21 @@ def test_custom_validation_message_is_shown_once():
                "node_errors": {"2": {"class_type": "LibraGenLoraMerge", "errors": errs}}}
     assert describe_refusal(refusal) == ("Prompt outputs failed validation; node 2 (LibraGenLoraMerge): Custom "
                                          "validation failed for node (lora_1 'x.safetensors' is not one of the choices)")
+
+
+def test_missing_outputs_are_named_with_the_servers_reasons():
+    graph = {"10": {"class_type": "ImageScale"}, "11": {"class_type": "SaveImage"}, "5": {"class_type": "SaveImage"}}
+    node_errors = {"10": {"class_type": "ImageScale", "dependent_outputs": ["11"], "errors": [
+        {"type": "value_smaller_than_min", "message": "Value smaller than min", "details": "width: -5 < 0"}]}}
+    assert describe_missing_outputs(graph, ["11"], node_errors) == (
+        "output node 11 (SaveImage) produced nothing: the server refused part of the graph and ran the rest: "
+        "node 10 (ImageScale): Value smaller than min (width: -5 < 0)")
+    assert describe_missing_outputs(graph, ["5", "11"], {}).startswith(
+        "output nodes 5 (SaveImage), 11 (SaveImage) produced nothing although the server reported no error")
+
+
+def test_finished_nodes_count_cached_outputs():
+    entry = {"outputs": {"9": {"images": []}},
+             "status": {"messages": [["execution_start", {}], ["execution_cached", {"nodes": ["1", "5"]}]]}}
+    assert finished_nodes(entry) == {"9", "1", "5"}
+    assert finished_nodes({}) == set()

@@ -1,5 +1,6 @@
 """`libragen inspect` on files and presets, through the real command entry point."""
 import json
+import struct
 import subprocess
 import sys
 
@@ -73,3 +74,40 @@ def test_argument_errors(capsys):
     assert "either a model FILE or --preset" in capsys.readouterr().err
     assert main(["inspect", "--preset", "nope"]) == 2
     assert "unknown DiT preset" in capsys.readouterr().err
+
+
+def _raw_safetensors(path, header: bytes, declared: int | None = None, tail: bytes = b"\0" * 8):
+    path.write_bytes(struct.pack("<Q", len(header) if declared is None else declared) + header + tail)
+    return path
+
+
+def test_hostile_headers_get_a_clear_error(tmp_path, capsys):
+    entry = b'{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}'
+    cases = [
+        # 100,000 nested brackets: json.loads raised RecursionError (a traceback) before
+        (_raw_safetensors(tmp_path / "deep.safetensors", b"[" * 100_000 + b"]" * 100_000),
+         "its header nests brackets over a thousand levels deep"),
+        (_raw_safetensors(tmp_path / "huge.safetensors", entry + b"}", declared=2**63),
+         "header length 9223372036854775808 does not fit in"),
+        (_raw_safetensors(tmp_path / "offsets.safetensors",
+                          b'{"w": {"dtype": "F32", "shape": [2], "data_offsets": ["a", "b"]}}'),
+         "malformed entry for tensor 'w' (data_offsets"),
+        (_raw_safetensors(tmp_path / "shape.safetensors",
+                          b'{"w": {"dtype": "F32", "shape": [[[2]]], "data_offsets": [0, 8]}}'),
+         "malformed entry for tensor 'w' (shape is not a list of sizes)"),
+        (_raw_safetensors(tmp_path / "meta.safetensors", entry + b', "__metadata__": [1]}'),
+         "its __metadata__ is not a JSON object"),
+    ]
+    for path, message in cases:
+        assert main(["inspect", str(path)]) == 2, path
+        err = capsys.readouterr().err
+        assert message in err and path.name in err, err
+
+
+def test_header_over_the_size_limit_is_refused_without_reading_it(tmp_path, capsys):
+    from libragen_core.io import safetensors_file
+
+    limit = safetensors_file._MAX_HEADER
+    path = _raw_safetensors(tmp_path / "big.safetensors", b"{}", declared=limit + 1, tail=b" " * limit)
+    assert main(["inspect", str(path)]) == 2
+    assert f"declares a {limit + 1:,}-byte header, over the 100 MiB" in capsys.readouterr().err

@@ -71,8 +71,8 @@ def test_full_graph_by_hand_gives_wan_latents_and_image_frames(model):
 
     # the same run through the core pipeline: the node LATENT is the VAE's raw (un-normalized)
     # latents, as ComfyUI's Wan21 latent format expects; decoding agrees with the pipeline's
-    normalized = pipeline.sample_latents(model.bundle, subjects, "Ref 1[the fox] jumps", "", 5, 64, 64, 2, 3.0,
-                                         "euler", cfg, 7)
+    prompts = [pipeline.encode_prompts(model.bundle, [p]) for p in ("Ref 1[the fox] jumps", "")]
+    normalized = pipeline.sample_latents(model.bundle, subjects, *prompts, 5, 64, 64, 2, 3.0, "euler", cfg, 7)
     vae = model.bundle.vae
     torch.testing.assert_close(latent["samples"], vae.denormalize(normalized), rtol=0, atol=1e-6)
     torch.testing.assert_close(frames, pipeline.decode_frames(model.bundle, normalized)[0], rtol=0, atol=1e-5)

@@ -92,6 +92,16 @@ def output_refs(entry: dict, include_temp: bool = False) -> list[OutputRef]:
     return refs
 
 
+def finished_nodes(entry: dict) -> set[str]:
+    """Nodes a finished prompt's history entry shows as run: those with outputs, and those the server
+    took from its cache (it does not run them again; their outputs are listed all the same)."""
+    done = {str(n) for n in (entry.get("outputs") or {})}
+    for kind, data in (entry.get("status") or {}).get("messages") or []:
+        if kind == "execution_cached" and isinstance(data, dict):
+            done.update(str(n) for n in data.get("nodes") or [])
+    return done
+
+
 def describe_failure(entry: dict) -> str:
     """The server's own words for a failed prompt, from its history entry."""
     for kind, data in (entry.get("status") or {}).get("messages") or []:
@@ -104,22 +114,40 @@ def describe_failure(entry: dict) -> str:
     return f"the server reported status {(entry.get('status') or {}).get('status_str')!r} without a message"
 
 
-def describe_refusal(body: dict) -> str:
-    """A /prompt 400 answer (graph validation) as one readable line."""
-    err = body.get("error") or {}
-    parts = [str(err.get("message") or "the server refused the workflow")]
-    if err.get("details"):
-        parts[0] += f": {err['details']}"
-    for nid, info in (body.get("node_errors") or {}).items():
-        for e in info.get("errors", []):
+def describe_node_errors(node_errors: dict) -> list[str]:
+    """ComfyUI's per-node validation errors (from a /prompt answer), one readable line each."""
+    lines: list[str] = []
+    for nid, info in (node_errors or {}).items():
+        for e in (info or {}).get("errors", []):
             detail = str(e.get("details") or "")
             if e.get("type") == "custom_validation_failed" and " - " in detail:
                 # ComfyUI repeats a node's own validation message once per input as '<input> - <message>'
                 detail = detail.split(" - ", 1)[1]
             line = f"node {nid} ({info.get('class_type')}): {e.get('message')}" + (f" ({detail})" if detail else "")
-            if line not in parts:
-                parts.append(line)
-    return "; ".join(parts)
+            if line not in lines:
+                lines.append(line)
+    return lines
+
+
+def describe_refusal(body: dict) -> str:
+    """A /prompt 400 answer (graph validation) as one readable line."""
+    err = body.get("error") or {}
+    head = str(err.get("message") or "the server refused the workflow")
+    if err.get("details"):
+        head += f": {err['details']}"
+    return "; ".join([head, *(line for line in describe_node_errors(body.get("node_errors") or {}) if line != head)])
+
+
+def describe_missing_outputs(graph: dict, missing: list[str], node_errors: dict) -> str:
+    """Why a finished prompt lacks outputs: the output nodes that produced nothing and, when the
+    server refused part of the graph, its words for each refused node."""
+    names = ", ".join(f"{nid} ({(graph.get(nid) or {}).get('class_type', '?')})" for nid in missing)
+    text = f"output node{'s' if len(missing) > 1 else ''} {names} produced nothing"
+    reasons = describe_node_errors(node_errors)
+    if reasons:
+        return f"{text}: the server refused part of the graph and ran the rest: " + "; ".join(reasons)
+    return (f"{text} although the server reported no error; check that node on the server (a node that saves "
+            "without reporting a file cannot be checked)")
 
 
 class ComfyClient:
@@ -161,11 +189,14 @@ class ComfyClient:
             raise ServerDown(f"{self.url}/system_stats answered HTTP {resp.status_code}; is this a ComfyUI server?")
         return self._json(resp, "/system_stats")
 
-    def missing_nodes(self, class_types: set[str]) -> list[str]:
-        """Node classes the workflow uses that this server does not have installed."""
+    def node_types(self, class_types: set[str]) -> tuple[list[str], set[str]]:
+        """Of the workflow's node classes: those this server lacks, and those that are output nodes
+        (the ones ComfyUI runs a graph for, so each should leave an entry in the history)."""
         resp = self._request("GET", "/object_info", timeout=(10.0, max(60.0, self.request_timeout)))
         known = self._json(resp, "/object_info")
-        return sorted(c for c in class_types if c not in known)
+        missing = sorted(c for c in class_types if c not in known)
+        outputs = {c for c in class_types if isinstance(known.get(c), dict) and known[c].get("output_node")}
+        return missing, outputs
 
     def upload(self, sha256: str, path: Path) -> str:
         """Upload a reference once per server session under a content-addressed name; returns the
@@ -187,13 +218,16 @@ class ComfyClient:
         self._uploads[sha256] = value
         return value
 
-    def submit(self, graph: dict) -> str:
+    def submit(self, graph: dict) -> tuple[str, dict]:
+        """Queue a graph; returns its prompt id and the node errors of the branches the server
+        refused while it queued the rest (empty when the whole graph was accepted)."""
         self._connect_ws()  # before queueing, so no message about this prompt can be missed
         resp = self._request("POST", "/prompt", json={"prompt": graph, "client_id": self.client_id})
         body = self._json(resp, "/prompt")
         if resp.status_code != 200:
             raise JobFailed(describe_refusal(body if isinstance(body, dict) else {}))
-        return body["prompt_id"]
+        node_errors = body.get("node_errors")
+        return body["prompt_id"], node_errors if isinstance(node_errors, dict) else {}
 
     def history(self, prompt_id: str) -> dict | None:
         resp = self._request("GET", f"/history/{prompt_id}")

@@ -11,7 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import Cancelled, LibraGenError
-from .client import ComfyClient, JobFailed, ServerDown, normalize_server_url, output_refs
+from .client import (
+    ComfyClient,
+    JobFailed,
+    ServerDown,
+    describe_missing_outputs,
+    finished_nodes,
+    normalize_server_url,
+    output_refs,
+)
 from .jobs import Job, ResolvedJob, bind_uploads, resolve_job
 from .manifest import DONE, FAILED, PENDING, RUNNING, Manifest, now_iso
 from .outputs import JobFolder, clean_stale_staging, safe_filename, unique_name
@@ -103,7 +111,7 @@ class BatchRunner:
             self._queue.append(r)
             self.manifest.update(r.job.id, write=False, status=PENDING, line=r.job.line,
                                  fingerprint=r.fingerprint, attempts=0, server=None, prompt_id=None,
-                                 outputs=[], error=None)
+                                 outputs=[], error=None, missing_outputs=None)
         self.manifest.save()
         slots = [(srv, k) for srv in self.servers for k in range(max(1, self.opts.per_server))]
         self.progress.start(len(self._queue), s.skipped, [srv.url for srv, _ in slots])
@@ -210,6 +218,7 @@ class BatchRunner:
     def _worker(self, server: _Server, slot: int) -> None:
         client = ComfyClient(server.url, self.opts.request_timeout, self.opts.poll_interval)
         ready, backoff = False, 0.5
+        expected: list[str] = []  # the workflow's output nodes, read from the server with its node types
         try:
             while not self._stop.is_set():
                 if server.down_since is not None:
@@ -218,7 +227,7 @@ class BatchRunner:
                     if self._finished():
                         return
                     try:
-                        missing = client.missing_nodes({n["class_type"] for n in self.workflow.values()})
+                        missing, output_types = client.node_types({n["class_type"] for n in self.workflow.values()})
                     except ServerDown as e:
                         if server.down_since is None:
                             server.down_since = time.monotonic()
@@ -233,11 +242,13 @@ class BatchRunner:
                     if server.down_since is not None:
                         self.progress.message(f"{server.url} answers again")
                     server.down_since, ready, backoff = None, True, 0.5
+                    expected = sorted((nid for nid, n in self.workflow.items() if n["class_type"] in output_types),
+                                      key=lambda s: (len(s), s))
                 job = self._take()
                 if job is None:
                     return
                 try:
-                    self._run_job(client, server, slot, job)
+                    self._run_job(client, server, slot, job, expected)
                     self._release()
                 except ServerDown as e:
                     ready = False
@@ -263,23 +274,29 @@ class BatchRunner:
             client.close()
 
     # -- one job ---------------------------------------------------------------------------------
-    def _run_job(self, client: ComfyClient, server: _Server, slot: int, r: ResolvedJob) -> None:
+    def _run_job(self, client: ComfyClient, server: _Server, slot: int, r: ResolvedJob,
+                 expected: list[str]) -> None:
+        """Queue, follow and download one job. `expected`: the workflow's output nodes; a job
+        that ends without one of them (ComfyUI runs the valid branches of a partly refused graph
+        and drops the rest) is failed, keeping the files it did produce."""
         jid = r.job.id
         t_start = time.monotonic()
         self.progress.job_started(slot, jid, server.url)
         attempts = self._drops.get(jid, 0) + 1
         uploaded = {sha: client.upload(sha, path) for sha, path in r.files.items()}
-        prompt_id = client.submit(bind_uploads(r.graph, uploaded))
+        prompt_id, node_errors = client.submit(bind_uploads(r.graph, uploaded))
         t_queued = time.monotonic()
         # one manifest write per state change keeps hundreds of jobs cheap (the file is rewritten whole)
         self.manifest.update(jid, status=RUNNING, server=server.url, prompt_id=prompt_id, attempts=attempts,
                              started=now_iso(), error=None)
         marks: dict[str, float] = {}
+        ran: set[str] = set()
 
         def on_event(kind: str, data: dict) -> None:
             if kind == "start":
                 marks["start"] = time.monotonic()
             elif kind == "node":
+                ran.add(str(data.get("node")))
                 self.progress.job_step(slot, jid, str(data.get("node")), 0, 0)
             elif kind == "progress":
                 self.progress.job_step(slot, jid, str(data.get("node")), int(data.get("value", 0)),
@@ -311,6 +328,13 @@ class BatchRunner:
             "download_s": round(t_end - t_rendered, 3),
             "total_s": round(t_end - t_start, 3),
         }
+        refused = {str(o) for info in node_errors.values() for o in (info or {}).get("dependent_outputs") or []}
+        produced = ran | finished_nodes(entry)
+        missing = sorted({nid for nid in expected if nid not in produced} | refused, key=lambda s: (len(s), s))
+        if missing:
+            self._fail(r, server, describe_missing_outputs(r.graph, missing, node_errors), slot, attempts,
+                       outputs=outputs, timings=timings, missing_outputs=missing)
+            return
         note = None if refs else ("the workflow produced no output files (only temp previews?); "
                                   "add a Save node or pass --include-temp")
         self.manifest.update(jid, status=DONE, outputs=outputs, timings=timings, finished=now_iso(),
@@ -331,8 +355,8 @@ class BatchRunner:
         self.progress.message(f"{jid}: {error}; retry {drops}/{self.opts.retries}")
         self._release(r, requeue=True)
 
-    def _fail(self, r: ResolvedJob, server: _Server, error: str, slot: int, attempts: int) -> None:
+    def _fail(self, r: ResolvedJob, server: _Server, error: str, slot: int, attempts: int, **fields) -> None:
         self.summary.failures[r.job.id] = error
         self.manifest.update(r.job.id, status=FAILED, error=error, server=server.url, attempts=attempts,
-                             finished=now_iso())
+                             finished=now_iso(), **fields)
         self.progress.job_finished(slot, r.job.id, FAILED, error)

@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 from ..errors import InputError
+from .arguments import number_in, whole_number
 
 
 def add_parser(sub):
@@ -19,17 +20,17 @@ def add_parser(sub):
     p.add_argument("--server", action="append", required=True, metavar="URL",
                    help="ComfyUI address, e.g. http://127.0.0.1:8188; repeat for several servers")
     p.add_argument("--out", required=True, help="output folder (created if its parent exists)")
-    p.add_argument("--retries", type=int, default=3,
+    p.add_argument("--retries", type=whole_number(0), default=3,
                    help="re-runs of a job after its server dropped (default 3); failed executions are not retried")
-    p.add_argument("--timeout", type=float, default=None, metavar="S",
+    p.add_argument("--timeout", type=number_in(0.0), default=None, metavar="S",
                    help="per-job limit in seconds from queueing to the end; the job is cancelled and marked failed")
     p.add_argument("--prompt-node", action="append", metavar="ID[.INPUT]",
                    help="where a job's \"prompt\" goes (default: auto-detect); repeat to set several inputs")
     p.add_argument("--seed-node", action="append", metavar="ID[.INPUT]",
                    help="where a job's \"seed\" goes (default: auto-detect); repeat to set several inputs")
-    p.add_argument("--per-server", type=int, default=1, metavar="N",
+    p.add_argument("--per-server", type=whole_number(1), default=1, metavar="N",
                    help="jobs in flight per server (default 1; 2 overlaps uploads/downloads with rendering)")
-    p.add_argument("--server-wait", type=float, default=120.0, metavar="S",
+    p.add_argument("--server-wait", type=number_in(0.0), default=120.0, metavar="S",
                    help="stop when no server has answered for S seconds (default 120); rerun to resume")
     p.add_argument("--include-temp", action="store_true", help="also download temp (preview) files")
     p.add_argument("--check", action="store_true", help="only validate the workflow and jobs; contact no server")
@@ -108,8 +109,6 @@ def run(args) -> int:
     from ..batch import BatchOptions, BatchRunner, load_workflow, parse_jobs
     from ..batch.client import normalize_server_url
 
-    if args.retries < 0 or args.per_server < 1 or (args.timeout is not None and args.timeout <= 0):
-        raise InputError("--retries must be >= 0, --per-server >= 1 and --timeout > 0")
     servers = [normalize_server_url(s) for s in args.server]
     workflow = load_workflow(args.workflow)
     jobs = parse_jobs(args.jobs, workflow, prompt_node=args.prompt_node, seed_node=args.seed_node)

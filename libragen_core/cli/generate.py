@@ -5,10 +5,13 @@ line comes from the model card (frames, size, steps, shift, solver, CFG schedule
 """
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 from ..errors import ConfigError, InputError
+from ..io.video import SUPPORTED_SUFFIXES
+from .arguments import number_in, output_file, read_text_file, whole_number
 
 MAX_REFS = 4
 
@@ -22,7 +25,7 @@ def add_parser(sub):
     src.add_argument("--vae", help="VAE .safetensors (e.g. wan_2.1_vae.safetensors)")
     src.add_argument("--text-encoder", help="text encoder .safetensors (e.g. umt5_xxl_fp16.safetensors)")
     src.add_argument("--tokenizer", help="tokenizer file or folder, when not embedded in the text encoder file")
-    src.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    src.add_argument("--device", default="cpu", type=device_name, help="cpu, cuda, cuda:1, ... (default cpu)")
     src.add_argument("--dtype", choices=["auto", "fp8_e4m3fn", "fp32", "bf16", "fp16"], default="auto",
                      help="DiT weight dtype (auto: as stored, fp8 files stay fp8; fp32/bf16/fp16 dequantize them)")
     p.add_argument("--ref", action="append", default=[], metavar="IMAGE",
@@ -31,17 +34,19 @@ def add_parser(sub):
                    help="a short label for the matching --ref, in order (e.g. 'the dog')")
     p.add_argument("--prompt", required=True, help="what the video shows (LibraGen format or plain text)")
     p.add_argument("--negative", default=None, help="negative prompt (default: the model card's)")
-    p.add_argument("--frames", type=int, help="frame count, 4k+1 (e.g. 17, 81)")
-    p.add_argument("--width", type=int)
-    p.add_argument("--height", type=int)
-    p.add_argument("--steps", type=int)
-    p.add_argument("--shift", type=float, help="flow-matching schedule shift")
-    p.add_argument("--solver", help="euler, heun, dpmpp_2m, unipc")
-    p.add_argument("--cfg", help="CFG schedule: a preset name (libragen, phantom, stiv-jit, stiv-sit, humo, "
-                                 "customcrafter, none) or a JSON file")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fps", type=float, help="frame rate of the written video")
-    p.add_argument("--out", required=True, help="output video: .mp4, .webm, .webp or .gif")
+    p.add_argument("--frames", type=whole_number(1, " (4k+1: 17, 33, 81, ...)"), help="frame count, 4k+1 (e.g. 17, 81)")
+    p.add_argument("--width", type=whole_number(1), help="video width in pixels (a multiple of 16)")
+    p.add_argument("--height", type=whole_number(1), help="video height in pixels (a multiple of 16)")
+    p.add_argument("--steps", type=whole_number(1, " (20 to 50 is typical)"), help="sampling steps")
+    p.add_argument("--shift", type=number_in(0.0), help="flow-matching schedule shift (above 0)")
+    p.add_argument("--solver", type=solver_name, help="ODE solver: euler, heun, dpmpp_2m, unipc")
+    p.add_argument("--cfg", type=cfg_schedule,
+                   help="CFG schedule: a preset name (libragen, phantom, stiv-jit, stiv-sit, humo, customcrafter, "
+                        "none) or a JSON file")
+    p.add_argument("--seed", type=whole_number(0), default=0)
+    p.add_argument("--fps", type=number_in(0.0, 240.0), help="frame rate of the written video (above 0, at most 240)")
+    p.add_argument("--out", required=True, type=output_file(SUPPORTED_SUFFIXES),
+                   help="output video: .mp4, .webm, .webp or .gif (checked writable before anything runs)")
     rw = p.add_argument_group("prompt rewriting (see `libragen rewrite --help`)")
     rw.add_argument("--rewrite", action="store_true",
                     help="rewrite --prompt into the model's caption style (Ref lines + bound Video line) first")
@@ -51,19 +56,45 @@ def add_parser(sub):
     p.set_defaults(run=run)
 
 
-def _cfg(value: str | None):
-    if value is None:
-        return None
+def cfg_schedule(value: str):
+    """--cfg: a preset name, or a JSON file read and checked now (UTF-8, a valid schedule)."""
     from ..sampling.guidance import PRESETS, CFGSchedule
 
     if value in PRESETS:
         return value
     path = Path(value)
-    if path.suffix.lower() == ".json" or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"CFG schedule file not found: {path}")
-        return CFGSchedule.from_json(path.read_text(encoding="utf-8"))
-    raise ConfigError(f"--cfg {value!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor a JSON file")
+    if path.suffix.lower() != ".json" and not path.exists():
+        raise argparse.ArgumentTypeError(f"{value!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor a JSON file")
+    try:
+        return CFGSchedule.from_json(read_text_file(path, "CFG schedule file"))
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(f"{path}: {e}") from None
+
+
+def solver_name(value: str) -> str:
+    from ..sampling.solvers import SOLVERS
+
+    if value not in SOLVERS:
+        raise argparse.ArgumentTypeError(f"unknown solver {value!r}; use one of {', '.join(sorted(SOLVERS))}")
+    return value
+
+
+def device_name(value: str) -> str:
+    """--device: a torch device this machine has."""
+    import torch
+
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a device name; use cpu, cuda, cuda:1, mps") from None
+    backend = {"cuda": torch.cuda, "mps": getattr(torch.backends, "mps", None)}.get(device.type)
+    if device.type != "cpu" and (backend is None or not backend.is_available()):
+        raise argparse.ArgumentTypeError(f"{value}: this machine (or this PyTorch build) has no {device.type} device; "
+                                         "use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{value}: there are {torch.cuda.device_count()} CUDA devices (0 to "
+                                         f"{torch.cuda.device_count() - 1})")
+    return value
 
 
 def _load_model(args):
@@ -88,20 +119,16 @@ def _load_model(args):
 def run(args) -> int:
     from tqdm import tqdm
 
-    from ..io.atomic import check_output_folder
     from ..io.images import load_image
-    from ..io.video import SUPPORTED_SUFFIXES, write_video
+    from ..io.video import write_video
     from ..pipeline import generate
 
-    out = check_output_folder(args.out)
-    if out.suffix.lower() not in SUPPORTED_SUFFIXES:
-        raise InputError(f"--out {out}: unsupported suffix; use one of {', '.join(SUPPORTED_SUFFIXES)}")
+    out = args.out
     if len(args.ref) > MAX_REFS:
         raise InputError(f"{len(args.ref)} --ref images were given; at most {MAX_REFS} are supported")
     if len(args.label) > len(args.ref):
         raise InputError(f"{len(args.label)} --label values for {len(args.ref)} --ref images; "
                          "give at most one label per reference, in the same order")
-    cfg = _cfg(args.cfg)
     refs = [load_image(p) for p in args.ref]  # read before the model: a bad image fails fast
     bundle = _load_model(args)
     if not bundle.card.trained:
@@ -116,7 +143,7 @@ def run(args) -> int:
         print_warnings(rewritten)
         prompt = rewritten.prompt
         print(f"prompt ({rewritten.backend_used}):\n{prompt}", flush=True)
-    steps = args.steps or bundle.card.defaults.steps
+    steps = args.steps if args.steps is not None else bundle.card.defaults.steps
     with tqdm(total=steps, desc="sampling", unit="step") as bar:
         def progress(step, total, sigma, x0):
             bar.update(step - bar.n)
@@ -124,8 +151,8 @@ def run(args) -> int:
 
         result = generate(bundle, refs, prompt, negative=args.negative, frames=args.frames,
                           height=args.height, width=args.width, steps=steps, shift=args.shift, solver=args.solver,
-                          cfg=cfg, seed=args.seed, labels=args.label or None, callback=progress)
-    write_video(out, result.frames, fps=args.fps or bundle.card.defaults.fps)
+                          cfg=args.cfg, seed=args.seed, labels=args.label or None, callback=progress)
+    write_video(out, result.frames, fps=args.fps if args.fps is not None else bundle.card.defaults.fps)
     t, h, w, _ = result.frames.shape
     print(json.dumps({"out": str(out), "frames": t, "height": h, "width": w, "seed": args.seed,
                       "seconds": round(result.seconds, 2), "model": bundle.card.name}))

@@ -23,6 +23,24 @@ def check_output_folder(path: str | os.PathLike) -> Path:
     return path
 
 
+def check_writable_output(path: str | os.PathLike) -> Path:
+    """Check, before any work is done, that `path` can be written: not an existing folder, and its
+    folder exists and takes a new file (tried for real, so read-only mounts and permissions count
+    for every user, root included)."""
+    path = check_output_folder(path)
+    if path.is_dir():
+        raise InputError(f"cannot write {path}: it is an existing folder; name a file inside it "
+                         f"(e.g. {path / ('output' + (path.suffix or '.mp4'))}) or another path.")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".libragen-write-check.", dir=path.parent if str(path.parent) else ".")
+    except OSError as e:
+        raise InputError(f"cannot write {path}: the folder {path.parent} does not take new files "
+                         f"({e.strerror or e}); choose a folder you can write to.") from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
 @functools.cache
 def default_file_mode() -> int:
     """0666 minus the umask: the mode a plain open() gives a new file."""

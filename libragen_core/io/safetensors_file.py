@@ -6,6 +6,7 @@ never run code (unlike pickle-based .pt/.ckpt files, which we refuse outright).
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from pathlib import Path
@@ -50,27 +51,43 @@ def read_header(path: str | os.PathLike, *, written_here: bool = False) -> tuple
         if len(head) < 8:
             raise CheckpointError(f"{path} is too short ({size} bytes) to be a safetensors file")
         (n,) = struct.unpack("<Q", head)
-        if n > _MAX_HEADER or n + 8 > size:
+        if n + 8 > size:
             raise CheckpointError(
                 f"{path} is not a valid safetensors file (header length {n} does not fit in {size} bytes); "
                 + ("it was cut short (a full disk or an interrupted copy)" if written_here
                    else "it is either another format or a truncated download.")
+            )
+        if n > _MAX_HEADER:
+            raise CheckpointError(
+                f"{path} is not a valid safetensors file: it declares a {n:,}-byte header, over the "
+                f"{_MAX_HEADER >> 20} MiB any model needs (a real header lists tensor names and shapes); "
+                "the file is damaged or was made to exhaust memory."
             )
         raw = f.read(n)
     try:
         header = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path} is not a valid safetensors file: its header is not JSON ({e})") from e
+    except RecursionError:
+        # a real header nests three levels (tensors -> entry -> shape list); deeper than Python's
+        # recursion limit is damage or an attack on the parser
+        raise CheckpointError(f"{path} is not a valid safetensors file: its header nests brackets over a "
+                              "thousand levels deep, where a real header has three; the file is damaged or hostile.") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path} is not a valid safetensors file: its header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{path} is not a valid safetensors file: its __metadata__ is not a JSON object")
     end = 0
     for name, info in header.items():
         try:
-            start, stop = info["data_offsets"]
-            expected = _DTYPE_SIZES.get(info["dtype"], 0) * int(torch.Size(info["shape"]).numel())
+            start, stop = _offsets(info["data_offsets"])
+            shape = info["shape"]
+            if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+                raise ValueError("shape is not a list of sizes")
+            expected = _DTYPE_SIZES.get(info["dtype"], 0) * math.prod(shape)
         except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{path} has a malformed entry for tensor {name!r}") from e
+            raise CheckpointError(f"{path} has a malformed entry for tensor {name!r} ({e})") from None
         if expected and stop - start != expected:
             raise CheckpointError(f"{path} is damaged: tensor {name!r} has {stop - start} bytes, expected {expected}")
         end = max(end, stop)
@@ -80,6 +97,13 @@ def read_header(path: str | os.PathLike, *, written_here: bool = False) -> tuple
             + (" (a full disk or an interrupted copy)" if written_here else ". Download or copy it again.")
         )
     return header, metadata
+
+
+def _offsets(value) -> tuple[int, int]:
+    if not (isinstance(value, list) and len(value) == 2 and all(type(v) is int for v in value)
+            and 0 <= value[0] <= value[1]):
+        raise ValueError(f"data_offsets {str(value)[:40]} is not [start, end] with 0 <= start <= end")
+    return value[0], value[1]
 
 
 def load_state_dict(path: str | os.PathLike, device: str | torch.device = "cpu", *,

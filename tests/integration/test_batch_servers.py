@@ -230,6 +230,38 @@ def test_failures_are_recorded_with_the_servers_message_and_not_retried(servers,
     assert manifest(d)["jobs"]["good"]["status"] == "pending"  # the changed graph makes it unfinished
 
 
+def test_a_graph_with_one_refused_branch_is_failed_not_done(servers, batch_dir):
+    """ComfyUI answers /prompt with node_errors for an invalid branch and runs the rest: the job has
+    an output missing, so it is failed (with the server's words), its files are kept, the exit code
+    is 1 and a rerun tries it again instead of skipping it."""
+    d, port = batch_dir, servers.ports[0]
+    wf = {**WORKFLOW,
+          "10": {"class_type": "ImageScale", "inputs": {"image": ["3", 0], "upscale_method": "nearest-exact",
+                                                       "width": -5, "height": 64, "crop": "disabled"}},
+          "11": {"class_type": "SaveImage", "inputs": {"images": ["10", 0], "filename_prefix": "small"}}}
+    (d / "wf.json").write_text(json.dumps(wf))
+    jobs = write_jobs(d, [{"id": "half", "images": {"1.image": "refs/ref0.png"}, "prompt": "half", "seed": 1}])
+    out = subprocess.run(batch_cmd(d, jobs, [port]), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, out.stdout + out.stderr
+    rec = manifest(d)["jobs"]["half"]
+    assert rec["status"] == "failed", rec
+    assert rec["missing_outputs"] == ["11"]
+    assert rec["error"].startswith("output node 11 (SaveImage) produced nothing")
+    assert "node 10 (ImageScale)" in rec["error"] and "-5" in rec["error"]
+    check_outputs(d, rec, COLOURS[0], "half")  # the three outputs the server did make are kept
+    assert "0 rendered, 0 already finished, 1 failed" in out.stdout
+    assert "failed half: output node 11 (SaveImage) produced nothing" in out.stderr
+    again = subprocess.run(batch_cmd(d, jobs, [port]), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1 and "0 already finished, 1 failed" in again.stdout, again.stdout
+    # fixing the branch makes the same job done, with all four outputs
+    wf["10"]["inputs"]["width"] = 64
+    (d / "wf.json").write_text(json.dumps(wf))
+    fixed = subprocess.run(batch_cmd(d, jobs, [port]), capture_output=True, text=True, timeout=120)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    rec = manifest(d)["jobs"]["half"]
+    assert rec["status"] == "done" and len(rec["outputs"]) == 4 and rec["missing_outputs"] is None
+
+
 def test_ctrl_c_leaves_a_consistent_manifest_and_a_clean_server(servers, batch_dir):
     d, port = batch_dir, servers.ports[0]
     jobs = write_jobs(d, [{"id": f"c{i}", "images": {"1.image": f"refs/ref{i % 3}.png"}, "prompt": f"c{i}",
