@@ -96,9 +96,11 @@ def _write_final(cfg: PostChainConfig, out: Path) -> None:
 
 def _runner(stage: str):
     if stage in ("vae", "base", "export"):
-        from . import pretrain
+        from .pretrain.base import run_base
+        from .pretrain.export import run_export
+        from .pretrain.vae import run_vae
 
-        return {"vae": pretrain.run_vae, "base": pretrain.run_base, "export": pretrain.run_export}[stage]
+        return {"vae": run_vae, "base": run_base, "export": run_export}[stage]
     if stage in ("sft_in", "sft_cross"):
         from .sft import run_sft
 
