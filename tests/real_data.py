@@ -143,12 +143,13 @@ def footage(kind: str = "clean", h: int = 272, w: int = 352, seconds: float = 6.
     return out
 
 
-def run_real_chain(tmp: Path, steps: int = 4) -> dict[str, Path]:
+def run_real_chain(tmp: Path, steps: int = 4, probe_every: int = 0) -> dict[str, Path]:
     """The real-data chain as a user runs it, in-process, with the working directory at `tmp`:
     videos with captions beside them -> `libragen curate` -> the curated manifest ->
     `python -m training.sft --config training/configs/cpu-smoke.toml --stage sft_in|sft_cross`
     (cache, then LoRA SFT on the tiny base files the config writes) -> `python -m training.merge
-    --stage merge_sft`, each given only data.manifest and run.out (plus shorter training)."""
+    --stage merge_sft`, each given only data.manifest and run.out (plus shorter training).
+    probe_every: sft_cross also logs the direction probe (2 clips, 1 one-step sample) that often."""
     import os
 
     from libragen_core.cli import main as libragen
@@ -167,6 +168,9 @@ def run_real_chain(tmp: Path, steps: int = 4) -> dict[str, Path]:
         sets = ["--set", "data.manifest=curated/accepted.jsonl", "--set", "run.out=run"]
         for stage in ("sft_in", "sft_cross"):
             short = ["--set", f"{stage}.optim.steps={steps}", "--set", f"{stage}.optim.validate_every=0"]
+            if probe_every and stage == "sft_cross":
+                short += [x for kv in (f"probe.every={probe_every}", "probe.clips=2", "probe.samples=1",
+                                       "probe.sample_steps=1") for x in ("--set", f"{stage}.{kv}")]
             assert sft(["--config", config, "--stage", stage, *sets, *short]) == 0
         assert merge(["--config", config, "--stage", "merge_sft", *sets]) == 0
     finally:

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
 from libragen_core.models.wan_dit import WanDiT, WanDiTConfig
-from training.direction_probe import directional, flat, loss_probe, sample_probe, swap_directions
+from training.direction_probe import combine, directional, flat, loss_probe, sample_probe, swap_directions
 
 CAPTIONS = [
     "Ref 1: a large red square with a white outline.\nVideo: Ref 1[the red square] moves to the left on a plain "
@@ -84,6 +85,25 @@ def test_a_model_that_reads_direction_has_a_positive_gap_and_one_that_does_not_h
     assert seeing["vdiff"] > 0 and seeing["gap"] != 0.0 and seeing["gap_se"] > 0
     assert {"dir_gap", "dir_gap_0.6", "dir_share_0.6", "dir_vdiff", "dir_clips"} <= set(flat(seeing))
     assert loss_probe(dit, blind, latents[2:], captions[2:]) == {"clips": 0}
+
+
+def test_combine_pools_groups_of_clips_weighted_by_clips():
+    """Clips of other shapes go through loss_probe in separate groups (SFT buckets); the pooled
+    gap is the clip-weighted mean and gap_se comes from every clip's gap, not from the groups'
+    (a group of one clip has no spread of its own)."""
+    torch.manual_seed(0)
+    dit = WanDiT(WanDiTConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=1, in_dim=4, out_dim=4, text_dim=8))
+    small, large = torch.randn(2, 4, 3, 4, 4), torch.randn(1, 4, 3, 4, 6)
+    parts = [loss_probe(dit, _encode_direction, small, CAPTIONS, sigmas=(0.6,)),
+             loss_probe(dit, _encode_direction, large, CAPTIONS[:1], sigmas=(0.6,))]
+    assert parts[1]["gap_se"] == 0.0  # one clip
+    out = combine(parts + [{"clips": 0}])
+    assert out["clips"] == 3
+    assert out["gap"] == pytest.approx((2 * parts[0]["gap"] + parts[1]["gap"]) / 3, rel=1e-12)
+    gaps = np.array(parts[0]["clip_gaps"] + parts[1]["clip_gaps"])
+    assert out["gap_se"] == pytest.approx(gaps.std(ddof=1) / 3 ** 0.5, rel=1e-12) and out["gap_se"] > 0
+    assert out["0.6"]["own"] == pytest.approx((2 * parts[0]["0.6"]["own"] + parts[1]["0.6"]["own"]) / 3, rel=1e-12)
+    assert combine([{"clips": 0}]) == {"clips": 0}
 
 
 def test_sample_probe_compares_the_direction_swap_with_another_noise():

@@ -16,7 +16,7 @@ from tests.real_data import run_real_chain
 
 @pytest.mark.slow
 def test_curate_cache_sft_merge_from_real_files(tmp_path):
-    out = run_real_chain(tmp_path)
+    out = run_real_chain(tmp_path, probe_every=2)
     curated = out["curated"]
     rejected = [json.loads(line)["id"] for line in (curated / "rejected.jsonl").read_text().splitlines()]
     incomplete = [json.loads(line)["id"] for line in (curated / "incomplete.jsonl").read_text().splitlines()]
@@ -28,6 +28,14 @@ def test_curate_cache_sft_merge_from_real_files(tmp_path):
         # held-out validation: flow loss, an mp4 and a contact sheet per validation
         assert any("val/heldout_loss" in json.loads(line) for line in (run / stage / "metrics.jsonl").open())
         assert list((run / stage / "samples").glob("*.mp4")) and list((run / stage / "samples").glob("*.png"))
+    # the direction probe on real captions ("slides to the right"), swapped captions from the cache
+    probe = {r["step"]: r for r in map(json.loads, (run / "sft_cross" / "metrics.jsonl").open())
+             if "probe/dir_gap" in r}
+    assert sorted(probe) == [0, 2, 4]
+    assert probe[4]["probe/dir_clips"] == 2 and probe[4]["probe/dir_sample_clips"] == 1
+    assert probe[4]["probe/dir_vdiff"] > 0 and probe[4]["probe/dir_noise_diff"] > 0
+    assert probe[4]["probe/dir_text_diff"] > 0  # "right" and "left" give different cached features
+    assert probe[4]["probe/dir_gap_se"] > 0  # pooled over the two clips, which sit in different buckets
     # the in-pair and cross-pair stages saw different buckets: clips of three aspect ratios were cached
     shapes = {tuple(read_header(p)[0]["x"]["shape"][2:]) for p in (run / "cache" / "clips").rglob("*.safetensors")}
     assert len(shapes) >= 3

@@ -135,9 +135,26 @@ def loss_probe(dit, encode: Callable[[list[str]], torch.Tensor], latents: torch.
         # within ~2 of them is noise
         per = torch.stack(gaps).mean(0)
         out["gap_se"] = float(per.std() / len(per) ** 0.5) if len(per) > 1 else 0.0
+        out["clip_gaps"] = per.tolist()  # for combine; flat() leaves lists out of the log
         out["text_diff"] = _text_separation(feats, len(own))
     finally:
         dit.train(was)
+    return out
+
+
+def combine(parts: Sequence[dict]) -> dict:
+    """One loss_probe result from those of groups of clips that cannot share a batch (other clip
+    shapes or reference counts): means weighted by clips; gap_se over all the clips' gaps."""
+    parts = [p for p in parts if p.get("clips")]
+    if not parts:
+        return {"clips": 0}
+    out = {"clips": sum(p["clips"] for p in parts)}
+    for key in ("gap", "share", "vdiff", "text_diff"):
+        out[key] = float(sum(p[key] * p["clips"] for p in parts) / out["clips"])
+    per = np.concatenate([p["clip_gaps"] for p in parts])
+    out["gap_se"] = float(per.std(ddof=1) / len(per) ** 0.5) if len(per) > 1 else 0.0
+    for sigma in (k for k in parts[0] if isinstance(parts[0][k], dict)):
+        out[sigma] = {k: float(sum(p[sigma][k] * p["clips"] for p in parts) / out["clips"]) for k in parts[0][sigma]}
     return out
 
 
@@ -169,6 +186,74 @@ def sample_probe(generate: Callable[[list[str], int], np.ndarray], captions: Seq
     d_noise = float(np.abs(a - other).mean())
     return {"sample_clips": len(keep), "sample_diff": d_dir, "noise_diff": d_noise,
             "sample_ratio": d_dir / d_noise if d_noise > 0 else 0.0}
+
+
+# ---------------------------------------------------------------- on a subject-to-video stage's cache
+
+def swapped_captions(n: int) -> Callable[[list[str]], list[str]]:
+    """prepare_stage_data's more_captions for a probe on n items: the swaps of the first n captions
+    that name a direction, so they are encoded with the stage's data while the text encoder is loaded."""
+    return lambda captions: [swap_directions(captions[i]) for i in directional(captions)[:n]]
+
+
+def s2v_probe(dit, data, held, load_vae: Callable, pc, sampler, seed: int) -> Callable[[int], dict]:
+    """The direction probe of a subject-to-video stage (SFT) on its cached data (training/common/
+    cache.py CachedData), with no text encoder on the device: every caption's features, true and
+    swapped, come from the cache (prepare_stage_data(more_captions=swapped_captions(n))).
+
+    Loss part: the first pc.clips items of `data` whose captions name a direction, references
+    appended as in training, one loss_probe per bucket (combine). Sample part (pc.samples > 0 and a held-out `held`): the first
+    pc.samples such held-out items, with their references, sampled from the same noise under the
+    true and the swapped caption (`sampler` with pc.sample_steps steps; pixels 0-255, decoded by
+    load_vae(device), which is loaded for each probe and released after). `pc`: a ProbeConfig."""
+    import dataclasses
+
+    from .common.data import tensor_to_frames
+    from .common.heldout import sample_item
+
+    keep = directional([it.caption for it in data.items])[: pc.clips]
+    shown = directional([it.caption for it in held.items])[: pc.samples] if held is not None and pc.samples else []
+    sampler = dataclasses.replace(sampler, steps=pc.sample_steps)
+
+    def generate(vae, captions: list[str], seed: int, dev) -> np.ndarray:
+        neg = held.null_context().to(dev)
+        out = []
+        for j, (i, caption) in enumerate(zip(shown, captions)):
+            lat, _ = sample_item(dit, held, i, held.caption_features([caption]).to(dev), neg, sampler, seed + 1000 * j)
+            out.append(tensor_to_frames(vae.decode(lat))[0])
+        return np.stack(out)
+
+    groups: dict[str, list[int]] = {}  # items of one group (clip shape, reference count) batch together
+    for i in keep:
+        groups.setdefault(data.items[i].group, []).append(i)
+
+    def run(step: int) -> dict:
+        dev = next(p for p in dit.parameters() if p.requires_grad).device
+        parts = []
+        for idx in groups.values():  # read from the cache at each probe, not held between probes
+            x0, refs, _ = data.batch(idx)
+            parts.append(loss_probe(dit, lambda caps: data.caption_features(caps).to(dev), x0,
+                                    [data.items[i].caption for i in idx], pc.sigmas, refs=refs))
+        out = combine(parts)
+        if keep:  # over all the clips: a group of one clip has no other caption to compare with
+            own = [data.items[i].caption for i in keep]
+            out["text_diff"] = _text_separation({"own": [data.caption_features(own)],
+                                                 "swapped": [data.caption_features([swap_directions(c) for c in own])]},
+                                                len(own))
+        out = flat(out)
+        if shown:
+            vae = load_vae(dev)
+            try:
+                with torch.no_grad():
+                    out.update(flat(sample_probe(lambda caps, s: generate(vae, caps, s, dev),
+                                                 [held.items[i].caption for i in shown], seed)))
+            finally:
+                del vae
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+        return out
+
+    return run
 
 
 def flat(result: dict, prefix: str = "dir_") -> dict[str, float]:

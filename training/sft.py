@@ -28,6 +28,7 @@ import torch
 
 from libragen_core.errors import ConfigError, InputError
 from libragen_core.lora import add_lora, extract_lora, save_lora
+from libragen_core.models.vae_checkpoint import load_vae
 
 from .common.base_model import (
     AdapterState,
@@ -51,6 +52,7 @@ from .common.loop import (
 from .common.losses import flow_matching_loss, sample_sigmas
 from .common.schema import PostChainConfig
 from .common.sources import stage_sources
+from .direction_probe import s2v_probe, swapped_captions
 from .flow_dpo import condition_dropout
 from .post_common import cache_folder, is_done, mark_done, stage_folder, stages_main
 
@@ -75,11 +77,13 @@ def prepare_sft_data(cfg: PostChainConfig, stage: str, device="cpu", progress: b
     cache = FeatureCache(cache_folder(cfg))
     encoders = make_encoders(files, facts, device, cfg.model.vae_tile)
     anonymous = sc.anonymous_refs > 0 if anonymous is None else anonymous
-    data = prepare_stage_data(train_src, cache, encoders, anonymous=anonymous, progress=progress, label=stage)
+    probe = sc.probe.every > 0  # its swapped captions are encoded now, with the stage's own
+    data = prepare_stage_data(train_src, cache, encoders, anonymous=anonymous, progress=progress, label=stage,
+                              more_captions=swapped_captions(sc.probe.clips) if probe else None)
     held = None
     if len(held_src):
         held = prepare_stage_data(held_src, cache, encoders, progress=progress, label=f"{stage} held-out",
-                                  required=False)
+                                  required=False, more_captions=swapped_captions(sc.probe.samples) if probe else None)
         if held is None:
             print(f"[{stage}] no usable held-out item: the stage validates nothing (see the bad entries above)")
     return data, held, files, (train_src, held_src)
@@ -142,8 +146,6 @@ def run_sft(cfg: PostChainConfig, stage: str) -> Path:
             return {}
         out = {"heldout_loss": heldout_loss(dit, held, seed=sc.validation.seed)}
         if sc.validation.clips:
-            from libragen_core.models.vae_checkpoint import load_vae
-
             def real(i):
                 t = held_src.load(i)
                 return None if t is None else t.frames
@@ -154,7 +156,11 @@ def run_sft(cfg: PostChainConfig, stage: str) -> Path:
                                       logger=loop.log))
         return out
 
-    loop.run(step_fn, validate)
+    probe = None
+    if sc.probe.every and acc.is_main_process:
+        probe = s2v_probe(dit, data, held, lambda d: load_vae(files.vae, device=d), sc.probe, sc.validation.sampler,
+                          sc.validation.seed)
+    loop.run(step_fn, validate, probe_fn=probe, probe_every=sc.probe.every)
     if loop.step < sc.optim.steps:
         acc.print(f"[{stage}] stopped at step {loop.step} of {sc.optim.steps} (max_minutes); re-run to continue")
     elif acc.is_main_process:

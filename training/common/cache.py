@@ -193,8 +193,9 @@ class CachedItem:
 class CachedData:
     """A stage's items, read from the cache a batch at a time."""
 
-    def __init__(self, cache: FeatureCache, items: list[CachedItem], null_text: str):
-        self.cache, self.items, self.null_text = cache, items, null_text
+    def __init__(self, cache: FeatureCache, items: list[CachedItem], text_digest: str):
+        self.cache, self.items, self.text_digest = cache, items, text_digest
+        self.null_text = text_key("", text_digest)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -214,6 +215,11 @@ class CachedData:
 
     def null_context(self) -> torch.Tensor:
         return self.text(self.null_text)
+
+    def caption_features(self, captions: Sequence[str]) -> torch.Tensor:
+        """[B, L, D] float32 features of captions encoded with this data (an item's own, or one
+        asked for through prepare_stage_data's more_captions); CheckpointError for one never encoded."""
+        return torch.cat([self.text(text_key(c, self.text_digest)) for c in captions])
 
     def latents(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Item i: (clip latents [C, f, h, w], reference latents [C, R, h, w]) in float32."""
@@ -244,10 +250,13 @@ def _trim(features: torch.Tensor) -> torch.Tensor:
 
 
 def prepare_stage_data(source: TripletSource, cache: FeatureCache, encoders: Encoders, anonymous: bool = False,
-                       progress: bool = True, label: str = "", required: bool = True) -> CachedData | None:
+                       progress: bool = True, label: str = "", required: bool = True,
+                       more_captions: Callable[[list[str]], Sequence[str]] | None = None) -> CachedData | None:
     """Plan every item of `source`, encode what the cache lacks (VAE first, then the text encoder,
     each released afterwards), and return the items that made it (bad ones are reported by the
-    source and left out). No usable item: InputError, or None when not `required`."""
+    source and left out). No usable item: InputError, or None when not `required`.
+    more_captions(the usable items' captions, in order) -> captions to encode as well, while the
+    text encoder is loaded (the direction probe's swapped captions: training/direction_probe.py)."""
     from tqdm.auto import tqdm
 
     from libragen_core.conditioning.references import prepare_references
@@ -308,6 +317,8 @@ def prepare_stage_data(source: TripletSource, cache: FeatureCache, encoders: Enc
         raise InputError(f"no usable {source.kind} items in {source.settings()}; see the bad entries reported above")
     td = encoders.text_digest
     captions = {""} | {p.caption for p in plans} | ({p.anonymous for p in plans if p.anonymous} if anonymous else set())
+    if more_captions is not None:
+        captions |= set(more_captions([p.caption for p in plans]))
     missing = sorted(c for c in captions if not cache.ready("text", text_key(c, td)))
     if missing:
         encoders.release()  # the VAE leaves the device before the text encoder comes
@@ -329,4 +340,4 @@ def prepare_stage_data(source: TripletSource, cache: FeatureCache, encoders: Enc
     items = [CachedItem(name=p.name, clip=ck[p.index], refs=tuple(rk[p.index]), text=text_key(p.caption, td),
                         anonymous=text_key(p.anonymous, td) if (anonymous and p.anonymous) else None, group=p.group,
                         caption=p.caption, labels=p.labels) for p in plans]
-    return CachedData(cache, items, text_key("", td))
+    return CachedData(cache, items, td)

@@ -89,15 +89,33 @@ def save_image(path: str | os.PathLike, image: np.ndarray) -> Path:
 
 
 @torch.no_grad()
+def sample_item(dit, data: CachedData, i: int, context: torch.Tensor, negative: torch.Tensor, sampler, seed: int):
+    """(latents [1, C, f, h, w], Subjects) of item i sampled with its references under the text
+    features `context` (on the DiT's device), the null branch's `negative`, from the noise of `seed`.
+    In eval mode (LoRA dropout off); the DiT's training flag is restored."""
+    from libragen_core.conditioning.subjects import Subjects
+    from libragen_core.sampling.sampler import sample
+
+    z, refs = data.latents(i)
+    subjects = Subjects(refs.transpose(0, 1).unsqueeze(2).to(context.device))
+    was = dit.training
+    dit.eval()
+    try:
+        lat = sample(dit, (1, *z.shape), context, negative, subjects, steps=sampler.steps, shift=sampler.shift,
+                     solver=sampler.solver, cfg=sampler.cfg, seed=seed)
+    finally:
+        dit.train(was)
+    return lat, subjects
+
+
+@torch.no_grad()
 def sample_heldout(dit, data: CachedData, load_vae: Callable, n: int, sampler, seed: int, folder: Path, step: int,
                    tag: str, fps: float = 16.0, real: Callable[[int], np.ndarray | None] | None = None,
                    score: Callable[[int, np.ndarray], dict] | None = None, logger=None) -> dict:
     """Sample the first n held-out items; writes <folder>/samples/<tag>-<step>-<i>.mp4 and
     <tag>-<step>.png. load_vae(device) gives the VAE for decoding (released afterwards);
     real(i) the item's real clip for the sheet (or None); score(i, frames) a source's own metrics."""
-    from libragen_core.conditioning.subjects import Subjects
     from libragen_core.io.video import write_video
-    from libragen_core.sampling.sampler import sample
 
     dev = next(p for p in dit.parameters() if p.requires_grad).device
     vae = load_vae(dev)
@@ -108,10 +126,7 @@ def sample_heldout(dit, data: CachedData, load_vae: Callable, n: int, sampler, s
     try:
         for i in range(min(n, len(data))):
             it = data.items[i]
-            z, refs = data.latents(i)
-            subjects = Subjects(refs.transpose(0, 1).unsqueeze(2).to(dev))
-            lat = sample(dit, (1, *z.shape), data.text(it.text).to(dev), neg, subjects, steps=sampler.steps,
-                         shift=sampler.shift, solver=sampler.solver, cfg=sampler.cfg, seed=seed + i)
+            lat, subjects = sample_item(dit, data, i, data.text(it.text).to(dev), neg, sampler, seed + i)
             frames = tensor_to_frames(vae.decode(lat))[0]
             ref_px = tensor_to_frames(vae.decode(subjects.latents))  # [R, 1, H, W, 3]
             write_video(out_dir / f"{tag}-{step:08d}-{i}.mp4", frames, fps=fps)

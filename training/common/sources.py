@@ -74,7 +74,8 @@ class TripletSource(Protocol):
 def stage_sources(cfg, stage: str, facts) -> tuple[TripletSource, TripletSource]:
     """(training items, held-out items) of an SFT stage: the stage's manifest or data.manifest (real
     videos; the held-out part is data.heldout of its entries), else a SpriteWorld dataset folder
-    (`dataset`) or procedural SpriteWorld clips (`data`), held out = clips of held-out identities."""
+    (`dataset`) or procedural SpriteWorld clips (`data`), held out = clips of held-out identities
+    (validation.clips of them, or probe.samples when the direction probe is on and asks for more)."""
     import dataclasses
 
     sc = getattr(cfg, stage)
@@ -88,7 +89,8 @@ def stage_sources(cfg, stage: str, facts) -> tuple[TripletSource, TripletSource]
     from ..spriteworld.triplets import ManifestTriplets, ProceduralTriplets
 
     vc = sc.validation
-    held = ProceduralTriplets(dataclasses.replace(sc.data, split="heldout", seed=vc.seed), kind, n=vc.clips)
+    n_held = max(vc.clips, sc.probe.samples if sc.probe.every else 0)
+    held = ProceduralTriplets(dataclasses.replace(sc.data, split="heldout", seed=vc.seed), kind, n=n_held)
     if sc.dataset:
         return ManifestTriplets(sc.dataset, kind, n=sc.clips), held
     return ProceduralTriplets(sc.data, kind, n=sc.clips), held

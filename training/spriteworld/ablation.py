@@ -421,7 +421,7 @@ def direction_row(bundle, generator, cases: list[EvalCase], results: dict, with_
     from libragen_core.spriteworld.render import render_scene
 
     from ..common.data import frames_to_tensor
-    from ..direction_probe import directional, loss_probe, sample_probe
+    from ..direction_probe import combine, directional, loss_probe, sample_probe
 
     picked = [cases[i] for i in directional([c.prompts["caption"] for c in cases])]
     if not picked:
@@ -437,12 +437,7 @@ def direction_row(bundle, generator, cases: list[EvalCase], results: dict, with_
                                 .transpose(0, 1) for c in group]) if with_refs else None
         parts.append(loss_probe(bundle.dit, lambda p: bundle.text.encode(list(p), device=dev), x0,
                                 [c.prompts["caption"] for c in group], refs=refs))
-    out = {"clips": sum(p["clips"] for p in parts)}
-    for key in ("gap", "share", "vdiff", "text_diff"):
-        out[key] = float(sum(p[key] * p["clips"] for p in parts) / out["clips"])
-    out["gap_se"] = float(sum((p["gap_se"] * p["clips"]) ** 2 for p in parts) ** 0.5 / out["clips"])
-    for sigma in (k for k in parts[0] if isinstance(parts[0][k], dict)):
-        out[sigma] = {k: float(sum(p[sigma][k] * p["clips"] for p in parts) / out["clips"]) for k in parts[0][sigma]}
+    out = combine(parts)
     sampled = picked[:samples]
     if sampled:
         own = {r["case"]: r["_frames"] for r in results["rows"] if r["prompt_kind"] == "caption"}
