@@ -382,16 +382,22 @@ def native_single_subject() -> Graph:
               f"Files: models/diffusion_models/{NATIVE_DIT}, models/text_encoders/{NATIVE_TEXT}, "
               f"models/vae/{NATIVE_VAE} (docs/comfyui.md); copy examples/refs/red_circle.png into ComfyUI/input.",
               scale=0.62)
-    model, clip, vae = native_loaders(g)
-    pos = g.add("CLIPTextEncode", 1, 1.0, clip=clip.out(),
-                text="A red circle rolls to the right across a green meadow, soft daylight, the camera follows it.")
+    return native_one_subject(g, "A red circle rolls to the right across a green meadow, soft daylight, the camera "
+                                 "follows it.")
+
+
+def native_one_subject(g: Graph, text: str, loras: dict | None = None) -> Graph:
+    """Core loaders [+ LoRA Merge (MODEL)] -> CLIPTextEncode(text) -> Subject Conditioning of the red
+    circle -> the dynamic CFG guider (libragen) -> SamplerCustomAdvanced -> video named after g."""
+    model, clip, vae = native_loaders(g, loras)
+    pos = g.add("CLIPTextEncode", 1, 1.0, clip=clip.out(), text=text)
     neg = g.add("CLIPTextEncode", 1, 2.2, clip=clip.out(), text=NATIVE_NEGATIVE)
     img = g.add("LoadImage", 0, 3.2, image="red_circle.png")
     subj = g.add("LibraGenSubjectConditioning", 2, 0, positive=pos.out(), negative=neg.out(), vae=vae.out(),
                  image_1=img.out(0), mask_1=img.out(1), labels="the red circle", **NATIVE_VIDEO)
     guider = g.add("LibraGenDynamicCFGGuider", 3, 0, model=model.out(), positive=subj.out(0),
                    negative_text=subj.out(1), negative_img_text=subj.out(2), cfg_preset="libragen")
-    native_sample_and_save(g, model, vae, subj, guider, "native_single_subject")
+    native_sample_and_save(g, model, vae, subj, guider, g.name)
     return g
 
 
@@ -437,19 +443,10 @@ def lora_merge_native() -> Graph:
               f"Files: models/diffusion_models/{NATIVE_DIT}, models/text_encoders/{NATIVE_TEXT}, "
               f"models/vae/{NATIVE_VAE}, and two LoRAs you trained for that DiT in models/loras "
               "(docs/training-real-data.md); copy examples/refs/red_circle.png into ComfyUI/input.", scale=0.6)
-    model, clip, vae = native_loaders(g, {"lora_1": NATIVE_LORAS["cross"], "weight_1": 0.5,
-                                          "lora_2": NATIVE_LORAS["in"], "weight_2": 0.5, "method": "concat",
-                                          "strength": 1.0})
-    pos = g.add("CLIPTextEncode", 1, 1.0, clip=clip.out(),
-                text="Ref 1: a red circle.\nVideo: Ref 1[the red circle] rolls to the right across a green meadow.")
-    neg = g.add("CLIPTextEncode", 1, 2.2, clip=clip.out(), text=NATIVE_NEGATIVE)
-    img = g.add("LoadImage", 0, 3.2, image="red_circle.png")
-    subj = g.add("LibraGenSubjectConditioning", 2, 0, positive=pos.out(), negative=neg.out(), vae=vae.out(),
-                 image_1=img.out(0), mask_1=img.out(1), labels="the red circle", **NATIVE_VIDEO)
-    guider = g.add("LibraGenDynamicCFGGuider", 3, 0, model=model.out(), positive=subj.out(0),
-                   negative_text=subj.out(1), negative_img_text=subj.out(2), cfg_preset="libragen")
-    native_sample_and_save(g, model, vae, subj, guider, "lora_merge_native")
-    return g
+    return native_one_subject(g, "Ref 1: a red circle.\nVideo: Ref 1[the red circle] rolls to the right across a "
+                                 "green meadow.", {"lora_1": NATIVE_LORAS["cross"], "weight_1": 0.5,
+                                                   "lora_2": NATIVE_LORAS["in"], "weight_2": 0.5, "method": "concat",
+                                                   "strength": 1.0})
 
 
 EXAMPLES = (single_subject, three_subjects, static_vs_dynamic, lora_merge, prompt_rewrite, native_single_subject,
