@@ -112,7 +112,7 @@ def _count_images(images) -> int:
 
 def encode_subjects(bundle: ModelBundle, images, height: int, width: int, masks=None,
                     labels: Sequence[str] | None = None) -> Subjects:
-    """1 to 4 reference images -> white-padded frames -> one latent frame each (METHOD.md 1)."""
+    """1 to 4 reference images -> white-padded frames -> one latent frame each (docs/method.md section 1)."""
     count = _count_images(images)
     if 1 <= count <= MAX_REFERENCES:  # other counts get prepare_references' own message
         check_references_memory(bundle, count, height, width)

@@ -4,7 +4,7 @@ ComfyUI import). Imported only by LibraGenDynamicCFGGuider when it runs inside C
 Like core's Guider_DualCFG and Guider_PerpNeg it overrides predict_noise only: one
 calc_cond_batch for every condition the step needs, then the mix. ComfyUI's model returns the
 denoised prediction x0 = x - sigma v; the mix is affine with weights summing to 1, so mixing x0
-equals mixing velocities (METHOD.md section 5).
+equals mixing velocities (docs/method.md section 5).
 """
 from __future__ import annotations
 

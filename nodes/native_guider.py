@@ -17,7 +17,7 @@ from .native_subjects import check_conditioning
 from .types import CFG
 from .validation import check_ranges, first_error
 
-# the guider's inputs, named as core WanPhantomSubjectToVideo's outputs, for the passes of METHOD.md 5
+# the guider's inputs, named as core WanPhantomSubjectToVideo's outputs, for the passes of docs/method.md section 5
 CONDITIONS = {"full": "positive", "ref": "negative_text", "null": "negative_img_text"}
 SOURCE = ("connect the three outputs of one LibraGen Subject Conditioning (or core WanPhantomSubjectToVideo) in "
           "order: positive, negative_text, negative_img_text")

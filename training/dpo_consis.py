@@ -1,4 +1,4 @@
-"""Consis-DPO (METHOD.md 4): identity preference pairs from the cross-pair SFT model.
+"""Consis-DPO (docs/method.md section 4): identity preference pairs from the cross-pair SFT model.
 
     python -m training.dpo_consis --config training/configs/spriteworld.toml [--set dpo_consis.beta=1000]
 

@@ -1,4 +1,4 @@
-"""DPO pair generation as its own stage, on real data (METHOD.md 4).
+"""DPO pair generation as its own stage, on real data (docs/method.md section 4).
 
     python -m training.dpo_pairs --config training/configs/cpu-smoke.toml --stage dpo_consis --set data.manifest=...
     accelerate launch --config_file training/accelerate/ddp.yaml -m training.dpo_pairs --config ...   # N GPUs

@@ -1,4 +1,4 @@
-"""Real-Fake DPO (METHOD.md 4): realness preference pairs from the in-pair SFT model.
+"""Real-Fake DPO (docs/method.md section 4): realness preference pairs from the in-pair SFT model.
 
     python -m training.dpo_realfake --config training/configs/spriteworld.toml [--set dpo_realfake.sft_weight=0.1]
 

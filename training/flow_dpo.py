@@ -1,5 +1,5 @@
-"""Flow-DPO on the flow-matching error with subject injection (METHOD.md 4), and the condition
-dropout of SFT (METHOD.md 3). The per-pair error is training/common/losses.flow_matching_loss:
+"""Flow-DPO on the flow-matching error with subject injection (docs/method.md section 4), and the condition
+dropout of SFT (docs/method.md section 3). The per-pair error is training/common/losses.flow_matching_loss:
 references appended after the video frames, the loss on the video frames only.
 
 Flow-DPO, per pair i (winner w, loser l, same eps and sigma):

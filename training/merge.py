@@ -1,4 +1,4 @@
-"""Merge the SFT LoRAs, and the DPO models, with one weight a (METHOD.md 3-4).
+"""Merge the SFT LoRAs, and the DPO models, with one weight a (docs/method.md section 3-4).
 
     python -m training.merge --config training/configs/spriteworld.toml              # merge_sft and merge_dpo
     python -m training.merge --config ... --stage merge_sft --set merge_sft.sweep=[0,0.25,0.5,0.75,1]

@@ -1,4 +1,4 @@
-"""The pair review page (the paper filters DPO pairs by hand, METHOD.md 4).
+"""The pair review page (the paper filters DPO pairs by hand, docs/method.md section 4).
 
     python -m training.pair_review --config training/configs/cpu-smoke.toml --stage dpo_consis --set run.out=...
 

@@ -1,4 +1,4 @@
-"""Preference pairs for the two DPO pipelines (METHOD.md 4): generation, filtering, storage.
+"""Preference pairs for the two DPO pipelines (docs/method.md section 4): generation, filtering, storage.
 
 - Consis-DPO: for one triplet (references, text) both videos start from the SAME noise, text and
   references. Winner: the normal sampler. Loser: the same sampler with the references' RoPE

@@ -1,4 +1,4 @@
-"""Subject-injection SFT: one LoRA on in-pair or on cross-pair triplets (METHOD.md 3).
+"""Subject-injection SFT: one LoRA on in-pair or on cross-pair triplets (docs/method.md section 3).
 
     python -m training.sft --config training/configs/spriteworld.toml                  # both LoRAs
     python -m training.sft --config ... --stage sft_cross --set sft_cross.optim.steps=50

@@ -1,6 +1,6 @@
 """Reference images -> the pixel tensors that the VAE encodes as extra latent frames.
 
-Phantom-style preprocessing (METHOD.md section 1): each reference keeps its aspect ratio, is
+Phantom-style preprocessing (docs/method.md section 1): each reference keeps its aspect ratio, is
 resized to fit inside the video frame and padded with WHITE, centred; transparency is composited
 on white. White matters: the model was trained with white surroundings, so any other fill reads
 as part of the subject. An optional subject mask whites out everything else before resizing.

@@ -1,4 +1,4 @@
-"""Phantom-style subject injection on the latent time axis (METHOD.md section 1).
+"""Phantom-style subject injection on the latent time axis (docs/method.md section 1).
 
 Layout: a `Subjects` value holds the reference latents as `[R, C, 1, h, w]`, i.e. what the VAE
 returns for a batch of R single images, each encoded as its own one-frame "video", in the same

@@ -1,4 +1,4 @@
-"""Merging several LoRAs with weights w_i into one (METHOD.md 3-4: dW = a*dW_cross + (1-a)*dW_in).
+"""Merging several LoRAs with weights w_i into one (docs/method.md section 3-4: dW = a*dW_cross + (1-a)*dW_in).
 
 Methods (per layer; a layer missing from a LoRA counts as dW_i = 0 there):
   linear / concat  exact sum  sum_i w_i dW_i, kept low-rank by stacking factors:

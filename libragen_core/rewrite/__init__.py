@@ -1,4 +1,4 @@
-"""The two-stage prompt rewriter (METHOD.md section 2). See docs/rewrite.md.
+"""The two-stage prompt rewriter (docs/method.md section 2). See docs/rewrite.md.
 
     from libragen_core.rewrite import rewrite
     r = rewrite(["the blue star"], "I want the star to weave to the right", style_guide="spriteworld")

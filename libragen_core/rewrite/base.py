@@ -1,4 +1,4 @@
-"""The prompt rewriter's interface (METHOD.md section 2): labels + user prompt -> LibraGen prompt.
+"""The prompt rewriter's interface (docs/method.md section 2): labels + user prompt -> LibraGen prompt.
 
 Stage 1 writes one "Ref k:" line per reference (from its label, or from a captioning backend);
 stage 2 rewrites the user's prompt into the training caption style with explicit `Ref k[...]`

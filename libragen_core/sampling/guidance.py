@@ -1,4 +1,4 @@
-"""Time-dependent classifier-free guidance over three conditions (METHOD.md section 5).
+"""Time-dependent classifier-free guidance over three conditions (docs/method.md section 5).
 
     v = v_null + s_img * (v_ref - v_null) + s_txt * (v_full - v_ref)
       = c_null * v_null + c_ref * v_ref + c_full * v_full,

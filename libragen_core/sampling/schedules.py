@@ -1,6 +1,6 @@
 """Flow-matching noise levels: the shifted sigma grid a sampler walks from pure noise to data.
 
-Convention (DESIGN.md): x_t = sigma * eps + (1 - sigma) * x0, the model predicts v = eps - x0
+Convention (docs/sampling.md, Conventions): x_t = sigma * eps + (1 - sigma) * x0, the model predicts v = eps - x0
 and sees the timestep t = sigma * 1000.
 """
 from __future__ import annotations

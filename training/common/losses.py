@@ -1,4 +1,4 @@
-"""Flow-matching objective (DESIGN.md): x_t = sigma * eps + (1 - sigma) * x0, target v = eps - x0.
+"""Flow-matching objective (docs/sampling.md, Conventions): x_t = sigma * eps + (1 - sigma) * x0, target v = eps - x0.
 
 The model is called with t = sigma * 1000, like the sampler does. Timesteps for training come
 from `sample_sigmas`: logit-normal (SD3's default: most weight on the middle of the path, where
@@ -45,7 +45,7 @@ def flow_matching_loss(model: Callable, x0: torch.Tensor, context: torch.Tensor,
 
     x0, noise: [B, C, F, h, w]; sigma: [B]; context: [B, L, D]; refs: [B or 1, C, R, h, w] clean
     subject reference latents (zeros = the null condition), appended after the video on the time
-    axis un-noised and left out of the loss (METHOD.md 1); frame_pos: [F + R] RoPE positions
+    axis un-noised and left out of the loss (docs/method.md section 1); frame_pos: [F + R] RoPE positions
     (default 0..F+R-1, the sampler's with zero offsets). reduce=False gives one loss per item
     (DPO compares items).
     """
