@@ -78,8 +78,9 @@ def test_comfyui_layout_with_embedded_tokenizer(tmp_path, tiny, spiece):
         assert out[i, :n].abs().sum(-1).min() > 0, "every real token has features"
         assert torch.all(out[i, n:] == 0), "zeros after the real tokens"
     assert torch.allclose(out, _reference(tiny, enc, PROMPTS), atol=1e-5)
-    # a prompt's features do not depend on what else is in the batch
-    assert torch.allclose(enc.encode([PROMPTS[0]]), out[:1], atol=1e-6)
+    # a prompt's features do not depend on what else is in the batch, beyond float rounding: the batch
+    # runs to its longest prompt, so its matmuls have other shapes (transformers 5.25: 1.4e-6 apart)
+    assert torch.allclose(enc.encode([PROMPTS[0]]), out[:1], atol=1e-5)
     assert torch.equal(enc.tokenize(["a   red\n circle"])[0], enc.tokenize(["a red circle"])[0])
 
 
