@@ -19,9 +19,9 @@ from libragen_core.sampling.sampler import initial_noise, sample  # noqa: E402
 from libragen_core.spriteworld.identity import sample_identity  # noqa: E402
 from libragen_core.spriteworld.render import render_scene  # noqa: E402
 from libragen_core.spriteworld.scene import sample_scene  # noqa: E402
+from training.common.schema import SamplerConfig  # noqa: E402
 from training.pairs import (  # noqa: E402
     FilterSettings,
-    SamplerSettings,
     Triplet,
     consis_pair,
     generate_pairs,
@@ -33,7 +33,7 @@ from training.pairs import (  # noqa: E402
 from training.spriteworld.validation import pair_metrics  # noqa: E402
 
 CFG = WanDiTConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=2, in_dim=4, out_dim=4, text_dim=8)
-FAST = SamplerSettings(steps=2, shift=3.0, solver="euler", cfg="phantom")
+FAST = SamplerConfig(steps=2, shift=3.0, solver="euler", cfg="phantom")
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ from .common.losses import sample_sigmas
 from .common.schema import DPOStageConfig, PostChainConfig
 from .dpo_pairs import generate_real_pairs
 from .flow_dpo import DPOBatch, flow_dpo_backward
-from .pairs import FilterSettings, SamplerSettings, Triplet, generate_pairs, load_pairs, read_records
+from .pairs import FilterSettings, Triplet, generate_pairs, load_pairs, read_records
 from .post_common import (
     encode_text,
     is_done,
@@ -214,7 +214,7 @@ def _generate(cfg: PostChainConfig, stage: str, dc: DPOStageConfig, dit, bundle,
 
     s = dc.sampler
     records = generate_pairs(dit, triplets, folder / "pairs", kind, negative, seed=cfg.run.seed,
-                             settings=SamplerSettings(s.steps, s.shift, s.solver, s.cfg), rope_offsets=(dc.rope_offset,),
+                             settings=s, rope_offsets=(dc.rope_offset,),
                              decode=decode if dc.filter.auto else None, filters=filter_settings(dc),
                              decisions=dc.filter.decisions or None)
     kept = sum(r.kept for r in records)

@@ -28,7 +28,7 @@ from libragen_core.errors import InputError
 from .common.loop import distributed, main_process_first, wait_for_everyone
 from .common.schema import PostChainConfig
 from .pair_judges import real_data_judges
-from .pairs import PairRecord, SamplerSettings, Triplet, generate_pairs, read_decisions, write_index
+from .pairs import PairRecord, Triplet, generate_pairs, read_decisions, write_index
 from .post_common import stage_folder, stages_main
 
 # stage -> (pair kind, the SFT stage whose data and LoRA it starts from)
@@ -91,7 +91,7 @@ def generate_real_pairs(cfg: PostChainConfig, stage: str) -> list[PairRecord]:
     bar = tqdm(total=mine, desc=f"[{stage}] pairs (process {state.process_index})", unit="pair")
     with torch.no_grad():
         generate_pairs(dit, triplets(), out, kind, negative, seed=cfg.run.seed,
-                       settings=SamplerSettings(s.steps, s.shift, s.solver, s.cfg), rope_offsets=(dc.rope_offset,),
+                       settings=s, rope_offsets=(dc.rope_offset,),
                        decode=decode, shard=(state.process_index, state.num_processes), videos=True,
                        fps=cfg.data.fps or 16.0, progress=lambda k: bar.update(k - bar.n),
                        judges=real_data_judges(dc.filter) if dc.filter.auto else ())

@@ -34,6 +34,10 @@ from libragen_core.io.atomic import atomic_path
 from libragen_core.io.safetensors_file import load_state_dict, save_state_dict
 from libragen_core.sampling.sampler import initial_noise, sample
 
+from .common.schema import SamplerConfig
+
+DEFAULT_SAMPLER = SamplerConfig()
+
 PAIRS_FILE = "pairs.jsonl"
 
 
@@ -47,14 +51,6 @@ class Triplet:
     latents: torch.Tensor | None = None  # [C, F, h, w] the real clip
     caption: str = ""
     scene: dict | None = None  # SpriteWorld Scene.to_dict(), for the automatic filter
-
-
-@dataclass(frozen=True)
-class SamplerSettings:
-    steps: int = 20
-    shift: float = 3.0
-    solver: str = "unipc"
-    cfg: str = "libragen"
 
 
 @dataclass
@@ -71,13 +67,13 @@ class PairRecord:
 
 
 def _generate(model, triplet: Triplet, negative: torch.Tensor, noise: torch.Tensor, subjects: Subjects,
-              s: SamplerSettings) -> torch.Tensor:
+              s: SamplerConfig) -> torch.Tensor:
     return sample(model, noise, triplet.context.unsqueeze(0), negative, subjects=subjects, steps=s.steps,
                   shift=s.shift, solver=s.solver, cfg=s.cfg)[0]
 
 
 def consis_pair(model, triplet: Triplet, negative: torch.Tensor, latent_shape: Sequence[int], seed: int,
-                rope_offsets: Sequence[float], settings: SamplerSettings = SamplerSettings()
+                rope_offsets: Sequence[float], settings: SamplerConfig = DEFAULT_SAMPLER
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(winner, loser) latents [C, F, h, w] from one noise; the loser's references sit at shifted
     RoPE positions. negative: [1, L, D] negative-prompt features."""
@@ -93,7 +89,7 @@ def consis_pair(model, triplet: Triplet, negative: torch.Tensor, latent_shape: S
 
 
 def realfake_pair(model, triplet: Triplet, negative: torch.Tensor, seed: int,
-                  settings: SamplerSettings = SamplerSettings()) -> tuple[torch.Tensor, torch.Tensor]:
+                  settings: SamplerConfig = DEFAULT_SAMPLER) -> tuple[torch.Tensor, torch.Tensor]:
     """(winner = the real clip's latents, loser = the model's sample from the same refs and text)."""
     if triplet.latents is None:
         raise InputError(f"triplet {triplet.id} has no clip latents; Real-Fake pairs need the real clip")
@@ -158,7 +154,7 @@ def record_file(out: Path, pid: str) -> Path:
 
 
 def generate_pairs(model, triplets: Iterable[Triplet], out: str | os.PathLike, kind: str, negative: torch.Tensor,
-                   seed: int = 0, settings: SamplerSettings = SamplerSettings(),
+                   seed: int = 0, settings: SamplerConfig = DEFAULT_SAMPLER,
                    rope_offsets: Sequence[float] = (8.0,), decode: Callable | None = None,
                    filters: FilterSettings = FilterSettings(), decisions: str | os.PathLike | None = None,
                    progress: Callable[[int], None] | None = None, shard: tuple[int, int] = (0, 1),
