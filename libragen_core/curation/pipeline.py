@@ -83,6 +83,15 @@ def write_jsonl(path: Path, records) -> None:
             f.write(json.dumps(rec, sort_keys=True) + "\n")
 
 
+def write_outputs(out_dir: Path, lists: dict[str, list], report: dict, markdown: str) -> None:
+    """<name>.jsonl for each list, report.json and report.md, each written atomically."""
+    for name, records in lists.items():
+        write_jsonl(out_dir / f"{name}.jsonl", records)
+    write_json(out_dir / "report.json", report)
+    with atomic_path(out_dir / "report.md") as tmp:
+        tmp.write_text(markdown, encoding="utf-8")
+
+
 def prepare_out_dir(out_dir: Path, source: Path, overwrite: bool) -> None:
     """Create the output folder of a curation run, refusing the source folder and an earlier run."""
     if out_dir == source:
@@ -141,11 +150,7 @@ def curate_dataset(data_dir, out_dir, *, thresholds: dict | None = None, workers
             entry["curation"].update(rejected_by=out["rejected_by"], reasons=out["reasons"])
             rejected.append(entry)
     report = build_report(data_dir, out_dir, records, outcomes, th, elapsed)
-    write_jsonl(out_dir / "accepted.jsonl", accepted)
-    write_jsonl(out_dir / "rejected.jsonl", rejected)
-    write_json(out_dir / "report.json", report)
-    with atomic_path(out_dir / "report.md") as tmp:
-        tmp.write_text(report_markdown(report), encoding="utf-8")
+    write_outputs(out_dir, {"accepted": accepted, "rejected": rejected}, report, report_markdown(report))
     if review:
         from .review_page import write_review_page
 

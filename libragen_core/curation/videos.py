@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..io.atomic import atomic_path, write_json
 from ..io.video import probe_video, read_frames
 from .analysis import Clip
 from .filters import THRESHOLDS, FilterResult
@@ -179,7 +178,7 @@ def sidecar_entry(folder: Path, rel: str, out_dir: Path) -> tuple[dict | None, s
 def curate_videos(folder, out_dir, *, thresholds: dict | None = None, workers: int = 1, review: bool = True,
                   progress: bool = True, overwrite: bool = False) -> dict:
     """Filter a folder of videos into out_dir; returns the report (also report.json)."""
-    from .pipeline import prepare_out_dir, run_jobs, write_jsonl
+    from .pipeline import prepare_out_dir, run_jobs, write_outputs
 
     folder, out_dir = Path(folder).resolve(), Path(out_dir).resolve()
     unknown = set(thresholds or {}) - set(VIDEO_THRESHOLDS)
@@ -216,12 +215,8 @@ def curate_videos(folder, out_dir, *, thresholds: dict | None = None, workers: i
                                   if o["rejected_by"] == n][:5]} for n in names],
         "incomplete": [{"id": r["id"], "reason": r["curation"]["incomplete"]} for r in incomplete],
     }
-    write_jsonl(out_dir / "accepted.jsonl", accepted)
-    write_jsonl(out_dir / "incomplete.jsonl", incomplete)
-    write_jsonl(out_dir / "rejected.jsonl", rejected)
-    write_json(out_dir / "report.json", report)
-    with atomic_path(out_dir / "report.md") as tmp:
-        tmp.write_text(report_markdown(report), encoding="utf-8")
+    write_outputs(out_dir, {"accepted": accepted, "incomplete": incomplete, "rejected": rejected}, report,
+                  report_markdown(report))
     if review:
         from .review_page import write_review_page
 
