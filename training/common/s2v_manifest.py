@@ -132,16 +132,6 @@ def read_entries(path: str | os.PathLike, bad: BadEntries | None = None) -> list
     return out
 
 
-def write_entries(path: str | os.PathLike, entries) -> Path:
-    """Write entries (Entry or dicts) as a manifest, atomically."""
-    from libragen_core.io.atomic import atomic_path
-
-    lines = [json.dumps(e.to_dict() if isinstance(e, Entry) else e, ensure_ascii=False) for e in entries]
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    return Path(path)
-
-
 def _load_image(path: Path) -> np.ndarray:
     from libragen_core.io.images import load_image
 
