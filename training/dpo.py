@@ -17,7 +17,6 @@ from libragen_core.lora import (
     add_lora,
     extract_lora,
     load_lora,
-    lora_trainable_parameters,
     merge_lora_into,
     save_lora,
 )
@@ -31,7 +30,16 @@ from .common.base_model import (
 )
 from .common.buckets import BucketSampler
 from .common.data import EpochSampler, tensor_to_frames
-from .common.loop import TrainLoop, check_global_batch, make_accelerator, seed_everything, wait_for_everyone
+from .common.fsdp import sharding_mode
+from .common.heldout import heldout_validator
+from .common.loop import (
+    TrainLoop,
+    check_global_batch,
+    main_process_first,
+    make_accelerator,
+    seed_everything,
+    wait_for_everyone,
+)
 from .common.losses import sample_sigmas
 from .common.schema import DPOStageConfig, PostChainConfig
 from .dpo_pairs import generate_real_pairs
@@ -90,6 +98,7 @@ def run_dpo(cfg: PostChainConfig, stage: str) -> Path | None:
     """Train the stage's DPO LoRA; returns its file, or None when the stage was skipped for too
     few kept pairs (too_few_pairs = "skip")."""
     from .sft import lora_path as sft_lora
+    from .sft import prepare_sft_data
 
     kind, triplet_kind, start = DPO_STAGES[stage]
     dc: DPOStageConfig = getattr(cfg, stage)
@@ -110,11 +119,18 @@ def run_dpo(cfg: PostChainConfig, stage: str) -> Path | None:
     acc = make_accelerator(cfg.run)
     check_global_batch(dc.optim.batch, acc.num_processes, f"{stage}.optim.batch")  # before the pairs, not after
     real = cfg.model.from_files
+    sharded = sharding_mode(cfg.run.sharding, acc.num_processes) == "fsdp"
+    if sharded and not real:
+        raise ConfigError(f"[{stage}] FSDP is for a base loaded from files (model.dit); the SpriteWorld DPO stages "
+                          "train the whole small model: use run.sharding = 'ddp'")
     if real:
         # a base from files: the pair stage (every process its share) first, then the frozen base
         generate_real_pairs(cfg, stage)
-        files = base_files(cfg)
-        dit = load_frozen_dit(files, cfg.model.dtype, acc.device)
+        # validation: the held-out items of the SFT stage it starts from (cached by that stage)
+        with main_process_first(cfg.run):
+            _, held, files, (_, held_src) = prepare_sft_data(cfg, start, acc.device, progress=acc.is_main_process,
+                                                             anonymous=False)
+        dit = load_frozen_dit(files, cfg.model.dtype, acc.device, sharded=sharded)
         bundle = None
     else:
         bundle = load_base(cfg, acc.device)
@@ -148,9 +164,8 @@ def run_dpo(cfg: PostChainConfig, stage: str) -> Path | None:
     seed_everything(cfg.run.seed + 2000 + list(DPO_STAGES).index(stage))
     add_lora(dit, rank=dc.lora.rank, alpha=dc.lora.alpha, targets=dc.lora.targets, adapter_name=ADAPTER,
              dropout=dc.lora.dropout)
-    trainable = lora_trainable_parameters(dit, ADAPTER)
     if real:  # pairs of several buckets (frame sizes); checkpoints hold the LoRA only, never the base
-        move_adapters_to(dit, acc.device)
+        move_adapters_to(dit, "cpu" if sharded else acc.device)  # sharding moves everything to the device
         dit.gradient_checkpointing = gradient_checkpointing_on(dc.optim.gradient_checkpointing, True)
         sampler = BucketSampler(groups, dc.optim.batch, cfg.run.seed + 29)
         loop = TrainLoop(folder, stage, dc.optim, cfg.run, {"lora": AdapterState(dit)}, forward_modules={"lora": dit},
@@ -179,16 +194,21 @@ def run_dpo(cfg: PostChainConfig, stage: str) -> Path | None:
                          refs=data["refs"][m].to(dev) if "refs" in data else None)
         stats = flow_dpo_backward(loop.wrapped[model_key], batch, eps, sigma, dc.beta, dc.sft_weight,
                                   dc.split_backward)
-        return loop_loss(stats.loss, trainable), stats.scalars()
+        return loop_loss(stats.loss, loop.trainable), stats.scalars()
 
     def validate(step: int) -> dict:
         return validate_s2v(dit, bundle, items, dc.validation, folder, step, stage, loop.log) if items else {}
 
+    if real:
+        validate = heldout_validator(dit, held, held_src, files.vae, dc.validation, folder, stage,
+                                     cfg.data.fps or 16.0, logger=loop.log, write=acc.is_main_process)
+
     loop.run(step_fn, validate)
+    lora = extract_lora(dit, ADAPTER) if loop.step >= dc.optim.steps else None  # every process: FSDP gathers
     if loop.step < dc.optim.steps:
         acc.print(f"[{stage}] stopped at step {loop.step} of {dc.optim.steps} (max_minutes); re-run to continue")
     elif acc.is_main_process:
-        save_lora(extract_lora(dit, ADAPTER), out, method=stage.replace("_", "-"), base_model=base_files(cfg).name,
+        save_lora(lora, out, method=stage.replace("_", "-"), base_model=base_files(cfg).name,
                   metadata={"steps": str(loop.step), "beta": repr(dc.beta), "starts_from": start_file.name,
                             "pairs": str(n)})
         mark_done(folder, {"lora": str(out), "steps": loop.step, "pairs_kept": n, "pairs_total": len(records)})

@@ -1,7 +1,7 @@
 """DPO pair generation as its own stage, on real data (docs/method.md section 4).
 
     python -m training.dpo_pairs --config training/configs/cpu-smoke.toml --stage dpo_consis --set data.manifest=...
-    accelerate launch --config_file training/accelerate/ddp.yaml -m training.dpo_pairs --config ...   # N GPUs
+    accelerate launch --config_file training/accelerate/ddp-1.3b.yaml -m training.dpo_pairs --config ...   # N GPUs
 
 For a base from files (model.dit / vae / text_encoder) and a manifest: the stage's triplets are
 the training items of its SFT stage's data (Consis-DPO: the cross-pair entries, started from the
@@ -28,7 +28,7 @@ from libragen_core.errors import InputError
 from .common.loop import distributed, main_process_first, wait_for_everyone
 from .common.schema import PostChainConfig
 from .pair_judges import real_data_judges
-from .pairs import PairRecord, Triplet, generate_pairs, read_decisions, write_index
+from .pairs import PairRecord, Triplet, generate_pairs, read_decisions, read_records, record_file, write_index
 from .post_common import stage_folder, stages_main
 
 # stage -> (pair kind, the SFT stage whose data and LoRA it starts from)
@@ -65,6 +65,10 @@ def generate_real_pairs(cfg: PostChainConfig, stage: str) -> list[PairRecord]:
         data, _, files, _ = prepare_sft_data(cfg, start, dev, progress=state.is_main_process, anonymous=False)
     n = min(dc.pairs, len(data))
     out = pairs_folder(cfg, stage)
+    ids = [f"{kind}-{i:06d}" for i in range(n)]
+    if all(record_file(out, pid).is_file() for pid in ids):
+        # every pair is made (a DPO stage run again, or resumed): no base to load for it
+        return _write_index(cfg, stage, state, out, ids, dc)
     dit = load_frozen_dit(files, cfg.model.dtype, dev)
     merge_lora_into(dit, load_lora(start_file))
     vae = load_vae(files.vae, device=dev)
@@ -97,13 +101,15 @@ def generate_real_pairs(cfg: PostChainConfig, stage: str) -> list[PairRecord]:
                        judges=real_data_judges(dc.filter) if dc.filter.auto else ())
     bar.close()
     wait_for_everyone(cfg.run)
-    ids = [f"{kind}-{i:06d}" for i in range(n)]
+    return _write_index(cfg, stage, state, out, ids, dc)
+
+
+def _write_index(cfg: PostChainConfig, stage: str, state, out: Path, ids: list[str], dc) -> list[PairRecord]:
+    """The main process writes pairs.jsonl (with the review decisions); every process reads it."""
     if state.is_main_process:
         records = write_index(out, ids, read_decisions(dc.filter.decisions or None))
         print(f"[{stage}] {len(records)} pairs in {out}")
     wait_for_everyone(cfg.run)
-    from .pairs import read_records
-
     return read_records(out)
 
 

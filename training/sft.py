@@ -40,7 +40,8 @@ from .common.base_model import (
 )
 from .common.buckets import BucketSampler
 from .common.cache import FeatureCache, FileFacts, prepare_stage_data
-from .common.heldout import heldout_loss, sample_heldout
+from .common.fsdp import sharding_mode
+from .common.heldout import heldout_validator
 from .common.loop import (
     TrainLoop,
     check_global_batch,
@@ -101,21 +102,26 @@ def run_sft(cfg: PostChainConfig, stage: str) -> Path:
         return out
     acc = make_accelerator(cfg.run)
     check_global_batch(sc.optim.batch, acc.num_processes, f"{stage}.optim.batch")  # before the cache, not after
+    sharded = sharding_mode(cfg.run.sharding, acc.num_processes) == "fsdp"
     offload = cfg.model.offload_blocks
     if offload and acc.num_processes > 1:
-        raise ConfigError("model.offload_blocks works in one process only; for several GPUs shard the base instead")
+        raise ConfigError("model.offload_blocks works in one process only; for several GPUs shard the base instead "
+                          "(training/accelerate/fsdp-14b.yaml)")
+    if sharded and sc.probe.every:
+        raise ConfigError(f"[{stage}] the direction probe runs on one process, and a sharded model needs all of them: "
+                          f"set {stage}.probe.every = 0 or run.sharding = 'ddp'")
     with main_process_first(cfg.run):  # the main process encodes, the others find the cache built
         data, held, files, (_, held_src) = prepare_sft_data(cfg, stage, acc.device, progress=acc.is_main_process)
     checkpointing = gradient_checkpointing_on(sc.optim.gradient_checkpointing, files.from_files)
     if offload and not checkpointing:
         raise ConfigError("model.offload_blocks needs gradient checkpointing (the backward pass brings each block "
                           f"back by recomputing it); set {stage}.optim.gradient_checkpointing = true or 'auto'")
-    dit = load_frozen_dit(files, cfg.model.dtype, acc.device, offload)
+    dit = load_frozen_dit(files, cfg.model.dtype, acc.device, offload, sharded=sharded)
     # the LoRA's random init from a seed of its own, not from whatever this process drew before
     seed_everything(cfg.run.seed + 1000 + list(SFT_STAGES).index(stage))
     add_lora(dit, rank=sc.lora.rank, alpha=sc.lora.alpha, targets=sc.lora.targets, adapter_name=ADAPTER,
              dropout=sc.lora.dropout)
-    move_adapters_to(dit, acc.device)
+    move_adapters_to(dit, "cpu" if sharded else acc.device)  # sharding moves everything to the device
     dit.gradient_checkpointing = checkpointing
     null_context = data.null_context()
     sampler = BucketSampler(data.groups(), sc.optim.batch, cfg.run.seed + 11)
@@ -141,30 +147,19 @@ def run_sft(cfg: PostChainConfig, stage: str) -> Path:
         return loss, {"ref_dropped": float(drop_r.float().mean()), "text_dropped": float(drop_t.float().mean()),
                       "anonymous": float(anonymous.float().mean())}
 
-    def validate(step: int) -> dict:
-        if held is None:
-            return {}
-        out = {"heldout_loss": heldout_loss(dit, held, seed=sc.validation.seed)}
-        if sc.validation.clips:
-            def real(i):
-                t = held_src.load(i)
-                return None if t is None else t.frames
-
-            out.update(sample_heldout(dit, held, lambda d: load_vae(files.vae, device=d), sc.validation.clips,
-                                      sc.validation.sampler, sc.validation.seed, folder, step, stage,
-                                      fps=cfg.data.fps or 16.0, real=real, score=getattr(held_src, "score", None),
-                                      logger=loop.log))
-        return out
+    validate = heldout_validator(dit, held, held_src, files.vae, sc.validation, folder, stage, cfg.data.fps or 16.0,
+                                 logger=loop.log, write=acc.is_main_process)
 
     probe = None
     if sc.probe.every and acc.is_main_process:
         probe = s2v_probe(dit, data, held, lambda d: load_vae(files.vae, device=d), sc.probe, sc.validation.sampler,
                           sc.validation.seed)
     loop.run(step_fn, validate, probe_fn=probe, probe_every=sc.probe.every)
+    lora = extract_lora(dit, ADAPTER) if loop.step >= sc.optim.steps else None  # every process: FSDP gathers
     if loop.step < sc.optim.steps:
         acc.print(f"[{stage}] stopped at step {loop.step} of {sc.optim.steps} (max_minutes); re-run to continue")
     elif acc.is_main_process:
-        save_lora(extract_lora(dit, ADAPTER), out, method=f"sft-{kind.replace('_', '-')}", base_model=files.name,
+        save_lora(lora, out, method=f"sft-{kind.replace('_', '-')}", base_model=files.name,
                   metadata={"steps": str(loop.step)})
         mark_done(folder, {"lora": str(out), "steps": loop.step, "kind": kind, "base": files.name,
                            "items": len(data)})

@@ -103,17 +103,23 @@ def lora_trainable_parameters(model: nn.Module, adapter_name: str = "default") -
     return params
 
 
+def _whole(t: torch.Tensor) -> torch.Tensor:
+    """A sharded (FSDP DTensor) weight gathered; a plain one as it is."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
 def extract_lora(model: nn.Module, adapter_name: str = "default") -> LoraWeights:
     """The adapter's weights as a LoraWeights keyed by DiT module names (detached copies).
 
     alpha is written so that alpha / rank equals peft's scaling (which differs under rsLoRA).
+    A model sharded with FSDP gives its whole weights: every process must call this (a gather).
     """
     factors = {}
     for name, layer in _lora_layers(model):
         if adapter_name not in layer.lora_A:
             continue
-        down = layer.lora_A[adapter_name].weight.detach().clone()
-        up = layer.lora_B[adapter_name].weight.detach().clone()
+        down = _whole(layer.lora_A[adapter_name].weight.detach()).clone()
+        up = _whole(layer.lora_B[adapter_name].weight.detach()).clone()
         factors[name] = LoraFactors(down, up, layer.scaling[adapter_name] * down.shape[0])
     if not factors:
         raise InputError(f"the model has no LoRA adapter named {adapter_name!r} (has: {adapter_names(model)})")

@@ -10,6 +10,7 @@ during DiT steps.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,10 +125,13 @@ def check_fits(need: int, device, what: str, fixes: str) -> None:
                          f"free; {fixes}")
 
 
-def load_frozen_dit(files: BaseFiles, dtype: str = "bf16", device="cpu", offload_blocks: int = 0):
+def load_frozen_dit(files: BaseFiles, dtype: str = "bf16", device="cpu", offload_blocks: int = 0,
+                    sharded: bool = False):
     """The DiT, frozen: a real base in bf16 (or fp8 block linears), the SpriteWorld model as stored.
 
-    offload_blocks: the last N blocks' weights stay in CPU memory (see offload_frozen_blocks)."""
+    offload_blocks: the last N blocks' weights stay in CPU memory (see offload_frozen_blocks).
+    sharded: the base is about to be sharded with FSDP (training/common/fsdp.py), which moves it
+    to `device` block by block: it is read into CPU memory, once by each process of this machine."""
     from libragen_core.models.loading import load_dit
 
     dev = torch.device(device)
@@ -138,10 +142,15 @@ def load_frozen_dit(files: BaseFiles, dtype: str = "bf16", device="cpu", offload
         need = dit_weight_bytes(files.dit, dtype)
         fixes = ("use model.dtype = 'fp8' (half the memory), model.offload_blocks = N (blocks wait in CPU memory), "
                  "or a smaller base")
-        check_fits(need, "cpu" if offload_blocks else dev, f"the DiT {files.dit.name} in {dtype}", fixes)
+        if sharded:
+            local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+            check_fits(need * local, "cpu", f"the DiT {files.dit.name} in {dtype}, read by {local} processes "
+                       "before FSDP shards it", "use model.dtype = 'fp8' or fewer processes per machine")
+        else:
+            check_fits(need, "cpu" if offload_blocks else dev, f"the DiT {files.dit.name} in {dtype}", fixes)
         torch_dtype = torch.float8_e4m3fn if dtype == "fp8" else torch.bfloat16
-        # with offloading the file is read into CPU memory and only the resident part moves
-        dit = load_dit(files.dit, device="cpu" if offload_blocks else dev_name, dtype=torch_dtype)
+        # with offloading (or sharding) the file is read into CPU memory and only the resident part moves
+        dit = load_dit(files.dit, device="cpu" if offload_blocks or sharded else dev_name, dtype=torch_dtype)
     dit.requires_grad_(False)
     if offload_blocks:
         offload_frozen_blocks(dit, offload_blocks, dev)
@@ -241,12 +250,14 @@ class AdapterState(nn.Module):
         missing, unexpected = sorted(set(params) - set(state_dict)), sorted(set(state_dict) - set(params))
         if strict and (missing or unexpected):
             raise RuntimeError(f"LoRA state mismatch: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        from .fsdp import local_part
+
         with torch.no_grad():
             for n, p in params.items():
                 if n in state_dict:
                     if tuple(state_dict[n].shape) != tuple(p.shape):
                         raise RuntimeError(f"{n}: checkpoint shape {tuple(state_dict[n].shape)} != {tuple(p.shape)}")
-                    p.copy_(state_dict[n])
+                    p.copy_(local_part(state_dict[n], p))
         return nn.modules.module._IncompatibleKeys(missing, unexpected)
 
 

@@ -88,8 +88,9 @@ def restore_rng(tensors: Mapping[str, torch.Tensor], meta: dict,
 
 
 # ---------------------------------------------------------------- optimizer
-def optimizer_to_files(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    sd = opt.state_dict()
+def optimizer_to_files(opt: torch.optim.Optimizer | Mapping) -> tuple[dict[str, torch.Tensor], dict]:
+    """opt: an optimizer, or its state dict (gathered from shards: training/common/fsdp.py)."""
+    sd = opt if isinstance(opt, Mapping) else opt.state_dict()
     tensors, scalars = {}, {}
     for idx, st in sd["state"].items():
         for k, v in st.items():
@@ -185,12 +186,13 @@ def set_aside(path: Path) -> Path:
     return target
 
 
-def save_checkpoint(folder: str | os.PathLike, step: int, *, modules: Mapping[str, nn.Module],
-                    optimizer: torch.optim.Optimizer | None = None, ema: Mapping[str, object] | None = None,
+def save_checkpoint(folder: str | os.PathLike, step: int, *, modules: Mapping[str, nn.Module | Mapping],
+                    optimizer: torch.optim.Optimizer | Mapping | None = None, ema: Mapping[str, object] | None = None,
                     generators: Mapping[str, torch.Generator] | None = None, state: dict | None = None,
                     keep: int = 3) -> Path:
     """Write checkpoint `step` atomically and delete all but the newest `keep` ones.
 
+    modules: name -> module, or its state dict (gathered from shards); optimizer likewise.
     ema: name -> object with state_dict() -> {name: tensor} (training.common.ema.EMA).
     state: JSON-able stage state (data position, metrics, ...), returned by load_checkpoint.
     """
@@ -202,7 +204,8 @@ def save_checkpoint(folder: str | os.PathLike, step: int, *, modules: Mapping[st
     tmp.mkdir()
     try:
         for name, m in modules.items():
-            save_state_dict({k: v.detach().cpu() for k, v in m.state_dict().items()}, tmp / f"model-{name}.safetensors")
+            sd = m if isinstance(m, Mapping) else m.state_dict()
+            save_state_dict({k: v.detach().cpu() for k, v in sd.items()}, tmp / f"model-{name}.safetensors")
         for name, e in (ema or {}).items():
             save_state_dict({k: v.detach().cpu() for k, v in e.state_dict().items()}, tmp / f"ema-{name}.safetensors")
         meta: dict = {"step": int(step), "state": state or {}}

@@ -111,10 +111,12 @@ def sample_item(dit, data: CachedData, i: int, context: torch.Tensor, negative: 
 @torch.no_grad()
 def sample_heldout(dit, data: CachedData, load_vae: Callable, n: int, sampler, seed: int, folder: Path, step: int,
                    tag: str, fps: float = 16.0, real: Callable[[int], np.ndarray | None] | None = None,
-                   score: Callable[[int, np.ndarray], dict] | None = None, logger=None) -> dict:
+                   score: Callable[[int, np.ndarray], dict] | None = None, logger=None, write: bool = True) -> dict:
     """Sample the first n held-out items; writes <folder>/samples/<tag>-<step>-<i>.mp4 and
     <tag>-<step>.png. load_vae(device) gives the VAE for decoding (released afterwards);
-    real(i) the item's real clip for the sheet (or None); score(i, frames) a source's own metrics."""
+    real(i) the item's real clip for the sheet (or None); score(i, frames) a source's own metrics.
+    write=False samples without writing (an FSDP process other than the main one: it has to take
+    part in every forward)."""
     from libragen_core.io.video import write_video
 
     dev = next(p for p in dit.parameters() if p.requires_grad).device
@@ -122,14 +124,16 @@ def sample_heldout(dit, data: CachedData, load_vae: Callable, n: int, sampler, s
     neg = data.null_context().to(dev)
     rows, scores = [], []
     out_dir = folder / "samples"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if write:
+        out_dir.mkdir(parents=True, exist_ok=True)
     try:
         for i in range(min(n, len(data))):
             it = data.items[i]
             lat, subjects = sample_item(dit, data, i, data.text(it.text).to(dev), neg, sampler, seed + i)
             frames = tensor_to_frames(vae.decode(lat))[0]
             ref_px = tensor_to_frames(vae.decode(subjects.latents))  # [R, 1, H, W, 3]
-            write_video(out_dir / f"{tag}-{step:08d}-{i}.mp4", frames, fps=fps)
+            if write:
+                write_video(out_dir / f"{tag}-{step:08d}-{i}.mp4", frames, fps=fps)
             extra = score(i, frames) if score is not None else {}
             scores.append(extra)
             truth = real(i) if real is not None else None
@@ -143,10 +147,35 @@ def sample_heldout(dit, data: CachedData, load_vae: Callable, n: int, sampler, s
         del vae
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    if rows:
+    if rows and write:
         img = contact_sheet(rows)
         save_image(out_dir / f"{tag}-{step:08d}.png", img)
         if logger is not None:
             logger.image(step, "samples", img)
     keys = sorted({k for s in scores for k in s})
     return {k: float(np.mean([s[k] for s in scores if k in s])) for k in keys}
+
+
+def heldout_validator(dit, held: CachedData | None, held_src, vae_file, validation, folder: Path, stage: str,
+                      fps: float, logger=None, write: bool = True) -> Callable[[int], dict]:
+    """The validate_fn of a LoRA stage on held-out real items (SFT, and DPO on its SFT stage's
+    held-out items): their flow loss at fixed sigmas, then `validation.clips` samples of their
+    captions and references (mp4 + contact sheet beside the real clip, and the source's own scores
+    when it has ground truth). held_src.load(i) gives an item's real clip. write: see sample_heldout."""
+    from libragen_core.models.vae_checkpoint import load_vae
+
+    def validate(step: int) -> dict:
+        if held is None:
+            return {}
+        out = {"heldout_loss": heldout_loss(dit, held, seed=validation.seed)}
+        if validation.clips:
+            def real(i):
+                t = held_src.load(i)
+                return None if t is None else t.frames
+
+            out.update(sample_heldout(dit, held, lambda d: load_vae(vae_file, device=d), validation.clips,
+                                      validation.sampler, validation.seed, folder, step, stage, fps=fps, real=real,
+                                      score=getattr(held_src, "score", None), logger=logger, write=write))
+        return out
+
+    return validate

@@ -15,6 +15,11 @@ same global batch and the same noise from the same generator, then keeps its sha
 (`loop.share(n)`), so a step's gradient (DDP averages the per-process means) and every random
 draw are those of a one-process run. Only the main process writes checkpoints, logs, samples and
 final files; every process resumes from the same checkpoint.
+
+Under FSDP (run.sharding; training/common/fsdp.py) the trained model is sharded instead of
+wrapped in DDP: the same shares and draws, the trainable tensors in parts. Checkpoints are
+gathered to full tensors before the main process writes them (the same files as one process
+writes), and validation runs on every process, since each forward needs all of them.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from torch import nn
 
 from libragen_core.errors import CheckpointError
 
+from . import fsdp
 from .checkpoint import checkpoint_files, load_checkpoint, readable_checkpoint, save_checkpoint, set_aside
 from .ema import EMA
 from .logs import RunLogger
@@ -117,6 +123,19 @@ def make_accelerator(run: RunConfig, find_unused_parameters: bool = False):
     return Accelerator(cpu=not cuda, mixed_precision=mp, kwargs_handlers=handlers)
 
 
+def _ddp_skip_frozen(model: nn.Module) -> None:
+    """DDP leaves the frozen parameters alone: nothing to reduce, and every process already has the
+    same ones (the base file, or the seeded init). Otherwise DDP broadcasts them from the main
+    process when it wraps the model: for a 14B base that is 27 GiB sent for nothing, and gloo has no
+    float8 type (an fp8 base stops with "Invalid scalar type")."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    frozen += [n for n, b in model.named_buffers() if b.dtype in (torch.float8_e4m3fn, torch.float8_e5m2)]
+    if frozen:
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, frozen)
+
+
 class TrainLoop:
     """forward_modules: per name, a module to train through instead of modules[name] (same
     parameters; e.g. a training-forward wrapper): DDP syncs gradients only of what runs through
@@ -124,7 +143,10 @@ class TrainLoop:
     find_unused_parameters: DDP's option, for a stage where some parameters get no gradient in
     some steps (VAE: the encoder in the decoder-only phase).
     device_placement: False leaves the modules where the stage put them (a DiT whose frozen
-    blocks wait in CPU memory must not be moved to the device whole)."""
+    blocks wait in CPU memory must not be moved to the device whole).
+    Under FSDP the forward modules are sharded here (a base waiting in CPU memory moves to the
+    device block by block) and the modules to checkpoint must reach their parameters through
+    them (AdapterState)."""
 
     def __init__(self, folder: str | os.PathLike, stage: str, optim: OptimConfig, run: RunConfig,
                  modules: Mapping[str, nn.Module], *, param_groups: Sequence[dict] | None = None,
@@ -139,15 +161,29 @@ class TrainLoop:
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
         check_global_batch(optim.batch, self.world, f"{stage}.optim.batch")
         self.modules = dict(modules)
+        names = list(self.modules)
+        forward_modules = dict(forward_modules or {})
+        self.sharding = fsdp.sharding_mode(run.sharding, self.world)
+        if self.sharding == "fsdp":
+            self._check_fsdp(param_groups, ema_modules, optim)
+            for n in names:  # sharding replaces the parameters: the optimizer is made after it
+                kept, whole = fsdp.shard_model(forward_modules.get(n, self.modules[n]), self.acc.device)
+                self.acc.print(f"[{stage}] FSDP over {self.world} processes: each keeps {kept / 2**20:.1f} MiB of the "
+                               f"model's {whole / 2**20:.1f} MiB of weights")
         groups = param_groups or [{"params": [p for m in self.modules.values() for p in m.parameters() if p.requires_grad]}]
         self.optimizer = torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
         self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
-        names = list(self.modules)
-        forward_modules = dict(forward_modules or {})
-        prepared = self.acc.prepare(*[forward_modules.get(n, self.modules[n]) for n in names], self.optimizer,
-                                    device_placement=[device_placement] * len(names) + [True])
-        self.wrapped = dict(zip(names, prepared[:-1]))
-        self.acc_optimizer = prepared[-1]
+        if self.sharding == "fsdp":
+            self.wrapped = {n: forward_modules.get(n, self.modules[n]) for n in names}
+            self.acc_optimizer = self.optimizer
+        else:
+            if self.world > 1:
+                for n in names:
+                    _ddp_skip_frozen(forward_modules.get(n, self.modules[n]))
+            prepared = self.acc.prepare(*[forward_modules.get(n, self.modules[n]) for n in names], self.optimizer,
+                                        device_placement=[device_placement] * len(names) + [True])
+            self.wrapped = dict(zip(names, prepared[:-1]))
+            self.acc_optimizer = prepared[-1]
         for n in names:
             m = self.modules[n]
             if optim.gradient_checkpointing is True and hasattr(m, "gradient_checkpointing"):
@@ -160,9 +196,25 @@ class TrainLoop:
         self.log = RunLogger(self.folder, stage, enabled=self.acc.is_main_process)
         self.ckpt_dir = self.folder / "checkpoints"
 
+    def _check_fsdp(self, param_groups, ema_modules, optim: OptimConfig) -> None:
+        from libragen_core.errors import ConfigError
+
+        fix = "set run.sharding = 'ddp' (or launch with the DDP config)"
+        if param_groups is not None or (ema_modules and optim.ema_decay > 0):
+            raise ConfigError(f"[{self.stage}] FSDP is for the LoRA stages (SFT, DPO); this stage's parameter groups / "
+                              f"EMA are not sharded: {fix}")
+        if self.run_cfg.mixed_precision == "fp16":
+            raise ConfigError(f"[{self.stage}] FSDP runs without fp16 loss scaling; use run.mixed_precision = 'bf16'")
+
     @property
     def device(self) -> torch.device:
         return self.acc.device
+
+    @property
+    def everyone_validates(self) -> bool:
+        """Validation runs on every process (FSDP: a forward needs all of them); a stage's
+        validate_fn then writes its files only where `self.acc.is_main_process`."""
+        return self.sharding == "fsdp"
 
     def share(self, n: int) -> slice:
         """This process's part of a global batch of n items (contiguous, n / world of them)."""
@@ -201,6 +253,8 @@ class TrainLoop:
                 + f". To train this stage from step 0, move {self.ckpt_dir} aside and run again.")
         info = load_checkpoint(path, modules=self.modules, optimizer=self.optimizer, ema=self.ema,
                                generators={"train": self.generator})
+        if self.sharding == "fsdp":
+            fsdp.shard_optimizer_state(self.optimizer)
         if skipped and self.acc.is_main_process:
             for bad, _ in skipped:
                 self.acc.print(f"[{self.stage}] set {bad.name} aside as {set_aside(bad).name} (delete it when done)")
@@ -214,12 +268,17 @@ class TrainLoop:
         return self.step
 
     def save(self) -> Path | None:
+        """Write a checkpoint (main process); under FSDP every process must call it (the gather)."""
+        modules, optimizer = self.modules, self.optimizer
+        if self.sharding == "fsdp":
+            modules = {n: fsdp.full_state(m.state_dict()) for n, m in self.modules.items()}
+            optimizer = fsdp.full_optimizer_state(self.optimizer)
         if not self.acc.is_main_process:
             return None
         state = {"data": self.data_state.state_dict() if self.data_state is not None else None}
         if self.extra_state is not None:
             state["extra"] = self.extra_state()
-        return save_checkpoint(self.ckpt_dir, self.step, modules=self.modules, optimizer=self.optimizer, ema=self.ema,
+        return save_checkpoint(self.ckpt_dir, self.step, modules=modules, optimizer=optimizer, ema=self.ema,
                                generators={"train": self.generator}, state=state, keep=self.cfg.keep_checkpoints)
 
     def run(self, step_fn: Callable[[int, torch.Generator], tuple[torch.Tensor, dict]],
@@ -230,8 +289,9 @@ class TrainLoop:
 
         validate_fn runs on the main process only: it must use the unwrapped modules (a DDP
         module's forward broadcasts buffers, a collective the other processes would not join).
+        Under FSDP it runs on every process (`everyone_validates`); only the main one logs.
         probe_fn: a cheaper check (training.direction_probe) run every probe_every steps and at
-        step 0 of a fresh run, logged under probe/; the same rules as validate_fn."""
+        step 0 of a fresh run, logged under probe/; main process only, so not under FSDP."""
         from tqdm.auto import tqdm
 
         until = self.cfg.steps if until is None else min(until, self.cfg.steps)
@@ -243,6 +303,12 @@ class TrainLoop:
                    dynamic_ncols=True, mininterval=2.0)
         for m in self.wrapped.values():
             m.train()
+        if probe_fn is not None and probe_every > 0 and self.sharding == "fsdp":
+            from libragen_core.errors import ConfigError
+
+            raise ConfigError(f"[{self.stage}] the direction probe runs on one process, and a sharded model needs all "
+                              f"of them: set {self.stage}.probe.every = 0 or run.sharding = 'ddp'")
+        validating = self.acc.is_main_process or self.everyone_validates
         probing = probe_fn is not None and probe_every > 0 and self.acc.is_main_process
         if probing and self.step == 0:
             self._validate(probe_fn, "probe/")
@@ -251,9 +317,15 @@ class TrainLoop:
             set_lr(self.acc_optimizer, lr)
             with self.acc.autocast():
                 loss, metrics = step_fn(self.step, self.generator)
-            self.acc.backward(loss)
+            if self.sharding == "fsdp":
+                if loss.requires_grad:  # a stage that did its own backward passes returns a bare value
+                    loss.backward()
+            else:
+                self.acc.backward(loss)
             if cfg.grad_clip > 0:
-                gnorm = float(self.acc.clip_grad_norm_(self.trainable, cfg.grad_clip))
+                if self.sharding != "fsdp":
+                    self.acc.unscale_gradients()  # fp16 loss scaling (a no-op otherwise)
+                gnorm = fsdp.clip_grad_norm(self.trainable, cfg.grad_clip)
                 metrics = {**metrics, "grad_norm": gnorm}
             self.acc_optimizer.step()
             self.acc_optimizer.zero_grad(set_to_none=True)
@@ -285,7 +357,7 @@ class TrainLoop:
             if self.step % cfg.checkpoint_every == 0 or self.step == until or timed_out:
                 self.save()
             if validate_fn is not None and cfg.validate_every and self.step % cfg.validate_every == 0 \
-                    and self.step != until and self.acc.is_main_process:
+                    and self.step != until and validating:
                 self._validate(validate_fn)
             if probing and (self.step % probe_every == 0 or self.step == until or timed_out):
                 self._validate(probe_fn, "probe/")
@@ -293,7 +365,7 @@ class TrainLoop:
                 self.acc.print(f"[{self.stage}] max_minutes={cfg.max_minutes} reached at step {self.step}")
                 break
         bar.close()
-        if validate_fn is not None and self.acc.is_main_process and self.step >= until:
+        if validate_fn is not None and validating and self.step >= until:
             self._validate(validate_fn)
         self.log.flush()
         return self.step

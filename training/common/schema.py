@@ -40,6 +40,10 @@ class RunConfig:
     # multi-process runs: how long a process waits in a collective for the others. Validation,
     # latent/triplet caches and DPO pair generation run on the main process while the rest wait.
     dist_timeout_minutes: float = 240.0
+    # several processes: "ddp" (each holds the whole frozen base), "fsdp" (the base sharded over
+    # them; LoRA stages), "auto" = fsdp when accelerate was launched with an FSDP config
+    # (training/accelerate/fsdp-14b.yaml), else ddp. training/common/fsdp.py
+    sharding: Literal["auto", "ddp", "fsdp"] = "auto"
 
     def __post_init__(self):
         if self.dist_timeout_minutes <= 0:
