@@ -127,7 +127,11 @@ def memory_table(rank: int = 32, tokens: int = 1000) -> list[dict]:
         # before and after GELU, residual sums: about 12 x dim + 2 x ffn_dim values per token)
         kept = c.num_layers * c.dim * 2 * tokens
         one_block = (12 * c.dim + 2 * c.ffn_dim) * 2 * tokens
+        one = dit.blocks[0]
+        one_linears = sum(m.weight.numel() for m in one.modules() if isinstance(m, torch.nn.Linear))
+        one_params = sum(p.numel() for p in one.parameters())
         rows.append({"base": preset, "params": n, "weights_bf16": 2 * n, "weights_fp8": 2 * n - block_linears,
+                     "layers": c.num_layers, "block_bf16": 2 * one_params, "block_fp8": 2 * one_params - one_linears,
                      "lora_params": lora, "lora_fp32": 4 * lora, "lora_grads": 4 * lora, "adamw": 8 * lora,
                      "act_per_1k_tokens": (kept + one_block) * 1000 // tokens})
     return rows
