@@ -330,3 +330,15 @@ def test_sft_on_an_fp8_base_fsdp_and_ddp_write_the_same_lora(chain, tmp_path):
     a = load_state_dict(work / "fp8-fsdp" / "sft_in" / "lora.safetensors")
     b = load_state_dict(work / "fp8" / "sft_in" / "lora.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fsdp_refuses_what_it_does_not_shard_before_any_work(chain, tmp_path):
+    """The direction probe runs on one process: under FSDP the stage stops at once, naming the
+    setting and the fix, on every process (none waits for the others in a collective)."""
+    work = _copy(chain, tmp_path)
+    cmd = _launch_cmd("training.sft", work, "--stage", "sft_in", "--set", "run.out=probe", "--set", "sft_in.optim.batch=2",
+                      "--set", "sft_in.probe.every=1")
+    r = subprocess.run(cmd, cwd=work, env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    assert "set sft_in.probe.every = 0 or run.sharding = 'ddp'" in r.stdout + r.stderr
+    assert not (work / "probe" / "sft_in" / "checkpoints").exists()
