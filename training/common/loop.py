@@ -303,7 +303,7 @@ class TrainLoop:
                    dynamic_ncols=True, mininterval=2.0)
         for m in self.wrapped.values():
             m.train()
-        if probe_fn is not None and probe_every > 0 and self.sharding == "fsdp":
+        if probe_every > 0 and self.sharding == "fsdp":  # every process stops (probe_fn exists on the main one only)
             from libragen_core.errors import ConfigError
 
             raise ConfigError(f"[{self.stage}] the direction probe runs on one process, and a sharded model needs all "
