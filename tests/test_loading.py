@@ -299,3 +299,19 @@ def test_in_memory_fp8_matches_loaded_fp8(tmp_path, micro):
     assert isinstance(converted.blocks[0].cross_attn.o, Fp8Linear)
     assert converted.blocks[0].cross_attn.o.weight.dtype == torch.float8_e4m3fn
     torch.testing.assert_close(_run(converted), _run(load_dit(plain, dtype=torch.float8_e4m3fn)))
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16, torch.float8_e4m3fn])
+def test_meta_device_gives_the_loaded_layout_without_weights(tmp_path, micro, dtype):
+    """What FSDP's other processes build (training/common/fsdp.py): the same names, shapes, dtypes,
+    buffers (fp8 scales) and trainable flags as a real load, every tensor on the meta device."""
+    path = _fp8_scaled_file(tmp_path, micro)
+    real, meta = load_dit(path, dtype=dtype), load_dit(path, device="meta", dtype=dtype)
+
+    def layout(m):
+        return ({n: (tuple(p.shape), p.dtype, p.requires_grad) for n, p in m.named_parameters()},
+                {n: (tuple(b.shape), b.dtype) for n, b in m.named_buffers()}, type(m.blocks[0].self_attn.q))
+
+    assert layout(real) == layout(meta)
+    assert all(t.is_meta for t in (*meta.parameters(), *meta.buffers()))
+    assert not any(t.is_meta for t in (*real.parameters(), *real.buffers()))

@@ -189,6 +189,8 @@ def dpo_runs(chain, tmp_path_factory):
             log = _launch(f"training.{DPO_STAGE}", runs[mode].parent, *DPO_SETS,
                             layout="fsdp-14b" if mode == "fsdp" else "ddp-1.3b")
         assert ("FSDP over 2 processes" in log) == (mode == "fsdp"), log[-3000:]
+        # FSDP: only the main process read the base; the other built it on the meta device
+        assert ("the only one that read the file" in log) == (mode == "fsdp")
         assert json.loads((runs[mode] / DPO_STAGE / "DONE.json").read_text())["pairs_kept"] == 2
     return runs
 

@@ -392,6 +392,8 @@ def load_dit(path: str | os.PathLike, device: str | torch.device = "cpu",
              dtype: torch.dtype | str | None = None) -> WanDiT:
     """Load a Wan2.1 T2V-layout DiT with strict key and shape checks.
 
+    device "meta" gives the same model without reading a weight (names, shapes and dtypes as
+    loaded: FSDP builds the processes other than the one that reads the file this way).
     dtype: None keeps the file's own precision: an fp8 file keeps its block linears in fp8 (half
     the memory of bf16) and computes in bf16, any other file keeps its dominant float dtype;
     fp32/fp16/bf16 convert (fp8 weights are dequantized); torch.float8_e4m3fn keeps (or makes)
@@ -407,6 +409,12 @@ def load_dit(path: str | os.PathLike, device: str | torch.device = "cpu",
     with torch.device("meta"):
         model = WanDiT(info.config)
     fp8_names = set(use_fp8_block_linears(model, dtype) if keep_fp8 else ())
+    if torch.device(device).type == "meta":  # the layout only: names, shapes and dtypes, no weights read
+        for p in model.parameters():
+            if p.dtype.is_floating_point and p.dtype not in FP8_DTYPES:
+                p.data = p.data.to(compute)
+            p.requires_grad_(p.dtype.is_floating_point and p.dtype not in FP8_DTYPES)
+        return model.eval()
 
     raw = dict(_read_tensors(info, device))
     sd: dict[str, torch.Tensor] = {}

@@ -10,7 +10,6 @@ during DiT steps.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,8 +129,10 @@ def load_frozen_dit(files: BaseFiles, dtype: str = "bf16", device="cpu", offload
     """The DiT, frozen: a real base in bf16 (or fp8 block linears), the SpriteWorld model as stored.
 
     offload_blocks: the last N blocks' weights stay in CPU memory (see offload_frozen_blocks).
-    sharded: the base is about to be sharded with FSDP (training/common/fsdp.py), which moves it
-    to `device` block by block: it is read into CPU memory, once by each process of this machine."""
+    sharded: the base is about to be sharded with FSDP (training/common/fsdp.py): the main process
+    reads it into CPU memory, every other process builds the same model on the meta device (no
+    weights), and the sharding sends each block from the main process to all before cutting it,
+    so one copy of the base is in CPU memory, not one per process."""
     from libragen_core.models.loading import load_dit
 
     dev = torch.device(device)
@@ -142,13 +143,16 @@ def load_frozen_dit(files: BaseFiles, dtype: str = "bf16", device="cpu", offload
         need = dit_weight_bytes(files.dit, dtype)
         fixes = ("use model.dtype = 'fp8' (half the memory), model.offload_blocks = N (blocks wait in CPU memory), "
                  "or a smaller base")
+        torch_dtype = torch.float8_e4m3fn if dtype == "fp8" else torch.bfloat16
         if sharded:
-            local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-            check_fits(need * local, "cpu", f"the DiT {files.dit.name} in {dtype}, read by {local} processes "
-                       "before FSDP shards it", "use model.dtype = 'fp8' or fewer processes per machine")
+            import torch.distributed as dist
+
+            if dist.get_rank() != 0:  # filled by the main process when FSDP shards it
+                return load_dit(files.dit, device="meta", dtype=torch_dtype).requires_grad_(False)
+            check_fits(need, "cpu", f"the DiT {files.dit.name} in {dtype}, read once before FSDP shards it",
+                       "use model.dtype = 'fp8' or a machine with more memory")
         else:
             check_fits(need, "cpu" if offload_blocks else dev, f"the DiT {files.dit.name} in {dtype}", fixes)
-        torch_dtype = torch.float8_e4m3fn if dtype == "fp8" else torch.bfloat16
         # with offloading (or sharding) the file is read into CPU memory and only the resident part moves
         dit = load_dit(files.dit, device="cpu" if offload_blocks or sharded else dev_name, dtype=torch_dtype)
     dit.requires_grad_(False)
@@ -269,7 +273,7 @@ def gradient_checkpointing_on(setting, from_files: bool) -> bool:
 def move_adapters_to(dit, device) -> None:
     """LoRA parameters follow the device (an offloaded block's adapter too: it trains on the device)."""
     for p in dit.parameters():
-        if p.requires_grad and p.device != torch.device(device):
+        if p.requires_grad and p.device != torch.device(device) and not p.is_meta:  # meta: FSDP fills it
             p.data = p.data.to(device)
 
 

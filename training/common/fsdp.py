@@ -56,12 +56,13 @@ def fsdp_units(model: nn.Module) -> list[nn.Module]:
 
 
 def shard_model(model: nn.Module, device: torch.device, reshard_after_forward: bool | None = None
-                ) -> tuple[int, int]:
+                ) -> tuple[int, int, bool]:
     """Shard `model` in place over every process of the default process group. Parameters move to
     `device` one unit at a time, so a base loaded in CPU memory never sits on a GPU whole.
     reshard_after_forward: free each block's gathered weights after its forward (gather again in
     the backward pass); default from accelerate's FSDP config (FSDP_RESHARD_AFTER_FORWARD), else on.
-    Returns (bytes of weights this process keeps, bytes of the whole model's weights)."""
+    Returns (bytes of weights this process keeps, bytes of the whole model's weights, whether the
+    weights came from the main process)."""
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
@@ -72,12 +73,49 @@ def shard_model(model: nn.Module, device: torch.device, reshard_after_forward: b
     if device.type == "cuda":
         torch.cuda.set_device(device)
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    # a model some processes hold on the meta device only (load_frozen_dit(sharded=True)): the
+    # main process sends each unit whole just before it is cut, so no process ever holds more
+    # than one unit of it beyond its own parts
+    flag = torch.tensor([float(any(t.is_meta for t in _plain_tensors(model)))], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    from_main = bool(flag.item())
     for unit in fsdp_units(model):
+        if from_main:
+            _send_from_main(unit, device)
         fully_shard(unit, mesh=mesh, reshard_after_forward=reshard_after_forward)
+    if from_main:
+        _send_from_main(model, device)
     fully_shard(model, mesh=mesh, reshard_after_forward=reshard_after_forward)
     params = list(model.parameters())
     kept = sum((p.to_local() if is_sharded(p) else p).nbytes for p in params)
-    return kept, sum(p.numel() * p.element_size() for p in params)
+    return kept, sum(p.numel() * p.element_size() for p in params), from_main
+
+
+def _plain_tensors(module: nn.Module) -> list[torch.Tensor]:
+    """The parameters and buffers of `module` not sharded yet (a unit's, or what the units leave)."""
+    return [t for t in (*module.parameters(), *module.buffers()) if not is_sharded(t)]
+
+
+def _send_from_main(module: nn.Module, device: torch.device) -> None:
+    """Broadcast the unsharded tensors of `module` from the main process (the one that read the
+    file) to every process, on `device`; the others' meta tensors are replaced by real ones first.
+    float8 travels as bytes (gloo has no float8 type)."""
+    import torch.distributed as dist
+
+    main = dist.get_rank() == 0
+    for owner_name, owner in module.named_modules():
+        for kind, table in (("parameter", owner._parameters), ("buffer", owner._buffers)):
+            for name, t in list(table.items()):
+                if t is None or is_sharded(t):
+                    continue
+                if main and t.is_meta:
+                    raise RuntimeError(f"{kind} {owner_name}.{name} has no weights on the main process, which "
+                                       "must load the model it shards")
+                data = t.detach().to(device) if main else torch.empty(t.shape, dtype=t.dtype, device=device)
+                wire = data.view(torch.uint8) if data.dtype in (torch.float8_e4m3fn, torch.float8_e5m2) else data
+                dist.broadcast(wire, src=0)
+                # a new tensor object: a meta tensor cannot take real data in place
+                table[name] = nn.Parameter(data, requires_grad=t.requires_grad) if kind == "parameter" else data
 
 
 def is_sharded(t) -> bool:

@@ -167,9 +167,11 @@ class TrainLoop:
         if self.sharding == "fsdp":
             self._check_fsdp(param_groups, ema_modules, optim)
             for n in names:  # sharding replaces the parameters: the optimizer is made after it
-                kept, whole = fsdp.shard_model(forward_modules.get(n, self.modules[n]), self.acc.device)
+                kept, whole, from_main = fsdp.shard_model(forward_modules.get(n, self.modules[n]), self.acc.device)
                 self.acc.print(f"[{stage}] FSDP over {self.world} processes: each keeps {kept / 2**20:.1f} MiB of the "
-                               f"model's {whole / 2**20:.1f} MiB of weights")
+                               f"model's {whole / 2**20:.1f} MiB of weights"
+                               + (", sent block by block by the main process, the only one that read the file"
+                                  if from_main else ""))
         groups = param_groups or [{"params": [p for m in self.modules.values() for p in m.parameters() if p.requires_grad]}]
         self.optimizer = torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
         self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
