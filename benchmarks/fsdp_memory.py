@@ -4,6 +4,7 @@ Wan2.1 1.3B shapes (random weights), against the per-GPU figures docs/training-r
     .venv/bin/python benchmarks/fsdp_memory.py [--procs 2] [--frames 3 --height 16 --width 16]
     .venv/bin/python benchmarks/fsdp_memory.py --device cuda --procs 2        # NCCL, on GPUs
     .venv/bin/python benchmarks/fsdp_memory.py --table --tokens 33000         # the computed table only
+    .venv/bin/python benchmarks/fsdp_memory.py --loading                      # CPU memory of loading a base file
 
 Each layout runs in fresh processes (torch.distributed.run; gloo on CPU, NCCL on CUDA), so each
 peak is its own. DDP: every process holds the whole frozen bf16 base (torch's DDP, as accelerate
@@ -15,6 +16,12 @@ what it had before building the model (with glibc's mmap threshold at 64 KiB, so
 tensors leave the process). The measured peaks are printed beside the computed ones
 (weights / N + two gathered blocks + the rest of the model + LoRA state / N + activations), and
 the computed table extends them to the 14B base and 1 to 8 GPUs.
+
+--loading writes a base file of the preset's shapes (random fp16 weights) and measures each
+process's own (anonymous) CPU memory while it loads it in bf16 and shards it: every process
+reading the file (what DDP does) against the main process alone reading it and sending each block
+to the others, which built the model on the meta device (load_frozen_dit(sharded=True), the FSDP
+path). The file's pages in the page cache are shared and not counted.
 """
 from __future__ import annotations
 
@@ -124,6 +131,48 @@ def worker(a) -> dict:
     return out
 
 
+def _anon_bytes() -> int:
+    """The process's anonymous resident memory (its own tensors; not the file's pages, which the
+    page cache shares between processes and can drop)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no RssAnon in /proc/self/status (the loading measure needs Linux)")
+
+
+def loading_worker(a) -> dict:
+    import threading
+
+    import torch.distributed as dist
+
+    from libragen_core.models.loading import load_dit
+    from training.common import fsdp
+
+    torch.set_num_threads(a.threads)
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    base, peak, done = _anon_bytes(), [0], threading.Event()
+
+    def sample():  # the peak of anonymous memory, every 2 ms
+        while not done.is_set():
+            peak[0] = max(peak[0], _anon_bytes())
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t = time.perf_counter()
+    meta = a.layout == "main-reads" and rank != 0
+    dit = load_dit(a.file, device="meta" if meta else "cpu", dtype=torch.bfloat16).requires_grad_(False)
+    kept, whole, _ = fsdp.shard_model(dit, torch.device("cpu"))
+    seconds = time.perf_counter() - t
+    done.set()
+    sampler.join()
+    out = {"rank": rank, "peak_bytes": max(peak[0], _anon_bytes()) - base, "weights_bytes": kept,
+           "whole_bytes": whole, "load_s": seconds}
+    dist.destroy_process_group()
+    return out
+
+
 def predicted(row: dict, layout: str, gpus: int, tokens: int, fp8: bool = False) -> int:
     """Computed bytes per GPU (benchmarks/lora_sft_memory.memory_table's pieces)."""
     weights = row["weights_fp8" if fp8 else "weights_bf16"]
@@ -136,6 +185,54 @@ def predicted(row: dict, layout: str, gpus: int, tokens: int, fp8: bool = False)
     # each block's weights gathered while it runs, the next one's gather in flight; the rest of
     # the model (patch and text embeddings, head) stays gathered through the forward pass
     return weights // gpus + 2 * block + rest + lora_state // gpus + act
+
+
+def launch(a, layout: str, *extra: str) -> list[dict]:
+    """Run `a.procs` worker processes of one layout; their figures, one dict per process."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(a.procs),
+               __file__, "--layout", layout, "--results", folder, "--device", a.device, "--preset", a.preset,
+               "--frames", str(a.frames), "--height", str(a.height), "--width", str(a.width), "--rank", str(a.rank),
+               "--threads", str(a.threads), *extra]
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(a.threads)}
+        if a.device == "cpu":
+            # glibc keeps freed heap blocks in the process: the blocks FSDP gathers and frees one
+            # after the other would show as resident memory never given back (1.3B, 2 processes:
+            # +1.6 GiB after one forward); served by mmap, a freed block leaves the process, so
+            # the peak counts live tensors, as CUDA's max_memory_allocated does
+            env["MALLOC_MMAP_THRESHOLD_"] = "65536"
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if out.returncode:
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-6000:]}")
+        return [json.loads(f.read_text()) for f in sorted(Path(folder).glob("*.json"))]
+
+
+def measure_loading(a) -> int:
+    import tempfile
+
+    from libragen_core.models.loading import save_dit
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from lora_sft_memory import build
+
+    with tempfile.TemporaryDirectory() as folder:
+        file = Path(folder) / "base.safetensors"
+        # fp16, as the common Phantom-Wan / Wan2.1 downloads: loading it in bf16 converts every tensor,
+        # so each process that reads the file holds a copy of its own
+        save_dit(build(a.preset, torch.float16), file)
+        size = file.stat().st_size
+        results = {layout: launch(a, layout, "--file", str(file)) for layout in ("all-read", "main-reads")}
+    print(f"\nloading a {a.preset} base file ({size / GIB:.2f} GiB, fp16) in bf16 and sharding it over {a.procs} CPU "
+          "processes:")
+    print("| who reads the file | process | weights kept (GiB) | peak own memory (GiB) | seconds |")
+    print("|---|---:|---:|---:|---:|")
+    for layout, rs in results.items():
+        for r in rs:
+            print(f"| {'every process' if layout == 'all-read' else 'the main process'} | {r['rank']} | "
+                  f"{r['weights_bytes'] / GIB:.2f} | {r['peak_bytes'] / GIB:.2f} | {r['load_s']:.1f} |")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -151,11 +248,13 @@ def main(argv=None) -> int:
     p.add_argument("--table", action="store_true", help="print the computed per-GPU table only")
     p.add_argument("--tokens", type=int, default=33000,
                    help="tokens per GPU for the table (a 480x832 81-frame clip + 1 reference: about 33,000)")
-    p.add_argument("--layout", choices=["ddp", "fsdp"], help=argparse.SUPPRESS)  # a worker process
+    p.add_argument("--loading", action="store_true", help="measure the CPU memory of loading a base file instead")
+    p.add_argument("--file", help=argparse.SUPPRESS)  # the base file a loading worker reads
+    p.add_argument("--layout", choices=["ddp", "fsdp", "all-read", "main-reads"], help=argparse.SUPPRESS)  # a worker
     p.add_argument("--results", help=argparse.SUPPRESS)  # the folder a worker writes its figures to
     a = p.parse_args(argv)
     if a.layout:
-        r = worker(a)
+        r = loading_worker(a) if a.file else worker(a)
         Path(a.results, f"{r['rank']}.json").write_text(json.dumps(r))
         return 0
 
@@ -173,27 +272,9 @@ def main(argv=None) -> int:
     if a.table:
         return 0
 
-    import tempfile
-
-    results = {}
-    for layout in ("ddp", "fsdp"):
-        with tempfile.TemporaryDirectory() as folder:
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(a.procs),
-                   __file__, "--layout", layout, "--results", folder, "--device", a.device, "--preset", a.preset,
-                   "--frames", str(a.frames), "--height", str(a.height), "--width", str(a.width), "--rank", str(a.rank),
-                   "--threads", str(a.threads)]
-            env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(a.threads)}
-            if a.device == "cpu":
-                # glibc keeps freed heap blocks in the process: the blocks FSDP gathers and frees one
-                # after the other would show as resident memory never given back (1.3B, 2 processes:
-                # +1.6 GiB after one forward); served by mmap, a freed block leaves the process, so
-                # the peak counts live tensors, as CUDA's max_memory_allocated does
-                env["MALLOC_MMAP_THRESHOLD_"] = "65536"
-            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if out.returncode:
-                print(out.stdout[-3000:], out.stderr[-6000:], file=sys.stderr)
-                return 1
-            results[layout] = [json.loads(f.read_text()) for f in sorted(Path(folder).glob("*.json"))]
+    if a.loading:
+        return measure_loading(a)
+    results = {layout: launch(a, layout) for layout in ("ddp", "fsdp")}
     row = rows[a.preset]
     tokens = results["ddp"][0]["tokens"]
     print(f"\nmeasured, {a.preset} shapes, {a.procs} processes ({a.device}), {tokens} tokens per process, "
