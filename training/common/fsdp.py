@@ -4,7 +4,9 @@ Under DDP every GPU holds the whole frozen base; a 14B base in bf16 (26.6 GiB) p
 does not leave room to train on one GPU. Here each DiT block is one FSDP unit: a process keeps
 1/N of every weight, all-gathers one block's weights just before the block runs (again in the
 backward pass) and frees them after it; the LoRA's gradients are reduce-scattered, so each process
-also keeps 1/N of the LoRA, its gradients and AdamW's state.
+also keeps 1/N of the LoRA, its gradients and AdamW's state. Only the main process reads the
+base file (training/common/base_model.load_frozen_dit(sharded=True)); the others build the model
+on the meta device and receive each unit from it as it is sharded.
 
 What a run sees is that of a one-process run (training/common/loop.py): every process draws the
 global batch and keeps its share, the reduce-scatter averages the shares' gradients as DDP's
@@ -58,7 +60,9 @@ def fsdp_units(model: nn.Module) -> list[nn.Module]:
 def shard_model(model: nn.Module, device: torch.device, reshard_after_forward: bool | None = None
                 ) -> tuple[int, int, bool]:
     """Shard `model` in place over every process of the default process group. Parameters move to
-    `device` one unit at a time, so a base loaded in CPU memory never sits on a GPU whole.
+    `device` one unit at a time, so a base loaded in CPU memory never sits on a GPU whole. When
+    some processes built the model on the meta device (only the main one read the file), each unit
+    is broadcast from the main process just before it is cut.
     reshard_after_forward: free each block's gathered weights after its forward (gather again in
     the backward pass); default from accelerate's FSDP config (FSDP_RESHARD_AFTER_FORWARD), else on.
     Returns (bytes of weights this process keeps, bytes of the whole model's weights, whether the
