@@ -49,7 +49,6 @@ from .post_common import (
     encode_text,
     is_done,
     load_base,
-    loop_loss,
     mark_done,
     skipped_reason,
     stage_folder,
@@ -194,7 +193,7 @@ def run_dpo(cfg: PostChainConfig, stage: str) -> Path | None:
                          refs=data["refs"][m].to(dev) if "refs" in data else None)
         stats = flow_dpo_backward(loop.wrapped[model_key], batch, eps, sigma, dc.beta, dc.sft_weight,
                                   dc.split_backward)
-        return loop_loss(stats.loss, loop.trainable), stats.scalars()
+        return torch.tensor(stats.loss), stats.scalars()  # its gradients are in already: no graph
 
     def validate(step: int) -> dict:
         return validate_s2v(dit, bundle, items, dc.validation, folder, step, stage, loop.log) if items else {}

@@ -86,18 +86,6 @@ def encode_text(bundle, prompts: list[str]) -> torch.Tensor:
         return bundle.text.encode(list(prompts), device=bundle.device)
 
 
-def loop_loss(loss_value: float, params: list[torch.nn.Parameter]) -> torch.Tensor:
-    """A loss for TrainLoop when the stage already accumulated its gradients (DPO's split backward):
-    its value is the true loss, its gradient is exactly zero (0 * p adds nothing to p.grad). Under
-    FSDP (sharded parameters) it has no graph: the loop then skips its backward pass, which would
-    otherwise write a gradient of zeros beside the reduce-scattered ones."""
-    from .common.fsdp import is_sharded
-
-    if is_sharded(params[0]):
-        return torch.tensor(loss_value)
-    return torch.tensor(loss_value, device=params[0].device) + 0.0 * params[0].sum()
-
-
 # ---------------------------------------------------------------- CLI
 
 def _deep_merge(into: dict, more: dict) -> dict:

@@ -2,7 +2,9 @@
 
 A stage builds its modules and a `step_fn(step, generator) -> (loss, metrics)` that draws its own
 batch (from an EpochSampler it passes in as `data_state`) and noise (from `generator`, whose
-state is checkpointed), then calls `TrainLoop.run`. The loop resumes from the newest checkpoint
+state is checkpointed), then calls `TrainLoop.run`. A step_fn that runs its own backward passes
+(DPO's split backward) returns the loss as a bare value, without a graph: the loop then only
+clips and steps. The loop resumes from the newest checkpoint
 of its folder, so re-running the same command after a crash continues exactly where the last
 checkpoint left off.
 
@@ -319,11 +321,11 @@ class TrainLoop:
             set_lr(self.acc_optimizer, lr)
             with self.acc.autocast():
                 loss, metrics = step_fn(self.step, self.generator)
-            if self.sharding == "fsdp":
-                if loss.requires_grad:  # a stage that did its own backward passes returns a bare value
+            if loss.requires_grad:  # a bare value: the step_fn did its own backward passes
+                if self.sharding == "fsdp":
                     loss.backward()
-            else:
-                self.acc.backward(loss)
+                else:
+                    self.acc.backward(loss)
             if cfg.grad_clip > 0:
                 if self.sharding != "fsdp":
                     self.acc.unscale_gradients()  # fp16 loss scaling (a no-op otherwise)
