@@ -170,3 +170,18 @@ def test_condition_dropout():
     assert torch.all(r == 0) and dt.all()
     with pytest.raises(ConfigError, match="ref_dropout"):
         condition_dropout(refs, ctx, null, p_refs=1.5, p_text=0.0)
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_fp16_loss_scaling_is_refused_for_dpo_split_or_joint(tmp_path, split):
+    """Both forms run their own backward passes: a loss scaler would unscale gradients it never
+    scaled (the joint form used to be let through)."""
+    from training.common.config import load_config
+    from training.common.schema import PostChainConfig
+    from training.dpo import run_dpo
+
+    config = Path(__file__).resolve().parents[1] / "training" / "configs" / "cpu-smoke.toml"
+    cfg = load_config(PostChainConfig, config,
+                      [f"run.out={tmp_path}", "run.mixed_precision=fp16", f"dpo_consis.split_backward={str(split).lower()}"])
+    with pytest.raises(ConfigError, match="fp16 loss scaling"):
+        run_dpo(cfg, "dpo_consis")

@@ -108,8 +108,10 @@ def run_dpo(cfg: PostChainConfig, stage: str) -> Path | None:
         print(f"[{stage}] already " + (f"skipped ({reason})" if reason else f"finished ({out})") +
               f"; delete {folder / 'DONE.json'} to redo")
         return None if reason else out
-    if dc.split_backward and cfg.run.mixed_precision == "fp16":
-        raise ConfigError(f"[{stage}] split_backward does its own backward passes, which fp16 loss scaling "
+    if cfg.run.mixed_precision == "fp16":
+        # split or joint, flow_dpo_backward runs the backward passes itself: the loss scaler would
+        # unscale gradients it never scaled
+        raise ConfigError(f"[{stage}] the DPO step does its own backward passes, which fp16 loss scaling "
                           "does not see; use run.mixed_precision = 'bf16' or 'no'")
     start_file = sft_lora(cfg, start)
     if not start_file.is_file():
