@@ -295,7 +295,8 @@ class TrainLoop:
         module's forward broadcasts buffers, a collective the other processes would not join).
         Under FSDP it runs on every process (`everyone_validates`); only the main one logs.
         probe_fn: a cheaper check (training.direction_probe) run every probe_every steps and at
-        step 0 of a fresh run, logged under probe/; main process only, so not under FSDP."""
+        step 0 of a fresh run, logged under probe/; main process only, so a stage refuses it under
+        FSDP before any work (training/sft.py)."""
         from tqdm.auto import tqdm
 
         until = self.cfg.steps if until is None else min(until, self.cfg.steps)
@@ -307,11 +308,6 @@ class TrainLoop:
                    dynamic_ncols=True, mininterval=2.0)
         for m in self.wrapped.values():
             m.train()
-        if probe_every > 0 and self.sharding == "fsdp":  # every process stops (probe_fn exists on the main one only)
-            from libragen_core.errors import ConfigError
-
-            raise ConfigError(f"[{self.stage}] the direction probe runs on one process, and a sharded model needs all "
-                              f"of them: set {self.stage}.probe.every = 0 or run.sharding = 'ddp'")
         validating = self.acc.is_main_process or self.everyone_validates
         probing = probe_fn is not None and probe_every > 0 and self.acc.is_main_process
         if probing and self.step == 0:
