@@ -125,12 +125,12 @@ def run_dpo(cfg: PostChainConfig, stage: str) -> Path | None:
         raise ConfigError(f"[{stage}] FSDP is for a base loaded from files (model.dit); the SpriteWorld DPO stages "
                           "train the whole small model: use run.sharding = 'ddp'")
     if real:
-        # a base from files: the pair stage (every process its share) first, then the frozen base
-        generate_real_pairs(cfg, stage)
-        # validation: the held-out items of the SFT stage it starts from (cached by that stage)
+        # a base from files: the SFT stage's cached data (its held-out items validate), the pair
+        # stage (every process its share), then the frozen base
         with main_process_first(cfg.run):
-            _, held, files, (_, held_src) = prepare_sft_data(cfg, start, acc.device, progress=acc.is_main_process,
-                                                             anonymous=False)
+            prepared = prepare_sft_data(cfg, start, acc.device, progress=acc.is_main_process, anonymous=False)
+        _, held, files, (_, held_src) = prepared
+        generate_real_pairs(cfg, stage, prepared)
         dit = load_frozen_dit(files, cfg.model.dtype, acc.device, sharded=sharded)
         bundle = None
     else:

@@ -39,9 +39,10 @@ def pairs_folder(cfg: PostChainConfig, stage: str) -> Path:
     return stage_folder(cfg, stage) / "pairs"
 
 
-def generate_real_pairs(cfg: PostChainConfig, stage: str) -> list[PairRecord]:
+def generate_real_pairs(cfg: PostChainConfig, stage: str, prepared=None) -> list[PairRecord]:
     """Make (or finish) the stage's pairs on every process; returns the index's records (all
-    processes' pairs), read after the barrier."""
+    processes' pairs), read after the barrier. prepared: what training.sft.prepare_sft_data gave
+    for the SFT stage it starts from, when the caller has it already (the DPO stage)."""
     from libragen_core.lora import load_lora, merge_lora_into
     from libragen_core.models.vae_checkpoint import load_vae
 
@@ -61,8 +62,10 @@ def generate_real_pairs(cfg: PostChainConfig, stage: str) -> list[PairRecord]:
                          f"--stage {start}` first")
     state = distributed(cfg.run)
     dev = "cpu" if state.device.type == "cpu" else state.device  # safetensors refuses accelerate's "cpu:0"
-    with main_process_first(cfg.run):  # the main process fills the cache, the others find it built
-        data, _, files, _ = prepare_sft_data(cfg, start, dev, progress=state.is_main_process, anonymous=False)
+    if prepared is None:
+        with main_process_first(cfg.run):  # the main process fills the cache, the others find it built
+            prepared = prepare_sft_data(cfg, start, dev, progress=state.is_main_process, anonymous=False)
+    data, _, files, _ = prepared
     n = min(dc.pairs, len(data))
     out = pairs_folder(cfg, stage)
     ids = [f"{kind}-{i:06d}" for i in range(n)]
