@@ -42,3 +42,40 @@ def test_fsdp_units_are_the_dit_blocks_and_other_models_are_refused():
     assert fsdp_units(dit) == list(dit.blocks) and len(fsdp_units(dit)) == 30
     with pytest.raises(ConfigError, match="run.sharding = 'ddp'"):
         fsdp_units(torch.nn.Linear(2, 2))
+
+
+SHARD_META = """
+import sys, torch, torch.distributed as dist
+sys.path.insert(0, sys.argv[1])
+from libragen_core.models.presets import DIT_PRESETS
+from libragen_core.models.wan_dit import WanDiT
+from training.common.fsdp import shard_model
+dist.init_process_group("gloo")
+with torch.device("meta"):
+    dit = WanDiT(DIT_PRESETS["wan2.1-t2v-1.3b"]).to(torch.bfloat16)
+kept, whole, from_main = shard_model(dit, torch.device("cpu"))
+assert not from_main and all(p.is_meta for p in dit.parameters()), (from_main, dit)
+assert abs(kept / whole - 0.5) < 0.01, (kept, whole)
+print("OK", dist.get_rank(), kept, whole, flush=True)
+dist.destroy_process_group()
+"""
+
+
+def test_a_model_on_the_meta_device_everywhere_is_sharded_as_it_is(tmp_path):
+    """The benchmark's way (benchmarks/fsdp_memory.py): every process builds the model on the meta
+    device, shards it, then makes its own parts. Nothing is sent from the main process (which has
+    no weights either); a main process with weights and others on meta is the training path
+    (tests/test_training_dpo_real.py)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "shard_meta.py"
+    script.write_text(SHARD_META)
+    repo = str(Path(__file__).resolve().parents[1])
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(script), repo], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    assert r.stdout.count("OK") == 2

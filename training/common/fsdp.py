@@ -62,7 +62,8 @@ def shard_model(model: nn.Module, device: torch.device, reshard_after_forward: b
     """Shard `model` in place over every process of the default process group. Parameters move to
     `device` one unit at a time, so a base loaded in CPU memory never sits on a GPU whole. When
     some processes built the model on the meta device (only the main one read the file), each unit
-    is broadcast from the main process just before it is cut.
+    is broadcast from the main process just before it is cut; a model on the meta device in every
+    process is sharded as it is.
     reshard_after_forward: free each block's gathered weights after its forward (gather again in
     the backward pass); default from accelerate's FSDP config (FSDP_RESHARD_AFTER_FORWARD), else on.
     Returns (bytes of weights this process keeps, bytes of the whole model's weights, whether the
@@ -79,10 +80,12 @@ def shard_model(model: nn.Module, device: torch.device, reshard_after_forward: b
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     # a model some processes hold on the meta device only (load_frozen_dit(sharded=True)): the
     # main process sends each unit whole just before it is cut, so no process ever holds more
-    # than one unit of it beyond its own parts
-    flag = torch.tensor([float(any(t.is_meta for t in _plain_tensors(model)))], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    from_main = bool(flag.item())
+    # than one unit of it beyond its own parts. On the meta device everywhere, it stays there (the
+    # caller makes each process's parts afterwards, e.g. with to_empty).
+    meta = float(any(t.is_meta for t in _plain_tensors(model)))
+    flags = torch.tensor([meta, -meta], device=device)
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX)  # [meta somewhere, -(meta everywhere)]
+    from_main = bool(flags[0].item() == 1.0 and flags[1].item() == 0.0)
     for unit in fsdp_units(model):
         if from_main:
             _send_from_main(unit, device)
