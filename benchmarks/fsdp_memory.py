@@ -40,6 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from lora_sft_memory import add_step_args, build, memory_table, random_init_  # noqa: E402  (beside this file)
+
 GIB = 2**30
 
 
@@ -47,22 +49,6 @@ def _peak(device: torch.device, base_rss: int) -> int:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base_rss
-
-
-def _init_(dit) -> None:
-    """Random weights in place (each process its own part of a sharded model)."""
-    from training.common.fsdp import is_sharded
-
-    g = torch.Generator(device="cpu").manual_seed(0)
-    with torch.no_grad():
-        for name, p in dit.named_parameters():
-            t = p.to_local() if is_sharded(p) else p
-            if "lora_B" in name:
-                t.zero_()
-            elif p.ndim >= 2:
-                t.copy_(torch.randn(t.shape, generator=g).mul_(p.shape[-1] ** -0.5))
-            else:
-                t.copy_(torch.ones_like(t) if "norm" in name else torch.zeros_like(t))
 
 
 def worker(a) -> dict:
@@ -95,7 +81,7 @@ def worker(a) -> dict:
         dit.to_empty(device=device)
     else:
         dit.to_empty(device=device)
-    _init_(dit)
+    random_init_(dit, torch.Generator(device=device).manual_seed(0))
     weights = sum((p.to_local() if fsdp.is_sharded(p) else p).nbytes for p in dit.parameters())
     built = _peak(device, base_rss)
     model = dit
@@ -214,9 +200,6 @@ def measure_loading(a) -> int:
 
     from libragen_core.models.loading import save_dit
 
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from lora_sft_memory import build
-
     with tempfile.TemporaryDirectory() as folder:
         file = Path(folder) / "base.safetensors"
         # fp16, as the common Phantom-Wan / Wan2.1 downloads: loading it in bf16 converts every tensor,
@@ -240,10 +223,7 @@ def main(argv=None) -> int:
     p.add_argument("--procs", type=int, default=2, help="processes per layout (GPUs with --device cuda)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--preset", default="wan2.1-t2v-1.3b")
-    p.add_argument("--frames", type=int, default=3, help="latent frames of the clip (plus one reference frame)")
-    p.add_argument("--height", type=int, default=16, help="latent height")
-    p.add_argument("--width", type=int, default=16, help="latent width")
-    p.add_argument("--rank", type=int, default=32)
+    add_step_args(p)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process")
     p.add_argument("--table", action="store_true", help="print the computed per-GPU table only")
     p.add_argument("--tokens", type=int, default=33000,
@@ -257,9 +237,6 @@ def main(argv=None) -> int:
         r = loading_worker(a) if a.file else worker(a)
         Path(a.results, f"{r['rank']}.json").write_text(json.dumps(r))
         return 0
-
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from lora_sft_memory import memory_table
 
     rows = {r["base"]: r for r in memory_table(a.rank)}
     print(f"computed memory per GPU, LoRA rank {a.rank}, {a.tokens} tokens per GPU, gradient checkpointing (GiB):")

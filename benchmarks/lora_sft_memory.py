@@ -47,17 +47,37 @@ def build(preset: str, dtype: torch.dtype):
     with torch.device("meta"):
         dit = WanDiT(DIT_PRESETS[preset])
     dit = dit.to_empty(device="cpu").to(dtype)
-    g = torch.Generator().manual_seed(0)
+    random_init_(dit, torch.Generator().manual_seed(0))
+    return dit.requires_grad_(False)  # WanDiT has no buffers: RoPE tables are computed per call
+
+
+def random_init_(dit, g: torch.Generator) -> None:
+    """Random weights in place, drawn from `g` (on the weights' device): fan-in scaled matrices,
+    unit norms, zero biases, small modulations, zero LoRA up-projections. A model sharded with
+    FSDP gets each process's own part (benchmarks/fsdp_memory.py)."""
+    def own(p):
+        return p.to_local() if hasattr(p, "to_local") else p
+
     with torch.no_grad():
         for name, p in dit.named_parameters():
-            if p.ndim >= 2:
-                p.normal_(0.0, p.shape[-1] ** -0.5, generator=g)
+            t = own(p)
+            if "lora_B" in name:
+                t.zero_()
+            elif p.ndim >= 2:
+                t.normal_(0.0, p.shape[-1] ** -0.5, generator=g)
             else:
-                p.copy_(torch.ones_like(p) if "norm" in name else torch.zeros_like(p))
+                t.copy_(torch.ones_like(t) if "norm" in name else torch.zeros_like(t))
         for blk in dit.blocks:
-            blk.modulation.normal_(0.0, 0.02, generator=g)
-        dit.head.modulation.normal_(0.0, 0.02, generator=g)
-    return dit.requires_grad_(False)  # WanDiT has no buffers: RoPE tables are computed per call
+            own(blk.modulation).normal_(0.0, 0.02, generator=g)
+        own(dit.head.modulation).normal_(0.0, 0.02, generator=g)
+
+
+def add_step_args(p: argparse.ArgumentParser) -> None:
+    """The shape of the measured LoRA step: the clip's latent size and the LoRA rank."""
+    p.add_argument("--frames", type=int, default=3, help="latent frames of the clip (plus one reference frame)")
+    p.add_argument("--height", type=int, default=16, help="latent height")
+    p.add_argument("--width", type=int, default=16, help="latent width")
+    p.add_argument("--rank", type=int, default=32)
 
 
 def peak_bytes() -> int:
@@ -139,10 +159,7 @@ def memory_table(rank: int = 32, tokens: int = 1000) -> list[dict]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--frames", type=int, default=3, help="latent frames of the clip (plus one reference frame)")
-    p.add_argument("--height", type=int, default=16, help="latent height")
-    p.add_argument("--width", type=int, default=16, help="latent width")
-    p.add_argument("--rank", type=int, default=32)
+    add_step_args(p)
     p.add_argument("--steps", type=int, default=2, help="timed steps per case (the fastest is reported)")
     p.add_argument("--table", action="store_true", help="print the computed memory table only")
     p.add_argument("--cases", nargs="+", default=["fp32", "bf16+ckpt", "dpo"], choices=["fp32", "bf16+ckpt", "dpo"],
