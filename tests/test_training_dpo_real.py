@@ -23,6 +23,7 @@ from tests.real_data import run_real_chain
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "training" / "configs" / "cpu-smoke.toml")
+ACCELERATE = {layout: str(REPO / "training" / "accelerate" / f"{layout}.yaml") for layout in ("ddp-1.3b", "fsdp-14b")}
 pytestmark = pytest.mark.slow
 
 
@@ -40,9 +41,18 @@ def _copy(chain: Path, tmp: Path) -> Path:
     return tmp
 
 
-def _cmd(module: str, cwd: Path, *args: str, procs: int = 1) -> list[str]:
-    launch = [sys.executable, "-m", module] if procs == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs), "-m", module]
+def _cmd(module: str, cwd: Path, *args: str, procs: int = 1, layout: str | None = None) -> list[str]:
+    """layout: a shipped accelerate config (ACCELERATE) as a user launches it on 2 GPUs; without GPUs
+    accelerate starts two CPU processes (gloo), with ACCELERATE_USE_FSDP set for the FSDP config, so
+    the loop shards the base with FSDP2. Otherwise one process, or torch's launcher for procs > 1."""
+    if layout:
+        launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", ACCELERATE[layout],
+                  "--num_processes", "2", "-m", module]
+    elif procs == 1:
+        launch = [sys.executable, "-m", module]
+    else:
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs),
+                  "-m", module]
     return [*launch, "--config", CONFIG, "--set", "data.manifest=curated/accepted.jsonl", "--set", "run.out=run",
             *args]
 
@@ -51,8 +61,8 @@ def _env() -> dict:
     return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
-def _run(module: str, cwd: Path, *args: str, procs: int = 1) -> str:
-    cmd = _cmd(module, cwd, *args, procs=procs)
+def _run(module: str, cwd: Path, *args: str, procs: int = 1, layout: str | None = None) -> str:
+    cmd = _cmd(module, cwd, *args, procs=procs, layout=layout)
     r = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout[-4000:]}\n{r.stderr[-6000:]}"
     return r.stdout + r.stderr
@@ -156,25 +166,6 @@ DPO_STAGE, DPO_STEPS = "dpo_realfake", 4
 DPO_SETS = ["--set", "data.resolution=[32, 32]", "--set", "data.max_aspect=1.0",
             "--set", f"{DPO_STAGE}.optim.batch=2", "--set", f"{DPO_STAGE}.optim.steps={DPO_STEPS}",
             "--set", f"{DPO_STAGE}.optim.checkpoint_every=2"]
-ACCELERATE = {layout: str(REPO / "training" / "accelerate" / f"{layout}.yaml") for layout in ("ddp-1.3b", "fsdp-14b")}
-
-
-def _launch_cmd(module: str, cwd: Path, *args: str, layout: str = "fsdp-14b") -> list[str]:
-    """A shipped accelerate config as a user launches it on 2 GPUs; without GPUs accelerate starts
-    two CPU processes (gloo), with ACCELERATE_USE_FSDP set for the FSDP config, so the loop shards
-    the base with FSDP2."""
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", ACCELERATE[layout],
-              "--num_processes", "2", "-m", module]
-    return [*launch, *_cmd(module, cwd, *args)[3:]]
-
-
-def _launch(module: str, cwd: Path, *args: str, layout: str = "fsdp-14b") -> str:
-    cmd = _launch_cmd(module, cwd, *args, layout=layout)
-    r = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout[-4000:]}\n{r.stderr[-6000:]}"
-    return r.stdout + r.stderr
-
-
 @pytest.fixture(scope="module")
 def dpo_runs(chain, tmp_path_factory):
     """Real-Fake DPO, 4 steps, checkpoints at 2 and 4: in one process, under DDP and under FSDP (2 CPU
@@ -186,8 +177,8 @@ def dpo_runs(chain, tmp_path_factory):
         if mode == "one":
             log = _run(f"training.{DPO_STAGE}", runs[mode].parent, *DPO_SETS)
         else:
-            log = _launch(f"training.{DPO_STAGE}", runs[mode].parent, *DPO_SETS,
-                            layout="fsdp-14b" if mode == "fsdp" else "ddp-1.3b")
+            log = _run(f"training.{DPO_STAGE}", runs[mode].parent, *DPO_SETS,
+                       layout="fsdp-14b" if mode == "fsdp" else "ddp-1.3b")
         assert ("FSDP over 2 processes" in log) == (mode == "fsdp"), log[-3000:]
         # FSDP: only the main process read the base; the other built it on the meta device
         assert ("the only one that read the file" in log) == (mode == "fsdp")
@@ -262,7 +253,8 @@ def test_fsdp_dpo_killed_resumes_to_the_same_lora_and_its_checkpoint_resumes_in_
     one-process tolerance above."""
     killed = _copy_run(dpo_runs["fsdp"], tmp_path / "killed")
     ckpts = killed / DPO_STAGE / "checkpoints"
-    cmd = _launch_cmd(f"training.{DPO_STAGE}", killed.parent, *DPO_SETS, "--set", f"{DPO_STAGE}.optim.debug_step_delay=1.5")
+    cmd = _cmd(f"training.{DPO_STAGE}", killed.parent, *DPO_SETS, "--set", f"{DPO_STAGE}.optim.debug_step_delay=1.5",
+               layout="fsdp-14b")
     p = subprocess.Popen(cmd, cwd=killed.parent, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)
     try:
@@ -276,7 +268,7 @@ def test_fsdp_dpo_killed_resumes_to_the_same_lora_and_its_checkpoint_resumes_in_
     assert not (killed / DPO_STAGE / "DONE.json").exists() and not (ckpts / "step-00000004").exists()
     shutil.copytree(killed.parent, tmp_path / "single", symlinks=True)
     single = tmp_path / "single" / "run"
-    log = _launch(f"training.{DPO_STAGE}", killed.parent, *DPO_SETS)
+    log = _run(f"training.{DPO_STAGE}", killed.parent, *DPO_SETS, layout="fsdp-14b")
     assert "(step 2)" in log
     a = load_state_dict(dpo_runs["fsdp"] / DPO_STAGE / "lora.safetensors")
     b = load_state_dict(killed / DPO_STAGE / "lora.safetensors")
@@ -323,7 +315,7 @@ def test_sft_on_an_fp8_base_fsdp_and_ddp_write_the_same_lora(chain, tmp_path):
     sets = ["--stage", "sft_in", "--set", "run.out=fp8", "--set", "model.dtype=fp8", "--set", "sft_in.optim.steps=2",
             "--set", "sft_in.optim.batch=2", "--set", "data.resolution=[32, 32]", "--set", "data.max_aspect=1.0"]
     work = _copy(chain, tmp_path)
-    log = _launch("training.sft", work, *sets)
+    log = _run("training.sft", work, *sets, layout="fsdp-14b")
     assert "FSDP over 2 processes" in log
     fsdp_dir = work / "fp8" / "sft_in"
     assert sorted(p.name for p in (fsdp_dir / "samples").iterdir()) == ["sft_in-00000002-0.mp4", "sft_in-00000002.png"]
@@ -338,8 +330,8 @@ def test_fsdp_refuses_what_it_does_not_shard_before_any_work(chain, tmp_path):
     """The direction probe runs on one process: under FSDP the stage stops at once, naming the
     setting and the fix, on every process (none waits for the others in a collective)."""
     work = _copy(chain, tmp_path)
-    cmd = _launch_cmd("training.sft", work, "--stage", "sft_in", "--set", "run.out=probe", "--set", "sft_in.optim.batch=2",
-                      "--set", "sft_in.probe.every=1")
+    cmd = _cmd("training.sft", work, "--stage", "sft_in", "--set", "run.out=probe", "--set", "sft_in.optim.batch=2",
+               "--set", "sft_in.probe.every=1", layout="fsdp-14b")
     r = subprocess.run(cmd, cwd=work, env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode != 0
     assert "set sft_in.probe.every = 0 or run.sharding = 'ddp'" in r.stdout + r.stderr
