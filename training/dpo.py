@@ -197,12 +197,12 @@ def run_dpo(cfg: PostChainConfig, stage: str) -> Path | None:
                                   dc.split_backward)
         return torch.tensor(stats.loss), stats.scalars()  # its gradients are in already: no graph
 
-    def validate(step: int) -> dict:
-        return validate_s2v(dit, bundle, items, dc.validation, folder, step, stage, loop.log) if items else {}
-
     if real:
         validate = heldout_validator(dit, held, held_src, files.vae, dc.validation, folder, stage,
                                      cfg.data.fps or 16.0, logger=loop.log, write=acc.is_main_process)
+    else:
+        def validate(step: int) -> dict:
+            return validate_s2v(dit, bundle, items, dc.validation, folder, step, stage, loop.log) if items else {}
 
     loop.run(step_fn, validate)
     lora = extract_lora(dit, ADAPTER) if loop.step >= dc.optim.steps else None  # every process: FSDP gathers
