@@ -46,7 +46,7 @@ def generate_real_pairs(cfg: PostChainConfig, stage: str, prepared=None) -> list
     from libragen_core.lora import load_lora, merge_lora_into
     from libragen_core.models.vae_checkpoint import load_vae
 
-    from .common.base_model import load_frozen_dit
+    from .common.base_model import file_device, load_frozen_dit
     from .common.data import tensor_to_frames
     from .sft import lora_path as sft_lora
     from .sft import prepare_sft_data
@@ -61,7 +61,7 @@ def generate_real_pairs(cfg: PostChainConfig, stage: str, prepared=None) -> list
         raise InputError(f"[{stage}] starts from the {start} LoRA {start_file}; run `python -m training.sft "
                          f"--stage {start}` first")
     state = distributed(cfg.run)
-    dev = "cpu" if state.device.type == "cpu" else state.device  # safetensors refuses accelerate's "cpu:0"
+    dev = file_device(state.device)
     if prepared is None:
         with main_process_first(cfg.run):  # the main process fills the cache, the others find it built
             prepared = prepare_sft_data(cfg, start, dev, progress=state.is_main_process, anonymous=False)

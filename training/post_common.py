@@ -14,6 +14,7 @@ import torch
 from libragen_core.errors import CheckpointError, LibraGenError
 from libragen_core.io.atomic import atomic_path
 
+from .common.base_model import file_device
 from .common.config import load_config, to_dict
 from .common.schema import PostChainConfig
 
@@ -44,8 +45,7 @@ def load_base(cfg: PostChainConfig, device="cpu"):
     from libragen_core.models.bundle import CARD_FILE, load_model_folder
 
     folder = base_folder(cfg)
-    if torch.device(device).type == "cpu":
-        device = "cpu"  # accelerate's multi-process CPU device is "cpu:0", which safetensors refuses
+    device = file_device(device)
     if not (folder / CARD_FILE).is_file():
         raise CheckpointError(f"no pretrained model folder at {folder} ({CARD_FILE} missing); run "
                               "`python -m training.pretrain --config ...` (its export stage) first, or set export.folder")

@@ -72,7 +72,7 @@ def make_encoders(files: BaseFiles, facts, device, tile: int = 0, batch: int = 8
 
     from .cache import Encoders
 
-    device = "cpu" if torch.device(device).type == "cpu" else device  # safetensors refuses accelerate's "cpu:0"
+    device = file_device(device)
 
     def vae(dev):
         return load_vae(files.vae, device=dev)
@@ -124,6 +124,12 @@ def check_fits(need: int, device, what: str, fixes: str) -> None:
                          f"free; {fixes}")
 
 
+def file_device(device) -> str | torch.device:
+    """Where to load safetensors files for `device`: accelerate names the CPU of a multi-process run
+    "cpu:0", which safetensors refuses."""
+    return "cpu" if torch.device(device).type == "cpu" else device
+
+
 def load_frozen_dit(files: BaseFiles, dtype: str = "bf16", device="cpu", offload_blocks: int = 0,
                     sharded: bool = False):
     """The DiT, frozen: a real base in bf16 (or fp8 block linears), the SpriteWorld model as stored.
@@ -136,7 +142,7 @@ def load_frozen_dit(files: BaseFiles, dtype: str = "bf16", device="cpu", offload
     from libragen_core.models.loading import load_dit
 
     dev = torch.device(device)
-    dev_name = "cpu" if dev.type == "cpu" else dev  # safetensors refuses accelerate's "cpu:0"
+    dev_name = file_device(dev)
     if not files.from_files:
         dit = load_dit(files.dit, device=dev_name)
     else:
@@ -278,6 +284,6 @@ def move_adapters_to(dit, device) -> None:
 
 
 __all__ = ["AdapterState", "BaseFiles", "BlockOffload", "available_bytes", "base_files", "check_fits",
-           "dit_weight_bytes", "gradient_checkpointing_on", "load_frozen_dit", "make_encoders", "move_adapters_to",
+           "dit_weight_bytes", "file_device", "gradient_checkpointing_on", "load_frozen_dit", "make_encoders", "move_adapters_to",
            "offload_frozen_blocks"]
 
