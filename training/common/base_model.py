@@ -107,19 +107,13 @@ def dit_weight_bytes(path: Path, dtype: str) -> int:
     return total
 
 
-def available_bytes(device) -> int:
-    device = torch.device(device)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    import psutil
-
-    return int(psutil.virtual_memory().available)
-
-
 def check_fits(need: int, device, what: str, fixes: str) -> None:
+    """Refuse before allocating `need` bytes that `device` does not have free (the free memory as the
+    sampler's checks read it: libragen_core.memory.available_bytes, a container's limit included)."""
+    from libragen_core.memory import available_bytes
+
     have = available_bytes(device)
-    if need > have:
+    if have is not None and need > have:
         raise InputError(f"{what} needs {need / 2**30:.1f} GiB but {torch.device(device)} has {have / 2**30:.1f} GiB "
                          f"free; {fixes}")
 
@@ -283,7 +277,7 @@ def move_adapters_to(dit, device) -> None:
             p.data = p.data.to(device)
 
 
-__all__ = ["AdapterState", "BaseFiles", "BlockOffload", "available_bytes", "base_files", "check_fits",
+__all__ = ["AdapterState", "BaseFiles", "BlockOffload", "base_files", "check_fits",
            "dit_weight_bytes", "file_device", "gradient_checkpointing_on", "load_frozen_dit", "make_encoders", "move_adapters_to",
            "offload_frozen_blocks"]
 
