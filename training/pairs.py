@@ -226,11 +226,10 @@ def generate_pairs(model, triplets: Iterable[Triplet], out: str | os.PathLike, k
                     write_video(tmp, f, fps=fps)
             if t.refs is not None:  # the references as the model sees them, for the review page
                 import numpy as np
-                from PIL import Image
 
-                refs_px = np.concatenate([decode(r)[0] for r in t.refs], axis=1)
-                with atomic_path(out / "pairs" / f"{pid}.refs.png") as tmp:
-                    Image.fromarray(refs_px).save(tmp, format="PNG")
+                from libragen_core.io.images import save_png
+
+                save_png(out / "pairs" / f"{pid}.refs.png", np.concatenate([decode(r)[0] for r in t.refs], axis=1))
         metrics = {}
         if frames is not None and t.scene is not None:
             from .spriteworld.validation import pair_metrics

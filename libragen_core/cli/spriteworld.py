@@ -90,7 +90,8 @@ def add_parser(sub):
 
 
 def _preview(args):
-    from ..spriteworld.preview import contact_sheet, preview_rows, save_png
+    from ..io.images import save_png
+    from ..spriteworld.preview import contact_sheet, preview_rows
 
     rows = preview_rows(args.n, args.seed, size=_size(args.size), n_frames=args.frames, split=args.split,
                         defects=args.defects, scene_options=_scene_options(args))

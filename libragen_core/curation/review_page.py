@@ -44,19 +44,14 @@ def contact_sheet(frames: np.ndarray, max_tiles: int = 12, height: int = 128, ga
     return sheet
 
 
-def _save_png(path: Path, image: np.ndarray) -> None:
-    from PIL import Image
-
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
-
-
 def write_review_page(out_dir, accepted: list[dict], *, outcomes_by_id: dict, run_id: str,
                       frames_of=None, image_of=None, heading: str = "Clip review") -> Path:
     """Write out_dir/review/index.html and review/sheets/*.png for the accepted records.
     frames_of(record) -> the frames a sheet shows (default: every frame of its video);
     image_of(record) -> (the card's whole picture, its frame count) instead, e.g. a DPO pair's
     references, winner and loser stacked (training/pair_review.py)."""
+    from ..io.images import save_png
+
     out_dir = Path(out_dir)
     review = out_dir / "review"
     (review / "sheets").mkdir(parents=True, exist_ok=True)
@@ -68,7 +63,7 @@ def write_review_page(out_dir, accepted: list[dict], *, outcomes_by_id: dict, ru
         else:
             frames = frames_of(rec) if frames_of is not None else read_video(out_dir / rec["video"])[0]
             image, n_frames = contact_sheet(frames), len(frames)
-        _save_png(review / "sheets" / name, image)
+        save_png(review / "sheets" / name, image)
         results = outcomes_by_id.get(rec["id"], {}).get("results", [])
         items.append({
             "id": rec["id"],

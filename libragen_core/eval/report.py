@@ -80,7 +80,7 @@ def contact_sheet(results: dict, cases: list[EvalCase], cell: int = 96, n_frames
 
 def write_report(results: dict, cases: list[EvalCase], out_dir) -> dict[str, Path]:
     """Write results.json, report.md and contact_sheet.png into out_dir (which must exist or be creatable)."""
-    from PIL import Image
+    from ..io.images import save_png
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -91,6 +91,5 @@ def write_report(results: dict, cases: list[EvalCase], out_dir) -> dict[str, Pat
         tmp.write_text(results_json(results) + "\n", encoding="utf-8")
     with atomic_path(paths["markdown"]) as tmp:
         tmp.write_text(markdown_table(results), encoding="utf-8")
-    with atomic_path(paths["contact_sheet"]) as tmp:
-        Image.fromarray(contact_sheet(results, cases)).save(tmp, format="PNG")
+    save_png(paths["contact_sheet"], contact_sheet(results, cases))
     return paths

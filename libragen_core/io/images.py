@@ -102,3 +102,15 @@ def _high_depth_to_rgb(im: Image.Image) -> Image.Image:
         arr = np.clip(arr / top, 0.0, 1.0)
     gray = np.round(arr * 255.0).astype(np.uint8)
     return Image.fromarray(np.stack([gray] * 3, axis=-1))
+
+
+def save_png(path: str | os.PathLike, image) -> Path:
+    """Write a uint8 [H, W, 3] (or [H, W]) array as a PNG, atomically: a reader never sees half a file."""
+    import numpy as np
+
+    from .atomic import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.asarray(image)).save(tmp, format="PNG")
+    return path

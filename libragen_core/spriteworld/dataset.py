@@ -203,12 +203,10 @@ def _write_item(out_dir: str, settings: dict, i: int) -> dict:
 
 
 def _save_png(path: Path, image: np.ndarray) -> None:
-    from PIL import Image
+    from ..io.images import save_png
 
-    if path.exists():
-        return
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
+    if not path.exists():  # files are written atomically, so an existing one is complete
+        save_png(path, image)
 
 
 def crop_box(result: RenderResult, k: int, t: int, margin: float = 0.15) -> list[int]:

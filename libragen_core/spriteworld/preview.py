@@ -1,12 +1,10 @@
 """Contact sheets: a few clips as rows of frames with their caption underneath, for eyeballing."""
 from __future__ import annotations
 
-import os
 import textwrap
 
 import numpy as np
 
-from ..io.atomic import atomic_path
 from .captions import scene_caption
 from .defects import DEFECT_KINDS, make_defect
 from .render import render_scene
@@ -54,10 +52,3 @@ def preview_rows(n: int = 6, seed: int = 0, *, size=(64, 64), n_frames: int = 17
         else:
             rows.append((render_scene(scene).frames, scene_caption(scene)))
     return rows
-
-
-def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
-    from PIL import Image
-
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")

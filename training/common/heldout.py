@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import os
 import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -76,18 +75,6 @@ def contact_sheet(rows: list[tuple[np.ndarray, str]], n_frames: int = 6, cell: i
     return np.concatenate(blocks, axis=0)
 
 
-def save_image(path: str | os.PathLike, image: np.ndarray) -> Path:
-    from PIL import Image
-
-    from libragen_core.io.atomic import atomic_path
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
-    return path
-
-
 @torch.no_grad()
 def sample_item(dit, data: CachedData, i: int, context: torch.Tensor, negative: torch.Tensor, sampler, seed: int):
     """(latents [1, C, f, h, w], Subjects) of item i sampled with its references under the text
@@ -117,6 +104,7 @@ def sample_heldout(dit, data: CachedData, load_vae: Callable, n: int, sampler, s
     real(i) the item's real clip for the sheet (or None); score(i, frames) a source's own metrics.
     write=False samples without writing (an FSDP process other than the main one: it has to take
     part in every forward)."""
+    from libragen_core.io.images import save_png
     from libragen_core.io.video import write_video
 
     dev = next(p for p in dit.parameters() if p.requires_grad).device
@@ -149,7 +137,7 @@ def sample_heldout(dit, data: CachedData, load_vae: Callable, n: int, sampler, s
             torch.cuda.empty_cache()
     if rows and write:
         img = contact_sheet(rows)
-        save_image(out_dir / f"{tag}-{step:08d}.png", img)
+        save_png(out_dir / f"{tag}-{step:08d}.png", img)
         if logger is not None:
             logger.image(step, "samples", img)
     keys = sorted({k for s in scores for k in s})

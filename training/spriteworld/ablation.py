@@ -454,13 +454,11 @@ def direction_row(bundle, generator, cases: list[EvalCase], results: dict, with_
 
 
 def _write_sheet(results: dict, cases, path: Path) -> None:
-    from PIL import Image
-
     from libragen_core.eval.report import contact_sheet
+    from libragen_core.io.images import save_png
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        Image.fromarray(contact_sheet(results, cases)).save(tmp, format="PNG")
+    save_png(path, contact_sheet(results, cases))
 
 
 # ---------------------------------------------------------------- table, checks, outputs

@@ -79,7 +79,8 @@ def summarize(results: list[MotionResult]) -> dict[str, float]:
 
 def save_contact_sheet(path: str | os.PathLike, rows: list[tuple[np.ndarray, str]], step: int = 2, zoom: int = 2) -> np.ndarray:
     """rows of (frames uint8 [T, H, W, 3], label) -> a PNG (atomic); returns the image."""
-    from libragen_core.spriteworld.preview import contact_sheet, save_png
+    from libragen_core.io.images import save_png
+    from libragen_core.spriteworld.preview import contact_sheet
 
     image = contact_sheet(rows, step=step, zoom=zoom)
     os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
