@@ -30,7 +30,7 @@ import torch
 
 from libragen_core.conditioning.subjects import Subjects
 from libragen_core.errors import ConfigError, InputError
-from libragen_core.io.atomic import atomic_path
+from libragen_core.io.atomic import atomic_path, write_jsonl
 from libragen_core.io.safetensors_file import load_state_dict, save_state_dict
 from libragen_core.sampling.sampler import initial_noise, sample
 
@@ -278,8 +278,7 @@ def write_index(out: str | os.PathLike, ids: Sequence[str], rejected: set[str] =
 
 
 def write_records(out: Path, records: Sequence[PairRecord]) -> None:
-    with atomic_path(out / PAIRS_FILE) as tmp:
-        tmp.write_text("".join(json.dumps(asdict(r), sort_keys=True) + "\n" for r in records), encoding="utf-8")
+    write_jsonl(out / PAIRS_FILE, (asdict(r) for r in records))
 
 
 def read_records(out: str | os.PathLike) -> list[PairRecord]:

@@ -18,7 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from ..errors import InputError
-from ..io.atomic import atomic_path, write_json
+from ..io.atomic import atomic_path, write_json, write_jsonl
 from ..io.video import read_video
 from .analysis import Clip
 from .filters import THRESHOLDS, filter_specs, run_filters
@@ -75,12 +75,6 @@ def _relocate(record: dict, data_dir: Path, out_dir: Path) -> dict:
     if record.get("refs"):
         rec["refs"] = [{**ref, "path": os.path.relpath(data_dir / ref["path"], out_dir)} for ref in record["refs"]]
     return rec
-
-
-def write_jsonl(path: Path, records) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps(rec, sort_keys=True) + "\n")
 
 
 def write_outputs(out_dir: Path, lists: dict[str, list], report: dict, markdown: str) -> None:

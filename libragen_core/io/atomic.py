@@ -73,6 +73,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def write_jsonl(path: str | os.PathLike, records) -> None:
+    """One JSON object per line (sorted keys), written through atomic_path."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec, sort_keys=True) + "\n")
+
+
 def write_json(path: str | os.PathLike, data) -> None:
     """`data` as indented JSON with sorted keys, written through atomic_path."""
     with atomic_path(path) as tmp:
